@@ -1,0 +1,3 @@
+"""Built-in scaling policies, registered through the ``pdscale.policies`` entry point group."""
+
+__all__: list[str] = []
