@@ -58,7 +58,7 @@ def build_capacity(settings: Settings) -> CapacityModel | None:
     if settings.capacity.profile is None:
         return None
     try:
-        from controller.capacity import build_capacity_model  # noqa: PLC0415
+        from controller.profile import build_capacity_model  # noqa: PLC0415
     except ImportError as exc:
         raise PluginError(f"capacity.profile is set but the capacity model is unavailable: {exc}") from exc
     model: CapacityModel = build_capacity_model(settings)
