@@ -76,12 +76,13 @@ def _plugins_run(args: argparse.Namespace) -> int:
 
 def _check_config_run(args: argparse.Namespace) -> int:
     from controller.assembly import validate_plugins  # noqa: PLC0415
+    from controller.plugins import PluginError  # noqa: PLC0415
     from controller.settings import SettingsError, load_settings  # noqa: PLC0415
 
     try:
         settings = load_settings(args.config)
         validate_plugins(settings)
-    except (SettingsError, ValueError) as exc:
+    except (SettingsError, PluginError, ValueError) as exc:
         sys.stderr.write(f"{exc}\n")
         return 1
     if args.json:

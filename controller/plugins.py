@@ -35,6 +35,14 @@ class PluginGroup(StrEnum):
     METRICS_SOURCES = "pdscale.metrics_sources"
 
 
+_SINGULAR = {
+    PluginGroup.POLICIES: "policy",
+    PluginGroup.FORECASTERS: "forecaster",
+    PluginGroup.ACTUATORS: "actuator",
+    PluginGroup.METRICS_SOURCES: "metrics source",
+}
+
+
 class PluginError(Exception):
     """A plugin could not be found, loaded or built."""
 
@@ -103,10 +111,7 @@ class Registry:
         entry = self._entries[group].get(name)
         if entry is None:
             available = ", ".join(self.names(group)) or "(none)"
-            kind = group.value.removeprefix("pdscale.").replace("_", " ")
-            raise UnknownPluginError(
-                f"unknown {kind[:-1] if kind.endswith('s') else kind} {name!r}; available: {available}"
-            )
+            raise UnknownPluginError(f"unknown {_SINGULAR[group]} {name!r}; available: {available}")
         if entry.obj is not None:
             return entry.obj  # type: ignore[no-any-return]
         assert entry.ep is not None

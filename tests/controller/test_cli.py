@@ -1,0 +1,56 @@
+"""The CLI skeleton: help lists every command; config checking reports errors and exits non-zero."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from controller.cli import COMMANDS, main
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "simulator.yaml"
+
+
+class TestCli:
+    def test_help_lists_commands(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """`pdscale --help` names every command of the project."""
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        out = capsys.readouterr().out
+        for name, _, _ in COMMANDS:
+            assert name in out
+
+    def test_console_script_runs(self) -> None:
+        """The installed `pdscale` console script answers --help."""
+        proc = subprocess.run([sys.executable, "-m", "controller.cli", "--help"], capture_output=True, text=True,
+                              check=False)
+        assert proc.returncode == 0 and "simulate" in proc.stdout
+
+    def test_check_config_ok(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """A valid config passes check-config."""
+        assert main(["check-config", str(EXAMPLE)]) == 0
+        assert "ok" in capsys.readouterr().out
+
+    def test_check_config_reports_bad_file(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A broken config fails check-config with the field named."""
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("pools: []\n")
+        assert main(["check-config", str(bad)]) == 1
+        assert "pools" in capsys.readouterr().err
+
+    def test_check_config_unknown_policy(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A config naming an unknown policy fails with the available names."""
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(EXAMPLE.read_text().replace("name: slo", "name: slow"))
+        assert main(["check-config", str(bad)]) == 1
+        assert "available" in capsys.readouterr().err
+
+    def test_plugins_json(self, tmp_path: Path) -> None:
+        """`pdscale plugins --json` writes stable keys per group."""
+        out = tmp_path / "p.json"
+        assert main(["plugins", "--json", str(out)]) == 0
+        data = json.loads(out.read_text())
+        assert "static" in [p["name"] for p in data["pdscale.policies"]]

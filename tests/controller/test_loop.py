@@ -1,0 +1,206 @@
+"""The control loop with fakes: apply, hold on bad data, back off on actuator errors, survive policy bugs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import pytest
+from structlog.testing import capture_logs
+
+from controller.guards import GuardSettings
+from controller.loop import Reconciler, Runner
+from controller.protocols import PolicyContext, Proposal
+from controller.record import Outcome
+from controller.testing import FakeActuator, ManualClock, StaticMetricsSource
+from controller.types import SLO, ErrorClass, PoolRole, PoolSpec, Signals
+
+POOLS = {
+    "prefill": PoolSpec("prefill", PoolRole.PREFILL, gpus_per_replica=4, min_replicas=1, max_replicas=8),
+    "decode": PoolSpec("decode", PoolRole.DECODE, gpus_per_replica=4, min_replicas=1, max_replicas=8),
+}
+BUSY = Signals(prompt_tokens_per_s=5000.0, request_rate_per_s=4.0, running_requests=50.0, waiting_requests=0.0)
+
+
+class FixedPolicy:
+    """Proposes the same targets every tick."""
+
+    name = "fixed"
+
+    def __init__(self, targets: Mapping[str, int]) -> None:
+        self.targets = dict(targets)
+        self.calls = 0
+
+    def decide(self, ctx: PolicyContext) -> Proposal:
+        self.calls += 1
+        return Proposal(targets=self.targets, reasons={p: "fixed" for p in self.targets})
+
+
+class BrokenPolicy:
+    """Raises on every call."""
+
+    name = "broken"
+
+    def decide(self, ctx: PolicyContext) -> Proposal:
+        raise RuntimeError("boom")
+
+
+def make(policy: object, *, clock: ManualClock | None = None, **kw: object) -> tuple[Reconciler, FakeActuator,
+                                                                                       StaticMetricsSource]:
+    clock = clock or ManualClock(1000.0)
+    source = StaticMetricsSource.ok({"prefill": BUSY, "decode": BUSY})
+    actuator = FakeActuator({"prefill": 2, "decode": 2}, clock=clock)
+    settings = GuardSettings(max_step_up=8, max_step_down=8, scale_down_window_s=0.0)
+    rec = Reconciler(pools=POOLS, source=source, actuator=actuator, policy=policy,  # type: ignore[arg-type]
+                     slo=SLO(1000, 50), tick_s=30.0, guard_settings=settings, **kw)  # type: ignore[arg-type]
+    return rec, actuator, source
+
+
+class TestReconciler:
+    def test_decision_is_applied(self) -> None:
+        """A policy's proposal reaches the actuator and is recorded as applied."""
+        rec, act, _ = make(FixedPolicy({"prefill": 4, "decode": 3}))
+        result = rec.run_once(1000.0)
+        assert act.target_size("prefill") == 4
+        assert act.target_size("decode") == 3
+        assert result.outcomes["prefill"].outcome is Outcome.APPLIED
+        assert rec.recorder.recent(1)[0].decision.targets() == {"prefill": 4, "decode": 3}
+
+    def test_missing_metrics_hold_and_are_reported(self) -> None:
+        """Missing data holds the pool's target and the decision says so."""
+        rec, act, source = make(FixedPolicy({"prefill": 1, "decode": 5}))
+        source.set_missing("prefill", "query returned no series")
+        result = rec.run_once(1000.0)
+        assert act.target_size("prefill") == 2
+        assert "hold_missing_metrics" in result.decision.pools["prefill"].guards
+        assert result.observations["prefill"].reason == "query returned no series"
+        assert act.target_size("decode") == 5
+
+    def test_stale_metrics_hold(self) -> None:
+        """A sample older than stale_after_s holds the target."""
+        rec, act, source = make(FixedPolicy({"prefill": 1, "decode": 1}))
+        source.set("prefill", BUSY, sample_time_s=1000.0 - 500.0)
+        result = rec.run_once(1000.0)
+        assert act.target_size("prefill") == 2
+        assert "hold_stale_metrics" in result.decision.pools["prefill"].guards
+
+    def test_source_exception_holds_everything(self) -> None:
+        """A metrics source that raises is treated as missing data for every pool."""
+        rec, act, source = make(FixedPolicy({"prefill": 6, "decode": 6}))
+        source.fail_with = ConnectionError("refused")
+        result = rec.run_once(1000.0)
+        assert act.target_size("prefill") == 2 and act.target_size("decode") == 2
+        assert all(o.state.value == "missing" for o in result.observations.values())
+
+    def test_actuator_error_is_logged_backed_off_and_retried(self) -> None:
+        """A failed actuation is logged, skipped while backing off, and retried on a later tick."""
+        clock = ManualClock(1000.0)
+        rec, act, _ = make(FixedPolicy({"prefill": 4, "decode": 2}), clock=clock)
+        act.fail_next("prefill", 1, ErrorClass.TRANSIENT)
+        with capture_logs() as logs:
+            first = rec.run_once(clock.now)
+        assert first.outcomes["prefill"].outcome is Outcome.FAILED
+        assert any(e["event"] == "actuation_failed" and e["pool"] == "prefill" for e in logs)
+        second = rec.run_once(clock.advance(5.0))
+        assert second.outcomes["prefill"].outcome is Outcome.BACKOFF
+        assert act.target_size("prefill") == 2
+        third = rec.run_once(clock.advance(30.0))
+        assert third.outcomes["prefill"].outcome is Outcome.APPLIED
+        assert act.target_size("prefill") == 4
+
+    def test_policy_exception_leaves_targets_unchanged(self) -> None:
+        """A policy that raises does not kill the loop and changes nothing."""
+        rec, act, _ = make(BrokenPolicy())
+        with capture_logs() as logs:
+            result = rec.run_once(1000.0)
+        assert result.decision.held
+        assert act.target_size("prefill") == 2 and act.target_size("decode") == 2
+        assert not [c for c in act.calls if c[0] == "set_target"]
+        assert any(e["event"] == "policy_failed" for e in logs)
+
+    def test_one_scale_decision_event_per_pool(self) -> None:
+        """Each tick logs exactly one scale_decision per pool with inputs and reason."""
+        rec, _, _ = make(FixedPolicy({"prefill": 3, "decode": 2}))
+        with capture_logs() as logs:
+            rec.run_once(1000.0)
+        events = [e for e in logs if e["event"] == "scale_decision"]
+        assert sorted(e["pool"] for e in events) == ["decode", "prefill"]
+        assert all("reason" in e and "ready" in e and "forecast" in e for e in events)
+
+    def test_shrink_before_grow(self) -> None:
+        """Within one tick, pools that shrink are actuated before pools that grow."""
+        rec, act, _ = make(FixedPolicy({"prefill": 4, "decode": 1}))
+        rec.run_once(1000.0)
+        order = [c[1] for c in act.calls if c[0] == "set_target"]
+        assert order == ["decode", "prefill"]
+
+    def test_external_change_is_adopted_and_reported(self) -> None:
+        """Someone else's edit of a target is detected and reported, not fought."""
+        rec, act, _ = make(FixedPolicy({"prefill": 2, "decode": 2}))
+        rec.run_once(1000.0)
+        act.set_external_target("prefill", 5)
+        with capture_logs() as logs:
+            rec.run_once(1030.0)
+        assert any(e["event"] == "external_change_adopted" and e["theirs"] == 5 for e in logs)
+
+    def test_external_change_hold_mode_stops_acting_on_pool(self) -> None:
+        """With adopt off, an external edit pauses pdscale on that pool."""
+        rec, act, _ = make(FixedPolicy({"prefill": 3, "decode": 2}), adopt_external_changes=False)
+        rec.run_once(1000.0)
+        act.set_external_target("prefill", 6)
+        result = rec.run_once(1030.0)
+        assert act.target_size("prefill") == 6
+        assert result.decision.pools["prefill"].guards == ("paused",)
+
+    def test_dry_run_changes_nothing(self) -> None:
+        """Dry-run records what it would do and never calls set_target."""
+        rec, act, _ = make(FixedPolicy({"prefill": 5, "decode": 5}), dry_run=True)
+        result = rec.run_once(1000.0)
+        assert result.outcomes["prefill"].outcome is Outcome.DRY_RUN
+        assert not [c for c in act.calls if c[0] == "set_target"]
+
+
+class TestRunner:
+    def test_runs_ticks_on_the_given_clock(self) -> None:
+        """The runner ticks at tick_s of its clock and stops after max_ticks."""
+        clock = ManualClock(0.0)
+        rec, _, _ = make(FixedPolicy({"prefill": 2, "decode": 2}), clock=clock)
+        seen: list[float] = []
+
+        async def no_sleep(_: float) -> None:
+            return None
+
+        runner = Runner(rec, tick_s=30.0, clock=clock, before_tick=lambda t: seen.append(t), max_ticks=3,
+                        wall_per_tick_s=0.0)
+        assert asyncio.run(runner.run()) == 0
+        assert seen == [0.0, 30.0, 60.0]
+
+    def test_stop_finishes_the_current_tick_and_exits_zero(self) -> None:
+        """stop() during a tick lets it finish, then run() returns 0."""
+        clock = ManualClock(0.0)
+        rec, _, _ = make(FixedPolicy({"prefill": 2, "decode": 2}), clock=clock)
+        runner: Runner
+
+        def after(_: object) -> None:
+            runner.stop()
+
+        runner = Runner(rec, tick_s=30.0, clock=clock, after_tick=after, wall_per_tick_s=10.0)
+        assert asyncio.run(runner.run()) == 0
+        assert runner.ticks == 1
+
+    @pytest.mark.timeout(30)
+    def test_sigterm_stops_gracefully(self) -> None:
+        """SIGTERM makes the runner finish its tick and exit 0."""
+        import os
+        import signal
+
+        clock = ManualClock(0.0)
+        rec, _, _ = make(FixedPolicy({"prefill": 2, "decode": 2}), clock=clock)
+
+        async def main() -> int:
+            runner = Runner(rec, tick_s=30.0, clock=clock, wall_per_tick_s=0.05)
+            runner.install_signal_handlers()
+            asyncio.get_running_loop().call_later(0.2, os.kill, os.getpid(), signal.SIGTERM)
+            return await runner.run()
+
+        assert asyncio.run(main()) == 0
