@@ -1,0 +1,180 @@
+"""Direct quantile forecasts from lag, level and time-of-day features (scikit-learn gradient boosting)."""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+import structlog
+
+from forecasting.grid import FloatArray
+from forecasting.online import GridForecaster
+from forecasting.smoothing import Ewma
+
+__all__ = ["QuantileGbm", "lag_features"]
+
+log = structlog.get_logger(__name__)
+
+N_LAGS = 6
+LEVEL_STEPS = 12
+LONG_STEPS = 60
+
+
+def _trailing_mean(y: FloatArray, n: int) -> FloatArray:
+    """Mean of the finite values among ``y[i-n+1..i]`` for every ``i`` (NaN if none)."""
+    ok = np.isfinite(y)
+    c = np.concatenate(([0.0], np.cumsum(np.where(ok, y, 0.0))))
+    m = np.concatenate(([0], np.cumsum(ok)))
+    idx = np.arange(y.size)
+    lo = np.maximum(idx - n + 1, 0)
+    cnt = m[idx + 1] - m[lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (c[idx + 1] - c[lo]) / cnt
+    return np.where(cnt > 0, out, np.nan)
+
+
+def _shift(y: FloatArray, lag: int) -> FloatArray:
+    """``y[i - lag]`` (NaN outside the array); negative lags look forward."""
+    out = np.full(y.size, np.nan)
+    if lag >= 0:
+        if lag < y.size:
+            out[lag:] = y[: y.size - lag]
+    elif -lag < y.size:
+        out[:lag] = y[-lag:]
+    return out
+
+
+def lag_features(y: FloatArray, first_index: int, h: int, season_steps: int) -> tuple[FloatArray, FloatArray]:
+    """Features for forecasting ``y[i + h]`` from ``y[..i]`` at every origin ``i``, and the level they are
+    relative to. ``first_index`` is the absolute step index of ``y[0]`` (for the time of day).
+
+    Features (all level-relative, so a model trained at one traffic level transfers to another):
+    the last ``N_LAGS`` values, the long trailing mean, the value one season before the target and the
+    seasonal change (target season value minus the season value at the origin), the level's log, and
+    the target's time of day as sine and cosine. NaN marks a missing input (the model handles it).
+    """
+    level = _trailing_mean(y, LEVEL_STEPS)
+    cols = [_shift(y, j) - level for j in range(N_LAGS)]
+    cols.append(_trailing_mean(y, LONG_STEPS) - level)
+    season_target = _shift(y, season_steps - h)
+    cols.append(season_target - level)
+    cols.append(season_target - _trailing_mean(_shift(y, season_steps), 3))
+    cols.append(np.log1p(np.maximum(level, 0.0)))
+    phase = 2 * np.pi * ((np.arange(y.size) + first_index + h) % season_steps) / season_steps
+    cols.extend([np.sin(phase), np.cos(phase)])
+    return np.column_stack(cols), level
+
+
+class QuantileGbm(GridForecaster):
+    """One ``HistGradientBoostingRegressor(loss="quantile")`` per quantile and horizon, trained on the
+    newest ``max_train_steps`` steps and refitted every ``refit_every_steps``. Its quantiles are its
+    own (not conformal); the mean is its median. Until ``min_train_rows`` rows exist it forecasts with
+    an EWMA and says so in the note.
+    """
+
+    name = "quantile_gbm"
+
+    def __init__(
+        self,
+        *,
+        refit_every_steps: int = 240,
+        max_train_steps: int = 2880,
+        min_train_rows: int = 120,
+        max_iter: int = 60,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.refit_every_steps = max(1, refit_every_steps)
+        self.max_train_steps = max_train_steps
+        self.min_train_rows = min_train_rows
+        self.max_iter = max_iter
+        self._fallback = Ewma(detect_level_shifts=False, horizons_s=(), step_s=self.step_s, history_s=8 * self.step_s)
+        self._models: dict[int, dict[float, Any]] = {}
+        self._fitted_at: dict[int, int] = {}
+        self._row_cache: dict[int, FloatArray] = {}
+        self.fit_seconds = 0.0
+        self.n_fits = 0
+
+    def _model_ready(self) -> bool:
+        return bool(self._models)
+
+    def _update(self, k: int, y: float) -> None:
+        self._fallback.observe(k * self.step_s, y)
+        self._row_cache = {}
+        for h in self._tracker.horizons:
+            last = self._fitted_at.get(h)
+            if last is None or k - last >= self.refit_every_steps:
+                self._fit(h, k)
+
+    def _fit(self, h: int, k: int) -> None:
+        from sklearn.ensemble import HistGradientBoostingRegressor  # noqa: PLC0415 - heavy, load on first fit
+
+        y = self._grid.recent(self.max_train_steps + h)
+        if y.size < h + LEVEL_STEPS + self.min_train_rows // 2:
+            self._note = "short history; using ewma"
+            return
+        x, level = lag_features(y, k - y.size + 1, h, self.season_steps)
+        target = _shift(y, -h) - level
+        rows = np.isfinite(target) & np.isfinite(level)
+        if int(rows.sum()) < self.min_train_rows:
+            self._note = "short history; using ewma"
+            return
+        start = time.perf_counter()
+        models: dict[float, Any] = {}
+        try:
+            with warnings.catch_warnings(record=True):
+                for q in self.quantile_levels:
+                    m = HistGradientBoostingRegressor(
+                        loss="quantile",
+                        quantile=q,
+                        max_iter=self.max_iter,
+                        max_leaf_nodes=15,
+                        min_samples_leaf=20,
+                        learning_rate=0.1,
+                        random_state=0,
+                    )
+                    models[q] = m.fit(x[rows], target[rows])
+        except Exception as exc:  # a failed fit keeps the previous model or the fallback
+            self._note = f"fit failed ({type(exc).__name__}: {exc}); using ewma"
+            log.warning("forecast_fit_failed", model=self.name, step=k, error=str(exc), fallback="ewma")
+            return
+        finally:
+            self.fit_seconds += time.perf_counter() - start
+            self.n_fits += 1
+        self._models[h], self._fitted_at[h] = models, k
+        self._note = ""
+
+    def _row(self, h: int) -> tuple[FloatArray, float]:
+        last = self._grid.last_closed
+        assert last is not None
+        n = max(LONG_STEPS, self.season_steps + 3)
+        y = self._grid.recent(n)
+        x, level = lag_features(y, last - y.size + 1, h, self.season_steps)
+        return x[-1:], float(level[-1])
+
+    def _predict_all(self, h: int) -> dict[float, float] | None:
+        if not self._models:
+            return None
+        key = min(self._models, key=lambda x: (abs(x - h), x))
+        x, level = self._row(h)
+        if not math.isfinite(level):
+            return None
+        return {q: level + float(m.predict(x)[0]) for q, m in self._models[key].items()}
+
+    def _point(self, h: int) -> float:
+        if not self._models:
+            return self._fallback.point(h)
+        if h not in self._row_cache:
+            key = min(self._models, key=lambda x: (abs(x - h), x))
+            x, level = self._row(h)
+            self._row_cache[h] = np.array([level + float(self._models[key][0.5].predict(x)[0])])
+        return float(self._row_cache[h][0])
+
+    def _native_quantiles(self, h: int) -> dict[float, float] | None:
+        out = self._predict_all(h)
+        if out is None:
+            return None
+        return {q: max(0.0, v) for q, v in out.items()}

@@ -1,0 +1,243 @@
+"""Holt-Winters and ARIMA fitted with statsmodels on a capped window, refitted every N steps.
+
+Fits are bounded (at most ``max_fit_steps`` of history) and amortised (every ``refit_every_steps``
+steps, inline on the closing step): between refits Holt-Winters runs its own O(1) recursion with the
+fitted parameters and ARIMA extends its Kalman filter by the new steps (about 1-2 ms). A model that
+cannot be fitted (short history, numerical failure) forecasts with a damped Holt instead and says so
+in ``Forecast.note`` and a ``forecast_fit_failed`` event.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+import structlog
+
+from forecasting.grid import FloatArray
+from forecasting.online import GridForecaster
+from forecasting.smoothing import Holt
+
+__all__ = ["Arima", "HoltWinters"]
+
+log = structlog.get_logger(__name__)
+
+
+def _fill_gaps(y: FloatArray) -> FloatArray:
+    """Linear interpolation over NaN steps (edges take the nearest value)."""
+    ok = np.isfinite(y)
+    if ok.all():
+        return y
+    idx = np.arange(y.size)
+    return np.interp(idx, idx[ok], y[ok])
+
+
+class _FittedModel(GridForecaster):
+    """Common refit schedule and Holt fallback."""
+
+    def __init__(
+        self,
+        *,
+        refit_every_steps: int = 60,
+        max_fit_steps: int = 720,
+        min_fit_steps: int = 60,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.refit_every_steps = max(1, refit_every_steps)
+        self.max_fit_steps = max_fit_steps
+        self.min_fit_steps = min_fit_steps
+        fb_kwargs = {k: v for k, v in kwargs.items() if k in ("step_s", "season_s", "history_s")}
+        self._fallback = Holt(
+            detect_level_shifts=False,
+            horizons_s=(),
+            history_s=8 * self.step_s,
+            **{k: v for k, v in fb_kwargs.items() if k != "history_s"},
+        )
+        self._fitted = False
+        self._since_fit = 0
+        self._fit_from: int | None = None
+        self.fit_seconds = 0.0
+        self.n_fits = 0
+
+    def _model_ready(self) -> bool:
+        return self._fitted
+
+    def _update(self, k: int, y: float) -> None:
+        self._fallback.observe(k * self.step_s, y)
+        self._since_fit += 1
+        if self._fitted:
+            self._advance(k, y)
+        available = self._grid.n_closed if self._fit_from is None else k - self._fit_from + 1
+        if (not self._fitted or self._since_fit >= self.refit_every_steps) and available >= self._needed():
+            window = self._grid.recent(min(available, self.max_fit_steps))
+            start = time.perf_counter()
+            try:
+                with warnings.catch_warnings(record=True):
+                    warnings.simplefilter("ignore")
+                    self._fit(_fill_gaps(window), k)
+                self._fitted, self._note = True, ""
+            except Exception as exc:  # statsmodels raises many types; all mean "no fit"
+                self._fitted = False
+                self._note = f"fit failed ({type(exc).__name__}: {exc}); using holt"
+                log.warning("forecast_fit_failed", model=self.name, step=k, error=str(exc), fallback="holt")
+            self.fit_seconds += time.perf_counter() - start
+            self.n_fits += 1
+            self._since_fit = 0
+        elif not self._fitted and not self._note.startswith("fit failed"):
+            self._note = f"short history ({available} of {self._needed()} steps); using holt"
+
+    def _on_level_shift(self, k: int) -> None:
+        self._fallback._on_level_shift(k)  # the fallback is owned and fed by this model
+        self._fit_from = k - self._detector_recent() + 1
+        self._fitted = False
+        self._note = "level shift; using holt until refitted"
+
+    def _detector_recent(self) -> int:
+        return self._detector.recent if self._detector is not None else 1
+
+    def _point(self, h: int) -> float:
+        if not self._fitted:
+            return self._fallback.point(h)
+        return self._model_point(h)
+
+    def _needed(self) -> int:
+        return self.min_fit_steps
+
+    def _fit(self, y: FloatArray, k: int) -> None:
+        raise NotImplementedError
+
+    def _advance(self, k: int, y: float) -> None:
+        raise NotImplementedError
+
+    def _model_point(self, h: int) -> float:
+        raise NotImplementedError
+
+
+class HoltWinters(_FittedModel):
+    """Additive damped Holt-Winters with daily (``season_s``) seasonality (statsmodels ExponentialSmoothing).
+
+    Needs two seasons of history (``2 * season_s``); fits on at most ``max_fit_steps`` (default three
+    seasons) with heuristic initialisation, refits every ``refit_every_steps`` (default a quarter season).
+    """
+
+    name = "holt_winters"
+
+    def __init__(self, **kwargs: Any) -> None:
+        step_s = float(kwargs.get("step_s", 60.0))
+        season = max(1, round(float(kwargs.get("season_s", 86400.0)) / step_s))
+        kwargs.setdefault("max_fit_steps", 3 * season)
+        kwargs.setdefault("refit_every_steps", max(1, season // 4))
+        super().__init__(**kwargs)
+        self._params = (0.0, 0.0, 0.0, 1.0)
+        self._level = 0.0
+        self._trend = 0.0
+        self._season: FloatArray = np.zeros(self.season_steps)
+
+    def _needed(self) -> int:
+        return max(self.min_fit_steps, 2 * self.season_steps + 1)
+
+    def _fit(self, y: FloatArray, k: int) -> None:
+        from statsmodels.tsa.holtwinters import ExponentialSmoothing  # noqa: PLC0415 - heavy, load on first fit
+
+        s = self.season_steps
+        res = ExponentialSmoothing(
+            y,
+            trend="add",
+            damped_trend=True,
+            seasonal="add",
+            seasonal_periods=s,
+            initialization_method="heuristic",
+        ).fit()
+        p = res.params
+        self._params = (
+            float(p["smoothing_level"]),
+            float(p["smoothing_trend"]),
+            float(p["smoothing_seasonal"]),
+            float(p["damping_trend"]),
+        )
+        if not all(math.isfinite(v) for v in self._params):
+            raise ValueError("non-finite smoothing parameters")
+        self._level, self._trend = float(res.level[-1]), float(res.trend[-1])
+        season = np.asarray(res.season, dtype=float)[-s:]
+        idx = np.arange(k - s + 1, k + 1) % s
+        self._season = np.zeros(s)
+        self._season[idx] = season
+
+    def _advance(self, k: int, y: float) -> None:
+        a, b, g, phi = self._params
+        s_old = float(self._season[k % self.season_steps])
+        prior = self._level + phi * self._trend
+        if math.isfinite(y):
+            level = a * (y - s_old) + (1 - a) * prior
+            self._season[k % self.season_steps] = g * (y - prior) + (1 - g) * s_old
+            self._trend = b * (level - self._level) + (1 - b) * phi * self._trend
+            self._level = level
+        else:
+            self._level, self._trend = prior, phi * self._trend
+
+    def _model_point(self, h: int) -> float:
+        phi = self._params[3]
+        damp = float(h) if phi == 1.0 else phi * (1 - phi**h) / (1 - phi)
+        last = self._grid.last_closed
+        assert last is not None
+        return self._level + damp * self._trend + float(self._season[(last + h) % self.season_steps])
+
+    def _on_level_shift(self, k: int) -> None:
+        level = self._recent_level()
+        if self._fitted and math.isfinite(level):
+            # keep the daily shape, move the level: the seasonal state is still valid after an outage
+            recent = self._grid.recent(4)
+            idx = np.arange(k - recent.size + 1, k + 1) % self.season_steps
+            shape = self._season[idx][np.isfinite(recent)]
+            self._level = level - (float(np.median(shape)) if shape.size else 0.0)
+            self._trend = 0.0
+            self._note = ""
+            return
+        super()._on_level_shift(k)
+
+
+class Arima(_FittedModel):
+    """ARIMA(p, d, q) via statsmodels SARIMAX on the newest ``max_fit_steps`` steps.
+
+    Daily seasonality is too long a lag for a state-space fit at minute steps, so this is the plain
+    (non-seasonal) model; seasonality is covered by Holt-Winters, seasonal naive and the quantile model.
+    Between refits the fitted filter is extended by each new step (``extend``); the forecast path for
+    every horizon is computed once per step.
+    """
+
+    name = "arima"
+
+    def __init__(self, *, order: tuple[int, int, int] = (2, 1, 1), **kwargs: Any) -> None:
+        kwargs.setdefault("min_fit_steps", 30)
+        super().__init__(**kwargs)
+        self.order = order
+        self._res: Any = None
+        self._pending: list[float] = []
+        self._path: FloatArray = np.empty(0)
+
+    def _fit(self, y: FloatArray, k: int) -> None:
+        from statsmodels.tsa.statespace.sarimax import SARIMAX  # noqa: PLC0415 - heavy, load on first fit
+
+        res = SARIMAX(y, order=self.order).fit(disp=False)
+        if not np.all(np.isfinite(res.params)):
+            raise ValueError("non-finite ARIMA parameters")
+        self._res, self._pending, self._path = res, [], np.empty(0)
+
+    def _advance(self, k: int, y: float) -> None:
+        self._pending.append(y)
+        self._path = np.empty(0)
+
+    def _model_point(self, h: int) -> float:
+        if self._path.size < h:
+            with warnings.catch_warnings(record=True):
+                warnings.simplefilter("ignore")
+                if self._pending:
+                    self._res = self._res.extend(np.asarray(self._pending, dtype=float))
+                    self._pending = []
+                horizon = max(h, max(self._tracker.horizons, default=1))
+                self._path = np.asarray(self._res.forecast(horizon), dtype=float)
+        return float(self._path[h - 1])
