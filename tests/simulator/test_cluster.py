@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 import pytest
-from tests.simulator.cluster_fixtures import StandInPerf, fixed_trace, poisson_trace
 
 from simulator import Cluster, ClusterConfig, DropReason, Mode, Pool, ReplicaState
+from tests.simulator.cluster_fixtures import StandInPerf, fixed_trace, poisson_trace
 
 
 def disagg(trace: object, prefill: int = 2, decode: int = 2, **kw: object) -> Cluster:
@@ -169,9 +169,7 @@ class TestLifecycle:
         rid = cluster.replicas(Pool.PREFILL)[0].id
         cluster.flip_role(rid, Pool.DECODE)
         assert cluster.target(Pool.PREFILL) == 1
-        assert [(v.id, v.state) for v in cluster.replicas(Pool.DECODE) if v.id == rid] == [
-            (rid, ReplicaState.STARTING)
-        ]
+        assert [(v.id, v.state) for v in cluster.replicas(Pool.DECODE) if v.id == rid] == [(rid, ReplicaState.STARTING)]
         cluster.advance_to(31.0)
         assert cluster.pool_metrics(Pool.DECODE).ready_replicas == 2
 
