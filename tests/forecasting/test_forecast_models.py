@@ -1,0 +1,183 @@
+"""Known answers of the individual forecasters."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from structlog.testing import capture_logs
+
+from forecasting.backtest import backtest, score
+from forecasting.base import Forecaster
+from forecasting.ensemble import Ensemble
+from forecasting.naive import LastValue, SeasonalNaive
+from forecasting.online import GridForecaster
+from forecasting.quantile import QuantileGbm
+from forecasting.smoothing import Ewma, Holt
+from forecasting.statsmodels_models import Arima, HoltWinters
+
+
+if TYPE_CHECKING:
+    from .conftest import Feeder, SineFactory
+
+HOUR = 3600.0
+LIGHT = (LastValue, SeasonalNaive, Ewma, Holt)
+
+
+def _mase(model: GridForecaster, y: np.ndarray, horizon_s: float = 300.0) -> float:
+    t = np.arange(y.size) * 60.0
+    res = backtest(model, t, y, horizon_s=horizon_s, step_s=60.0)
+    return score(res, y, warmup_steps=240).mase
+
+
+class TestProtocol:
+    @pytest.mark.parametrize("cls", [LastValue, SeasonalNaive, Ewma, Holt, HoltWinters, Arima, QuantileGbm, Ensemble])
+    def test_every_model_is_a_forecaster(self, cls: type[GridForecaster]) -> None:
+        """Each built-in satisfies the Forecaster protocol and carries its entry-point name."""
+        model = cls()
+        assert isinstance(model, Forecaster)
+        assert model.name == cls.name
+
+    def test_no_data_is_not_ready(self) -> None:
+        """Before any sample a forecast is 0 and not ready."""
+        fc = Ewma().predict(300.0)
+        assert not fc.ready and fc.mean == 0.0
+
+    def test_negative_value_is_rejected(self) -> None:
+        """A negative observation is bad input and names the model."""
+        with pytest.raises(ValueError, match="ewma"):
+            Ewma().observe(0.0, -1.0)
+
+
+class TestSeasonal:
+    def test_seasonal_models_beat_last_value_on_sine(self, sine: SineFactory) -> None:
+        """On a sine plus noise, seasonal naive and Holt-Winters have lower MASE than last value."""
+        y = sine(600, 60)
+        kw = {"step_s": 60.0, "season_s": HOUR, "horizons_s": (300.0,)}
+        base = _mase(LastValue(**kw), y)
+        assert _mase(SeasonalNaive(**kw), y) < 0.8 * base
+        assert _mase(HoltWinters(**kw), y) < 0.8 * base
+
+    def test_quantile_gbm_beats_last_value_on_sine(self, sine: SineFactory) -> None:
+        """The lag/time-of-day quantile model learns the season."""
+        y = sine(600, 60)
+        kw = {"step_s": 60.0, "season_s": HOUR, "horizons_s": (300.0,)}
+        assert _mase(QuantileGbm(**kw), y) < 0.8 * _mase(LastValue(**kw), y)
+
+    def test_holt_winters_is_holt_with_short_history(self, sine: SineFactory, feed: Feeder) -> None:
+        """With less than two seasons Holt-Winters forecasts with Holt and says so."""
+        m = HoltWinters(step_s=60.0, season_s=HOUR)
+        feed(m, sine(50, 60))
+        fc = m.predict(300.0)
+        assert not fc.ready and "short history" in fc.note
+
+
+class TestLevelChanges:
+    @pytest.mark.parametrize("cls", [Ewma, Holt, Arima, Ensemble])
+    def test_step_change_recovers(self, cls: type[GridForecaster], feed: Feeder) -> None:
+        """After a jump from 100 to 300 the forecast is within 10% of 300 within 10 steps."""
+        rng = np.random.default_rng(1)
+        m = cls(step_s=60.0, season_s=HOUR, horizons_s=(60.0,))
+        feed(m, 100 + rng.normal(0, 2, 200))
+        feed(m, 300 + rng.normal(0, 2, 10), start=200)
+        assert abs(m.predict(60.0).mean - 300) < 30
+
+    @pytest.mark.parametrize("cls", [Ewma, Holt, HoltWinters, Ensemble])
+    def test_outage_goes_to_zero_and_comes_back(
+        self, cls: type[GridForecaster], feed: Feeder, sine: SineFactory
+    ) -> None:
+        """During a run of zeros forecasts drop to ~0; after traffic returns they come back."""
+        m = cls(step_s=60.0, season_s=HOUR, horizons_s=(60.0,))
+        feed(m, sine(240, 600, amp=10.0, noise=2.0))
+        feed(m, np.zeros(15), start=240)
+        assert m.predict(60.0).mean < 5.0
+        feed(m, sine(15, 600, amp=10.0, noise=2.0, seed=3), start=255)
+        assert m.predict(60.0).mean > 80.0
+
+
+class TestMissing:
+    @pytest.mark.parametrize("cls", [LastValue, Ewma, Holt, Ensemble])
+    def test_nan_gap_is_missing_not_zero(self, cls: type[GridForecaster], feed: Feeder) -> None:
+        """A run of missing samples does not pull the forecast towards zero."""
+        m = cls(step_s=60.0, season_s=HOUR)
+        feed(m, np.full(60, 100.0))
+        feed(m, np.full(20, np.nan), start=60)
+        m.observe(80 * 60.0, None)
+        assert m.predict(300.0).mean > 90.0
+
+    def test_irregular_samples_resample(self) -> None:
+        """Samples at irregular times with a skipped step give the step means and a NaN gap."""
+        m = LastValue(step_s=60.0)
+        for t, v in ((5.0, 10.0), (50.0, 20.0), (70.0, 40.0), (200.0, 8.0)):
+            m.observe(t, v)
+        assert m._grid.value_at(1) == 15.0
+        assert m._grid.value_at(2) == 40.0
+        assert math.isnan(m._grid.value_at(3))
+
+
+class TestFallback:
+    def test_failed_fit_falls_back_and_says_so(
+        self, feed: Feeder, sine: SineFactory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """ARIMA whose fit raises forecasts with Holt, notes it, and logs forecast_fit_failed."""
+
+        def boom(self: Arima, y: np.ndarray, k: int) -> None:
+            raise np.linalg.LinAlgError("singular")
+
+        monkeypatch.setattr(Arima, "_fit", boom)
+        m = Arima(step_s=60.0, season_s=HOUR)
+        with capture_logs() as logs:
+            feed(m, sine(100, 60))
+        fc = m.predict(300.0)
+        assert "fit failed" in fc.note and "holt" in fc.note
+        assert not fc.ready and fc.mean > 0
+        assert any(e["event"] == "forecast_fit_failed" and e["model"] == "arima" for e in logs)
+
+    def test_model_error_at_predict_falls_back_to_last_value(
+        self, feed: Feeder, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A model raising inside its forecast gives the last value and a note."""
+
+        def boom(self: Holt, h: int) -> float:
+            raise RuntimeError("broken")
+
+        m = Holt()
+        feed(m, np.full(10, 7.0))
+        monkeypatch.setattr(Holt, "_point", boom)
+        m._cache.clear()
+        fc = m.predict(60.0)
+        assert fc.mean == 7.0 and "fallback to last_value" in fc.note
+
+
+values_st = st.lists(
+    st.one_of(st.floats(min_value=0, max_value=1e6), st.just(math.nan), st.just(0.0)), min_size=1, max_size=120
+)
+
+
+class TestProperties:
+    @settings(max_examples=40, deadline=None)
+    @given(values=values_st, which=st.integers(0, len(LIGHT) - 1), horizon_s=st.floats(0, 3600))
+    def test_forecasts_never_negative_and_quantiles_monotone(
+        self, values: list[float], which: int, horizon_s: float
+    ) -> None:
+        """Any non-negative input with gaps gives non-negative, monotone quantiles."""
+        m = LIGHT[which](step_s=60.0, season_s=HOUR)
+        for i, v in enumerate(values):
+            m.observe(i * 60.0, v)
+        fc = m.predict(horizon_s)
+        qs = [fc.quantiles[q] for q in sorted(fc.quantiles)]
+        assert fc.mean >= 0 and all(v >= 0 for v in qs)
+        assert qs == sorted(qs)
+        assert {0.5, 0.9, 0.99} <= set(fc.quantiles)
+
+    def test_ensemble_quantiles_monotone_on_trending_data(self, feed: Feeder) -> None:
+        """The ensemble's quantiles are ordered and non-negative on a falling series."""
+        m = Ensemble(step_s=60.0, season_s=HOUR, horizons_s=(300.0,))
+        feed(m, np.linspace(200, 0, 150))
+        fc = m.predict(300.0)
+        qs = [fc.quantiles[q] for q in sorted(fc.quantiles)]
+        assert qs == sorted(qs) and qs[0] >= 0 and fc.mean >= 0
