@@ -73,7 +73,9 @@ class TestMetrics:
     def test_empty_gives_nan(self) -> None:
         """Without pairs every metric is NaN, not 0."""
         e = np.array([np.nan])
-        assert math.isnan(mase(e, e, 1.0)) and math.isnan(smape(e, e)) and math.isnan(coverage(e, e))
+        assert math.isnan(mase(e, e, 1.0))
+        assert math.isnan(smape(e, e))
+        assert math.isnan(coverage(e, e))
 
 
 class TestCalibration:

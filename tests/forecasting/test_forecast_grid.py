@@ -24,7 +24,8 @@ class TestStepGrid:
         g.add(60.0, 1.0)
         closed = g.add(240.0, 2.0)
         assert [k for k, _ in closed] == [2, 3, 4]
-        assert math.isnan(closed[0][1]) and math.isnan(closed[1][1])
+        assert math.isnan(closed[0][1])
+        assert math.isnan(closed[1][1])
         assert closed[2][1] == 2.0
 
     def test_missing_sample_does_not_count(self) -> None:

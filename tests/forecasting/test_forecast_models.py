@@ -20,7 +20,6 @@ from forecasting.quantile import QuantileGbm
 from forecasting.smoothing import Ewma, Holt
 from forecasting.statsmodels_models import Arima, HoltWinters
 
-
 if TYPE_CHECKING:
     from .conftest import Feeder, SineFactory
 
@@ -45,7 +44,8 @@ class TestProtocol:
     def test_no_data_is_not_ready(self) -> None:
         """Before any sample a forecast is 0 and not ready."""
         fc = Ewma().predict(300.0)
-        assert not fc.ready and fc.mean == 0.0
+        assert not fc.ready
+        assert fc.mean == 0.0
 
     def test_negative_value_is_rejected(self) -> None:
         """A negative observation is bad input and names the model."""
@@ -73,7 +73,8 @@ class TestSeasonal:
         m = HoltWinters(step_s=60.0, season_s=HOUR)
         feed(m, sine(50, 60))
         fc = m.predict(300.0)
-        assert not fc.ready and "short history" in fc.note
+        assert not fc.ready
+        assert "short history" in fc.note
 
 
 class TestLevelChanges:
@@ -133,8 +134,10 @@ class TestFallback:
         with capture_logs() as logs:
             feed(m, sine(100, 60))
         fc = m.predict(300.0)
-        assert "fit failed" in fc.note and "holt" in fc.note
-        assert not fc.ready and fc.mean > 0
+        assert "fit failed" in fc.note
+        assert "holt" in fc.note
+        assert not fc.ready
+        assert fc.mean > 0
         assert any(e["event"] == "forecast_fit_failed" and e["model"] == "arima" for e in logs)
 
     def test_model_error_at_predict_falls_back_to_last_value(
@@ -150,7 +153,8 @@ class TestFallback:
         monkeypatch.setattr(Holt, "_point", boom)
         m._cache.clear()
         fc = m.predict(60.0)
-        assert fc.mean == 7.0 and "fallback to last_value" in fc.note
+        assert fc.mean == 7.0
+        assert "fallback to last_value" in fc.note
 
 
 values_st = st.lists(
@@ -170,7 +174,8 @@ class TestProperties:
             m.observe(i * 60.0, v)
         fc = m.predict(horizon_s)
         qs = [fc.quantiles[q] for q in sorted(fc.quantiles)]
-        assert fc.mean >= 0 and all(v >= 0 for v in qs)
+        assert fc.mean >= 0
+        assert all(v >= 0 for v in qs)
         assert qs == sorted(qs)
         assert {0.5, 0.9, 0.99} <= set(fc.quantiles)
 
@@ -180,4 +185,6 @@ class TestProperties:
         feed(m, np.linspace(200, 0, 150))
         fc = m.predict(300.0)
         qs = [fc.quantiles[q] for q in sorted(fc.quantiles)]
-        assert qs == sorted(qs) and qs[0] >= 0 and fc.mean >= 0
+        assert qs == sorted(qs)
+        assert qs[0] >= 0
+        assert fc.mean >= 0

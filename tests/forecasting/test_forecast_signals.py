@@ -49,7 +49,8 @@ class TestBuildSignals:
     def test_decode_s_missing_where_no_arrivals(self) -> None:
         """A step without arrivals has no mean decode duration (NaN)."""
         s = build_signals(np.array([0.5, 2.5]), np.array([1.0, 1.0]), np.array([10.0, 20.0]), step_s=1.0)
-        assert s.decode_s[0] == pytest.approx(0.4) and np.isnan(s.decode_s[1])
+        assert s.decode_s[0] == pytest.approx(0.4)
+        assert np.isnan(s.decode_s[1])
 
     def test_bad_arrays_are_rejected(self) -> None:
         """Mismatched lengths are a clear error."""
@@ -75,14 +76,16 @@ class TestLittleLaw:
             m.observe_drivers(i * 60.0, 5.0, 8.0)
             m.observe(i * 60.0, 40.0)
         fc = m.predict(300.0)
-        assert fc.ready and fc.mean == pytest.approx(40.0)
+        assert fc.ready
+        assert fc.mean == pytest.approx(40.0)
 
     def test_not_ready_without_drivers(self) -> None:
         """Without request-rate input it cannot forecast and says so."""
         m = LittleLawConcurrency(step_s=60.0)
         m.observe(0.0, 4.0)
         fc = m.predict(60.0)
-        assert not fc.ready and "fallback" in fc.note
+        assert not fc.ready
+        assert "fallback" in fc.note
 
     def test_decode_ensemble_scores_little_law(self) -> None:
         """The decode-concurrency ensemble runs a little_law member on the drivers and scores it."""
