@@ -128,6 +128,28 @@ class Cluster(Engine):
         r.flip_to = to_pool
         self._drain(r, self.now_s)
 
+    def cancel_starting(self, pool: Pool, count: int) -> int:
+        """Cancel up to `count` starting replicas of a pool (newest first); returns how many were cancelled."""
+        self._check_pool(pool)
+        starting = [r for r in self._replicas.values() if r.pool is pool and r.state is ReplicaState.STARTING]
+        starting.sort(key=lambda r: r.since_s, reverse=True)
+        chosen = starting[: max(count, 0)]
+        for r in chosen:
+            self._cancel(r, self.now_s)
+        if chosen:
+            self.scale_actions += 1
+        return len(chosen)
+
+    def drain_replica(self, replica_id: str) -> None:
+        """Drain one ready replica: it takes no new work and stops once what it holds is done."""
+        r = self._replicas.get(replica_id)
+        if r is None:
+            raise ValueError(f"drain_replica: no live replica {replica_id!r}")
+        if r.state is not ReplicaState.READY:
+            raise ValueError(f"drain_replica: replica {replica_id!r} is {r.state.value}, only a ready one can drain")
+        self.scale_actions += 1
+        self._drain(r, self.now_s)
+
     def _cancel(self, r: Replica, t: float) -> None:
         self._charge(r, t)
         r.state = ReplicaState.STOPPED

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +23,7 @@ __all__ = [
     "Pool",
     "ReplicaState",
     "TraceLike",
+    "pools_by_name",
 ]
 
 DEFAULT_COLD_START_S = 300.0
@@ -174,3 +176,18 @@ class ClusterConfig:
     def kv_link_bytes_per_s(self) -> float:
         """KV transfer bandwidth of one prefill replica in bytes per second."""
         return self.kv_link_gbps_per_gpu * 1e9 / 8.0 * self.perf.gpus_per_replica
+
+
+def pools_by_name(pools: Mapping[str, Any]) -> dict[str, Pool]:
+    """Map a controller's pool names to simulator pools by each pool's `role` (or its name when it has none)."""
+    mapping: dict[str, Pool] = {}
+    for name, spec in pools.items():
+        role = str(getattr(spec, "role", name))
+        try:
+            mapping[name] = Pool(role)
+        except ValueError:
+            roles = ", ".join(p.value for p in Pool)
+            raise ValueError(f"pool {name!r}: role {role!r} is not one of {roles}") from None
+    if len(set(mapping.values())) != len(mapping):
+        raise ValueError(f"the simulator needs one pool per role, got {sorted(mapping)}")
+    return mapping

@@ -1,0 +1,110 @@
+"""Actuator over the embedded cluster simulator: scaling, role flips, drains and cancels act on a Cluster.
+
+The Cluster is shared through ``env.resources["simulator"]`` (built by ``controller.replay.ensure_cluster``);
+``env.resources["simulator_lock"]`` (an RLock), when present, guards calls against a thread advancing it.
+Controller pool names map to simulator pools by role (prefill, decode, colocated).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from controller.protocols import ActuationError
+from controller.types import ErrorClass, ReplicaInfo, ReplicaState, RoleFlip
+from simulator import Cluster, Pool
+from simulator.config import pools_by_name
+
+__all__ = ["SimulatorActuator"]
+
+
+class SimulatorActuator:
+    """Actuator, SupportsRoleFlip, SupportsDrain and SupportsCancelPending over a simulated Cluster."""
+
+    def __init__(
+        self,
+        pools: Mapping[str, Any],
+        params: Mapping[str, Any] | None = None,
+        env: object = None,
+        *,
+        cluster: Cluster | None = None,
+        lock: threading.RLock | None = None,
+    ) -> None:
+        resources: Mapping[str, Any] = getattr(env, "resources", {}) or {}
+        found = cluster if cluster is not None else resources.get("simulator")
+        if not isinstance(found, Cluster):
+            raise ValueError("SimulatorActuator needs a simulator Cluster (env.resources['simulator'])")
+        if params:
+            raise ValueError(f"SimulatorActuator takes no params, got {sorted(params)}")
+        self.cluster = found
+        self._lock = lock or resources.get("simulator_lock") or threading.RLock()
+        self._pools = pools_by_name(pools)
+        for name, pool in self._pools.items():
+            if pool not in self.cluster.config.pools:
+                raise ValueError(
+                    f"pool {name!r} has role {pool.value!r}, which a {self.cluster.config.mode.value} simulator lacks"
+                )
+
+    @contextlib.contextmanager
+    def _on(self, pool: str) -> Iterator[Pool]:
+        sim_pool = self._pools.get(pool)
+        if sim_pool is None:
+            raise ActuationError(f"unknown pool {pool!r}; known: {sorted(self._pools)}", ErrorClass.PERMANENT)
+        with self._lock:
+            try:
+                yield sim_pool
+            except ValueError as exc:
+                raise ActuationError(str(exc), ErrorClass.PERMANENT) from exc
+
+    def target_size(self, pool: str) -> int:
+        """Starting + ready replicas, plus ones draining to flip into the pool."""
+        with self._on(pool) as p:
+            return self.cluster.target(p)
+
+    def set_target(self, pool: str, replicas: int) -> None:
+        """Grow with cold starts; shrink by cancelling starting replicas, then draining the least-loaded."""
+        with self._on(pool) as p:
+            self.cluster.set_target(p, replicas)
+
+    def replicas(self, pool: str) -> Sequence[ReplicaInfo]:
+        """Live replicas with lifecycle state and load (running + waiting)."""
+        with self._on(pool) as p:
+            views = self.cluster.replicas(p)
+        return [
+            ReplicaInfo(
+                id=v.id,
+                pool=pool,
+                state=ReplicaState(v.state.value),
+                since_s=v.since_s,
+                load=float(v.running + v.waiting),
+            )
+            for v in views
+        ]
+
+    def flip_roles(self, flip: RoleFlip) -> None:
+        """Flip the least-loaded ready replicas of ``flip.from_pool`` into ``flip.to_pool``."""
+        to_pool = self._pools.get(flip.to_pool)
+        if to_pool is None:
+            raise ActuationError(f"unknown pool {flip.to_pool!r}", ErrorClass.PERMANENT)
+        with self._on(flip.from_pool) as p:
+            ready = [v for v in self.cluster.replicas(p) if v.state.value == "ready" and v.pool is p]
+            if len(ready) < flip.count:
+                raise ActuationError(
+                    f"flip {flip.from_pool}->{flip.to_pool}: {flip.count} requested, {len(ready)} ready",
+                    ErrorClass.TRANSIENT,
+                )
+            for v in sorted(ready, key=lambda v: (v.running + v.waiting, v.id))[: flip.count]:
+                self.cluster.flip_role(v.id, to_pool)
+
+    def drain(self, pool: str, replica_ids: Sequence[str]) -> None:
+        """Drain these ready replicas; each stops once it has finished its work."""
+        with self._on(pool):
+            for rid in replica_ids:
+                self.cluster.drain_replica(rid)
+
+    def cancel_pending(self, pool: str, count: int) -> int:
+        """Cancel up to ``count`` starting replicas (newest first)."""
+        with self._on(pool) as p:
+            return self.cluster.cancel_starting(p, count)

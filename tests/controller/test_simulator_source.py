@@ -1,0 +1,69 @@
+"""SimulatorMetricsSource: observations shaped like the Prometheus source's, from counter and histogram deltas."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.sources.simulator import SimulatorMetricsSource, histogram_quantile
+from controller.types import DataState
+from simulator import Cluster, ClusterConfig, Pool
+from tests.simulator.cluster_fixtures import StandInPerf, fixed_trace, poisson_trace
+
+
+class Spec:
+    def __init__(self, role: str) -> None:
+        self.role = role
+
+
+def source_for(trace: object) -> tuple[Cluster, SimulatorMetricsSource]:
+    cluster = Cluster(ClusterConfig(perf=StandInPerf(), prefill_replicas=2, decode_replicas=2), trace)  # type: ignore[arg-type]
+    src = SimulatorMetricsSource({"prefill": Spec("prefill"), "decode": Spec("decode")}, cluster=cluster)
+    return cluster, src
+
+
+class TestHistogramQuantile:
+    def test_interpolates_within_bucket(self) -> None:
+        """Like PromQL: linear within the bucket holding the rank."""
+        assert histogram_quantile(0.5, (1.0, 2.0), (0.0, 10.0, 10.0)) == pytest.approx(1.5)
+
+    def test_empty_is_missing(self) -> None:
+        """No observations gives None, not zero."""
+        assert histogram_quantile(0.99, (1.0,), (0.0, 0.0)) is None
+
+
+class TestSimulatorMetricsSource:
+    def test_rates_from_counter_deltas(self) -> None:
+        """prompt_tokens_per_s over a window equals the prompt tokens processed in it / its length."""
+        trace = fixed_trace([1.0, 61.0], prompt=1000, output=5)
+        cluster, src = source_for(trace)
+        cluster.advance_to(60.0)
+        first = src.fetch(60.0)["prefill"]
+        cluster.advance_to(120.0)
+        second = src.fetch(120.0)["prefill"]
+        assert first.state is DataState.OK
+        assert first.signals.prompt_tokens_per_s == pytest.approx(1000 / 60)
+        assert second.signals.prompt_tokens_per_s == pytest.approx(1000 / 60)
+        assert second.sample_time_s == 120.0
+
+    def test_quantiles_from_window_only(self) -> None:
+        """A window without new first tokens reports TTFT quantiles as missing."""
+        cluster, src = source_for(fixed_trace([1.0], prompt=1000, output=5))
+        cluster.advance_to(60.0)
+        assert src.fetch(60.0)["decode"].signals.ttft_p99_ms is not None
+        cluster.advance_to(120.0)
+        assert src.fetch(120.0)["decode"].signals.ttft_p99_ms is None
+
+    def test_gauges_and_replicas(self) -> None:
+        """Running requests, KV usage and ready replicas come from the cluster's gauges."""
+        cluster, src = source_for(poisson_trace(10, 120))
+        cluster.advance_to(60.0)
+        obs = src.fetch(60.0)["decode"].signals
+        m = cluster.pool_metrics(Pool.DECODE)
+        assert obs.running_requests == m.num_requests_running > 0
+        assert obs.ready_replicas == 2.0
+        assert obs.kv_usage_ratio == pytest.approx(m.kv_cache_usage_perc)
+
+    def test_no_time_passed_is_missing_first(self) -> None:
+        """A fetch before any simulated time passes is explicit missing data."""
+        _, src = source_for(fixed_trace([], prompt=1, output=1))
+        assert src.fetch(0.0)["prefill"].state is DataState.MISSING
