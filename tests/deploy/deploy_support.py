@@ -7,6 +7,7 @@ import importlib.util
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -59,12 +60,14 @@ def render_with_kubectl(kubectl: str, directory: Path) -> tuple[dict[str, Any], 
     return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
 
 
+@functools.cache
 def load_render_module() -> ModuleType:
     """Import deploy/render.py (a script, not a package module)."""
     spec = importlib.util.spec_from_file_location("pdscale_deploy_render", DEPLOY / "render.py")
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
     spec.loader.exec_module(module)
     return module
 
