@@ -26,14 +26,14 @@ log = structlog.get_logger(__name__)
 def load_settings_trace(settings: Settings) -> Any:
     """The trace named by ``settings.simulator``: ``bundled:<name>`` or a file, optionally re-synthesized
     on ``rate_curve`` (with ``duration_s``, ``rate_scale``, ``seed``)."""
-    from simulator.traces import bundled_trace, load_trace  # noqa: PLC0415  (lands with the trace loader)
+    from simulator.traces import bundled_trace, load_rate_curve, load_trace  # noqa: PLC0415
 
     sim = settings.simulator
     trace = (
         bundled_trace(sim.trace.removeprefix("bundled:")) if sim.trace.startswith("bundled:") else load_trace(sim.trace)
     )
     if sim.rate_curve is not None:
-        from simulator.synth import load_rate_curve, synthesize  # noqa: PLC0415
+        from simulator.synth import synthesize  # noqa: PLC0415
 
         curve = load_rate_curve(sim.rate_curve)
         duration = sim.duration_s if sim.duration_s is not None else float(trace.arrival_s[-1])
