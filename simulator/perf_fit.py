@@ -99,16 +99,16 @@ BASE_PARAMS: dict[str, Any] = {
 }
 """Everything in the parameter file except the fitted coefficients."""
 
-SET_ASIDE: dict[int, str] = {
-    **dict.fromkeys(
-        (32, 33, 34, 35, 36),
-        "TP2 batch 64: prompt_time 360 ms is below batch 32's 2398 ms and e2e is 84 s; 64 x 640 tokens "
-        "exceed TP2's KV cache, so the engine ran the batch in pieces and the row does not measure one batch",
-    ),
-    304: "TP8 prompt 512 batch 1 tokens 2048: prompt_time 74.1 ms against 50.9-55.2 ms in its 4 identical "
-    "repeats and 53-55 ms at every other token count (a one-off stall)",
+_TP2_BATCH64 = (
+    "TP2 batch 64: prompt_time 360 ms is below batch 32's 2398 ms and e2e is 84 s; 64 x 640 tokens "
+    "exceed TP2's KV cache, so the engine ran the batch in pieces and the row does not measure one batch"
+)
+SET_ASIDE: dict[tuple[int, str], str] = {
+    **{(line, phase): _TP2_BATCH64 for line in (32, 33, 34, 35, 36) for phase in ("prefill", "decode")},
+    (304, "prefill"): "TP8 prompt 512 batch 1 tokens 2048: prompt_time 74.1 ms against 50.9-55.2 ms in its 4 "
+    "identical repeats and 53-55 ms at every other token count (a one-off stall)",
 }
-"""CSV line numbers (header = line 1) left out of the fit and the error bounds, with the reason."""
+"""(CSV line number, phase) left out of the fit and the error bounds, with the reason; header = line 1."""
 
 # name, initial value, lower bound, upper bound
 _PREFILL_PARAMS = (
@@ -225,6 +225,7 @@ def _fit_phase(
     from scipy.optimize import least_squares  # noqa: PLC0415 - scipy is needed only when refitting
 
     names = [s[0] for s in spec]
+    rows = [r for r in rows if (r.line, phase) not in SET_ASIDE]
     measured = np.array([r.prompt_time_ms if phase == "prefill" else r.token_time_ms for r in rows])
 
     def residuals(theta: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -248,7 +249,7 @@ def _fit_phase(
 def fit_params(rows: Sequence[CalibrationRow] | None = None) -> dict[str, Any]:
     """A complete parameter file: BASE_PARAMS plus coefficients fitted per measured TP degree."""
     data = list(rows) if rows is not None else load_calibration_rows()
-    used = [r for r in data if r.line not in SET_ASIDE]
+    used = list(data)
     coefficients: dict[str, dict[str, float]] = {}
     placeholder = dict.fromkeys(COEFFICIENT_NAMES, 1.0)
     params = _params_with({})
@@ -289,7 +290,7 @@ def row_errors(params: dict[str, Any], rows: Sequence[CalibrationRow] | None = N
                     output_tokens=row.output_tokens,
                     measured_ms=measured,
                     predicted_ms=predicted,
-                    set_aside=SET_ASIDE.get(row.line),
+                    set_aside=SET_ASIDE.get((row.line, phase)),
                 )
             )
     return out
@@ -313,7 +314,7 @@ def _print_report(params: dict[str, Any]) -> None:
     print("phase    tp   rows  median|err|  max|err|")
     for phase, tp, n, med, worst in summarize(errors):
         print(f"{phase:<8} {tp:>3} {n:>6} {med:>11.1%} {worst:>9.1%}")
-    print(f"set aside: {len(SET_ASIDE)} rows: lines {', '.join(str(k) for k in sorted(SET_ASIDE))}")
+    print("set aside: " + ", ".join(f"line {line} {phase}" for line, phase in sorted(SET_ASIDE)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
