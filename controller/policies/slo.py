@@ -1,0 +1,213 @@
+"""``slo`` (the default policy): size prefill and decode jointly for their SLOs from quantile forecasts.
+
+Each tick, per pool:
+1. demand = the forecast quantile (``forecast_quantile``) at the pool's lead time (cold start + tick), never
+   below what is observed now, times ``headroom``;
+2. replicas = the capacity model's answer for that demand and the request shape (ISL/OSL from the metrics),
+   with the online calibration factors applied;
+3. scale-down only when every need computed over the last ``scale_down_window_s`` fits in fewer replicas
+   (a sustained forecast that N-1 replicas hold the SLO with the load consolidated);
+4. under a binding GPU budget, the split that maximises the worst pool's share of its need; the capacity moves
+   by role flips when the actuator supports them.
+Without a capacity model, or without any demand data, the policy holds and says why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from controller.calibration import CalibrationSettings, CalibrationState, has_calibration_sink, update
+from controller.capacity import ProfileCapacityModel, Workload
+from controller.policies.demand import pool_demand, split_budget, workload_from
+from controller.policies.params import Param, validate_params
+from controller.protocols import CapacityEstimate, PolicyContext, Proposal
+from controller.types import DataState, PoolRole, RoleFlip, Signal
+
+__all__ = ["SloPolicy"]
+
+PARAMS: Mapping[str, Param] = {
+    "forecast_quantile": Param(float, 0.9, lambda v: 0.5 <= v < 1.0, "must be in [0.5, 1)"),
+    "headroom": Param(float, 1.0, lambda v: 1.0 <= v <= 3.0, "must be in [1, 3]"),
+    "scale_down_window_s": Param(float, 600.0, lambda v: v >= 0, "must be >= 0"),
+    "calibrate": Param(bool, True),
+    "calibration_alpha": Param(float, 0.2, lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    "calibration_min": Param(float, 0.5, lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    "calibration_max": Param(float, 2.0, lambda v: v >= 1, "must be >= 1"),
+    "profile_off_threshold": Param(float, 0.3, lambda v: v > 0, "must be > 0"),
+    "role_flips": Param(bool, True),
+    "isl_tokens": Param(float, 1024.0, lambda v: v > 0, "must be > 0"),
+    "osl_tokens": Param(float, 256.0, lambda v: v > 0, "must be > 0"),
+}
+
+
+class SloPolicy:
+    """Joint prefill/decode sizing against the TTFT and ITL targets (see the module docstring for parameters)."""
+
+    name = "slo"
+
+    def __init__(self, params: Mapping[str, Any] | None = None) -> None:
+        self.params = validate_params("slo", params, PARAMS)
+        self.calibration = CalibrationSettings(
+            alpha=self.params["calibration_alpha"],
+            min_factor=self.params["calibration_min"],
+            max_factor=self.params["calibration_max"],
+            off_threshold=self.params["profile_off_threshold"],
+        )
+        self.defaults = Workload(self.params["isl_tokens"], self.params["osl_tokens"])
+
+    # -- calibration ----------------------------------------------------------------------------------
+    def _calibrate(
+        self, ctx: PolicyContext, model: ProfileCapacityModel, w: Workload, cal: CalibrationState
+    ) -> CalibrationState:
+        if not self.params["calibrate"]:
+            return cal
+        obs_ttft = obs_itl = pred_ttft = pred_itl = None
+        for name, spec in ctx.pools.items():
+            obs = ctx.observations.get(name)
+            ready = ctx.states[name].ready
+            if obs is None or obs.state is not DataState.OK or ready < 1:
+                continue
+            s = obs.signals
+            if spec.role in (PoolRole.PREFILL, PoolRole.COLOCATED) and s.ttft_p99_ms and s.request_rate_per_s:
+                demand = {Signal.REQUEST_RATE: s.request_rate_per_s}
+                obs_ttft, pred_ttft = s.ttft_p99_ms, model.predict_ttft_ms(ready, demand, ctx.slo, w)
+            if spec.role in (PoolRole.DECODE, PoolRole.COLOCATED) and s.itl_p99_ms and s.running_requests:
+                obs_itl, pred_itl = s.itl_p99_ms, model.predict_itl_ms(ready, s.running_requests, w)
+        new, report = update(
+            cal,
+            self.calibration,
+            observed_ttft_ms=obs_ttft,
+            predicted_ttft_ms=pred_ttft,
+            observed_itl_ms=obs_itl,
+            predicted_itl_ms=pred_itl,
+        )
+        if new.profile_off != cal.profile_off and has_calibration_sink(ctx.capacity):
+            ctx.capacity.calibration_report(report, new)
+        return new
+
+    # -- the decision ---------------------------------------------------------------------------------
+    def decide(self, ctx: PolicyContext) -> Proposal:
+        """Targets for every pool; holds with a reason when it cannot size."""
+        current = {n: ctx.states[n].target for n in ctx.pools}
+        if ctx.capacity is None:
+            why = "hold: no capacity model (set capacity.profile in the settings)"
+            return Proposal(targets=current, reasons=dict.fromkeys(current, why), state=ctx.state)
+        state = dict(ctx.state)
+        w = workload_from(ctx, state.get("workload", {}), self.defaults)
+        cal = CalibrationState.from_dict(state.get("calibration"))
+        model = ctx.capacity if isinstance(ctx.capacity, ProfileCapacityModel) else None
+        if model is not None:
+            cal = self._calibrate(ctx, model, w, cal)
+        q, headroom = self.params["forecast_quantile"], self.params["headroom"]
+
+        needs: dict[str, int] = {}
+        estimates: dict[str, dict[str, float]] = {}
+        reasons: dict[str, str] = {}
+        for name, spec in ctx.pools.items():
+            demand = pool_demand(ctx, name, q)
+            if not demand:
+                needs[name] = current[name]
+                reasons[name] = "hold: no forecast and no current metrics for this pool"
+                continue
+            demand = {s: v * headroom for s, v in demand.items()}
+            est: CapacityEstimate
+            if model is not None:
+                est = model.replicas_needed(spec, demand, ctx.slo, workload=w, correction=cal.correction())
+            else:
+                est = ctx.capacity.replicas_needed(spec, demand, ctx.slo)
+            needs[name] = est.replicas
+            reasons[name] = f"need {est.replicas} at forecast p{q * 100:g}: {est.reason}"
+            estimates[name] = _estimate_dict(est, demand, cal)
+            if cal.profile_off:
+                reasons[name] += f"; calibration: profile off (prefill x{cal.prefill:.2f}, decode x{cal.decode:.2f})"
+
+        targets, history = self._sustained(ctx, needs, current, reasons, state.get("needs", {}))
+        flips: tuple[RoleFlip, ...] = ()
+        if ctx.budget_gpus is not None:
+            cost = sum(targets[n] * ctx.pools[n].gpus_per_replica for n in targets)
+            if cost > ctx.budget_gpus:
+                split = split_budget(needs, ctx.pools, ctx.budget_gpus)
+                for n in targets:
+                    if split[n] != targets[n]:
+                        reasons[n] += f"; budget {ctx.budget_gpus} GPUs binds: {split[n]} of {needs[n]} needed"
+                targets = split
+        if ctx.supports_role_flip and self.params["role_flips"]:
+            flips = _flips(ctx, current, targets)
+        state.update(
+            workload={
+                "isl_mean_tokens": w.isl_mean_tokens,
+                "isl_p90_tokens": w.isl_p90_tokens,
+                "osl_mean_tokens": w.osl_mean_tokens,
+            },
+            calibration=cal.to_dict(),
+            needs=history,
+        )
+        return Proposal(targets=targets, reasons=reasons, flips=flips, estimates=estimates, state=state)
+
+    def _sustained(
+        self,
+        ctx: PolicyContext,
+        needs: Mapping[str, int],
+        current: Mapping[str, int],
+        reasons: dict[str, str],
+        past: Mapping[str, Any],
+    ) -> tuple[dict[str, int], dict[str, list[list[float]]]]:
+        window = self.params["scale_down_window_s"]
+        targets: dict[str, int] = {}
+        history: dict[str, list[list[float]]] = {}
+        for name, need in needs.items():
+            entries = [
+                [float(t), float(v)]
+                for t, v in (past.get(name) or [])
+                if isinstance(t, (int, float)) and ctx.now_s - float(t) <= window + ctx.tick_s
+            ]
+            entries.append([ctx.now_s, float(need)])
+            history[name] = entries
+            if need >= current[name]:
+                targets[name] = need
+                continue
+            covered = entries[0][0] <= ctx.now_s - window
+            peak = int(max(v for t, v in entries if ctx.now_s - t <= window))
+            if not covered or peak >= current[name]:
+                targets[name] = current[name]
+                reasons[name] += f"; hold: fewer replicas not yet sustained for {window:g} s"
+            else:
+                targets[name] = peak
+                reasons[name] += f"; {peak} hold the SLO over the last {window:g} s"
+        return targets, history
+
+
+def _estimate_dict(est: CapacityEstimate, demand: Mapping[Signal, float], cal: CalibrationState) -> dict[str, float]:
+    out: dict[str, float] = {"replicas": float(est.replicas)}
+    for key, value in (
+        ("predicted_ttft_ms", est.predicted_ttft_ms),
+        ("predicted_itl_ms", est.predicted_itl_ms),
+        ("utilization", est.utilization),
+    ):
+        if value is not None:
+            out[key] = float(value)
+    for sig, v in demand.items():
+        out[f"demand_{sig.value}"] = float(v)
+    out["calibration_prefill"] = cal.prefill
+    out["calibration_decode"] = cal.decode
+    out["profile_off"] = 1.0 if cal.profile_off else 0.0
+    return out
+
+
+def _flips(ctx: PolicyContext, current: Mapping[str, int], targets: Mapping[str, int]) -> tuple[RoleFlip, ...]:
+    """Move replicas in place from shrinking to growing disaggregated pools of the same replica size."""
+    flips: list[RoleFlip] = []
+    shrink = {n: current[n] - targets[n] for n in targets if targets[n] < current[n]}
+    grow = {n: targets[n] - current[n] for n in targets if targets[n] > current[n]}
+    for src in sorted(shrink):
+        for dst in sorted(grow):
+            a, b = ctx.pools[src], ctx.pools[dst]
+            if PoolRole.COLOCATED in (a.role, b.role) or a.gpus_per_replica != b.gpus_per_replica:
+                continue
+            count = min(shrink[src], grow[dst])
+            if count >= 1:
+                flips.append(RoleFlip(from_pool=src, to_pool=dst, count=count))
+                shrink[src] -= count
+                grow[dst] -= count
+    return tuple(flips)

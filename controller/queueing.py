@@ -1,0 +1,85 @@
+"""Queueing approximations for sizing a pool for a latency quantile (pure math, no I/O).
+
+M/G/c with the Erlang-C probability of waiting, the Allen-Cunneen correction for arrival and service
+variability, and the exponential tail of the waiting time:
+
+    P(W > t) ~= C(c, a) * exp(-(c*mu - lambda) * t / k),   k = (ca^2 + cs^2) / 2
+
+so the waiting-time quantile is ``w_q = k / (c*mu - lambda) * ln(C / (1 - q))`` when ``C > 1 - q``, else 0.
+For Poisson arrivals and exponential service (k = 1) this is exact for M/M/c.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["erlang_c", "lognormal_cv2", "mgc_wait_mean_s", "mgc_wait_quantile_s"]
+
+
+def erlang_c(servers: int, offered_load: float) -> float:
+    """Probability that an arrival waits in an M/M/c queue with ``servers`` and ``offered_load`` = lambda/mu.
+
+    Returns 1.0 when the queue is unstable (load >= servers). Uses the stable Erlang-B recursion.
+    """
+    if offered_load <= 0.0:
+        return 0.0
+    if servers < 1 or offered_load >= servers:
+        return 1.0
+    b = 1.0
+    for k in range(1, servers + 1):
+        b = offered_load * b / (k + offered_load * b)
+    rho = offered_load / servers
+    return b / (1.0 - rho * (1.0 - b))
+
+
+def _variability(arrival_cv2: float, service_cv2: float) -> float:
+    return max(0.0, (arrival_cv2 + service_cv2) / 2.0)
+
+
+def mgc_wait_mean_s(
+    servers: int, arrival_rate_per_s: float, service_rate_per_s: float, arrival_cv2: float, service_cv2: float
+) -> float:
+    """Mean queueing delay (Allen-Cunneen); ``inf`` when unstable."""
+    if arrival_rate_per_s <= 0.0:
+        return 0.0
+    slack = servers * service_rate_per_s - arrival_rate_per_s
+    if slack <= 0.0:
+        return math.inf
+    c = erlang_c(servers, arrival_rate_per_s / service_rate_per_s)
+    return c * _variability(arrival_cv2, service_cv2) / slack
+
+
+def mgc_wait_quantile_s(
+    servers: int,
+    arrival_rate_per_s: float,
+    service_rate_per_s: float,
+    quantile: float,
+    arrival_cv2: float = 1.0,
+    service_cv2: float = 1.0,
+) -> float:
+    """The ``quantile`` of the queueing delay in seconds (exponential tail approximation); ``inf`` when unstable."""
+    if arrival_rate_per_s <= 0.0:
+        return 0.0
+    slack = servers * service_rate_per_s - arrival_rate_per_s
+    if slack <= 0.0:
+        return math.inf
+    c = erlang_c(servers, arrival_rate_per_s / service_rate_per_s)
+    tail = 1.0 - quantile
+    if c <= tail:
+        return 0.0
+    return _variability(arrival_cv2, service_cv2) / slack * math.log(c / tail)
+
+
+def lognormal_cv2(mean: float, p90: float) -> float:
+    """Squared coefficient of variation of a log-normal with this mean and 90th percentile (1.0 if undefined)."""
+    if not (mean > 0.0 and p90 > 0.0):
+        return 1.0
+    # mean = exp(mu + s^2/2), p90 = exp(mu + z s)  =>  s^2/2 - z s + ln(p90/mean) = 0
+    z = 1.2815515655446004
+    disc = z * z - 2.0 * math.log(p90 / mean)
+    if disc < 0.0:
+        return 1.0
+    s = z - math.sqrt(disc)
+    if s <= 0.0:
+        return 0.0
+    return math.expm1(s * s)
