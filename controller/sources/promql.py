@@ -1,0 +1,239 @@
+"""PromQL query presets for vLLM, SGLang and Dynamo's frontend, and the label selectors that pick a pool.
+
+A query template names the pool's label matchers ``$selector`` and the rate window ``$window``; every signal's
+query can be replaced in the settings (``metrics.params.queries``). A signal may list alternatives: the first
+one that returns data wins (older vLLM exports ``vllm:time_per_output_token_seconds`` instead of
+``vllm:inter_token_latency_seconds``; ``vector(0)`` as the last alternative turns "no series" into a zero).
+
+Each query must return one series after its aggregation; latencies come back in seconds and are reported in ms.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from string import Template
+
+from controller.types import PoolRole
+
+__all__ = [
+    "DEFAULT_REQUIRED",
+    "FRESHNESS",
+    "PRESETS",
+    "SIGNAL_KINDS",
+    "Matcher",
+    "Preset",
+    "SignalKind",
+    "render",
+    "render_selector",
+    "template_error",
+]
+
+FRESHNESS = "freshness"
+"""The pseudo-signal whose query returns the oldest sample timestamp of the pool's series (staleness)."""
+
+
+class SignalKind(StrEnum):
+    """How a signal's raw query value is interpreted."""
+
+    RATE = "rate"
+    """Per second of Prometheus time (divided by ``time_scale``); exactly 0 is zero traffic."""
+    TRAFFIC = "traffic"
+    """A mean or quantile over requests: NaN while no request arrives means "no requests", not missing data."""
+    LATENCY = "latency"
+    """A quantile in seconds, reported in milliseconds; NaN at zero traffic as for TRAFFIC."""
+    GAUGE = "gauge"
+    """An instantaneous value (running requests, KV usage, replicas)."""
+
+
+SIGNAL_KINDS: Mapping[str, SignalKind] = {
+    "prompt_tokens_per_s": SignalKind.RATE,
+    "request_rate_per_s": SignalKind.RATE,
+    "isl_mean_tokens": SignalKind.TRAFFIC,
+    "isl_p90_tokens": SignalKind.TRAFFIC,
+    "osl_mean_tokens": SignalKind.TRAFFIC,
+    "osl_p90_tokens": SignalKind.TRAFFIC,
+    "running_requests": SignalKind.GAUGE,
+    "waiting_requests": SignalKind.GAUGE,
+    "kv_usage_ratio": SignalKind.GAUGE,
+    "kv_tokens_in_use": SignalKind.GAUGE,
+    "ttft_p50_ms": SignalKind.LATENCY,
+    "ttft_p99_ms": SignalKind.LATENCY,
+    "itl_p50_ms": SignalKind.LATENCY,
+    "itl_p99_ms": SignalKind.LATENCY,
+    "ready_replicas": SignalKind.GAUGE,
+    "prefill_utilization": SignalKind.GAUGE,
+    "decode_utilization": SignalKind.GAUGE,
+}
+"""Every ``controller.types.Signals`` field a query can fill, in the order they are queried (rates first)."""
+
+_BASE = ("request_rate_per_s", "running_requests", "waiting_requests", "ready_replicas")
+DEFAULT_REQUIRED: Mapping[PoolRole, tuple[str, ...]] = {
+    PoolRole.PREFILL: ("prompt_tokens_per_s", *_BASE),
+    PoolRole.DECODE: (*_BASE, "kv_usage_ratio"),
+    PoolRole.COLOCATED: ("prompt_tokens_per_s", *_BASE, "kv_usage_ratio"),
+}
+"""Signals without which a pool's observation is MISSING; any other signal that fails is only left ``None``."""
+
+
+def _rate(metric: str) -> str:
+    return f"sum(rate({metric}{{$selector}}[$window]))"
+
+
+def _ratio(sum_metric: str, count_metric: str) -> str:
+    return f"{_rate(sum_metric)} / {_rate(count_metric)}"
+
+
+def _quantile(q: float, bucket_metric: str) -> str:
+    return f"histogram_quantile({q}, sum by (le) (rate({bucket_metric}{{$selector}}[$window])))"
+
+
+def _agg(fn: str, metric: str) -> str:
+    return f"{fn}({metric}{{$selector}})"
+
+
+@dataclass(frozen=True, slots=True)
+class Preset:
+    """One engine's metric names as PromQL templates, per signal (alternatives tried in order)."""
+
+    name: str
+    model_label: str
+    """The label carrying the model name on this engine's series."""
+    queries: Mapping[str, tuple[str, ...]]
+
+
+def _vllm() -> Preset:
+    return Preset(
+        name="vllm",
+        model_label="model_name",
+        queries={
+            "prompt_tokens_per_s": (_rate("vllm:prompt_tokens_total"),),
+            "request_rate_per_s": (_rate("vllm:request_success_total"),),
+            "isl_mean_tokens": (_ratio("vllm:request_prompt_tokens_sum", "vllm:request_prompt_tokens_count"),),
+            "isl_p90_tokens": (_quantile(0.9, "vllm:request_prompt_tokens_bucket"),),
+            "osl_mean_tokens": (_ratio("vllm:request_generation_tokens_sum", "vllm:request_generation_tokens_count"),),
+            "osl_p90_tokens": (_quantile(0.9, "vllm:request_generation_tokens_bucket"),),
+            "running_requests": (_agg("sum", "vllm:num_requests_running"),),
+            "waiting_requests": (_agg("sum", "vllm:num_requests_waiting"),),
+            "kv_usage_ratio": (_agg("avg", "vllm:kv_cache_usage_perc"), _agg("avg", "vllm:gpu_cache_usage_perc")),
+            "ttft_p50_ms": (_quantile(0.5, "vllm:time_to_first_token_seconds_bucket"),),
+            "ttft_p99_ms": (_quantile(0.99, "vllm:time_to_first_token_seconds_bucket"),),
+            "itl_p50_ms": (
+                _quantile(0.5, "vllm:inter_token_latency_seconds_bucket"),
+                _quantile(0.5, "vllm:time_per_output_token_seconds_bucket"),
+            ),
+            "itl_p99_ms": (
+                _quantile(0.99, "vllm:inter_token_latency_seconds_bucket"),
+                _quantile(0.99, "vllm:time_per_output_token_seconds_bucket"),
+            ),
+            "ready_replicas": (_agg("count", "vllm:num_requests_running"),),
+            FRESHNESS: ("min(timestamp(vllm:num_requests_running{$selector}))",),
+        },
+    )
+
+
+def _sglang() -> Preset:
+    return Preset(
+        name="sglang",
+        model_label="model_name",
+        queries={
+            "prompt_tokens_per_s": (_rate("sglang:prompt_tokens_total"),),
+            "request_rate_per_s": (_rate("sglang:num_requests_total"),),
+            "isl_mean_tokens": (_ratio("sglang:prompt_tokens_total", "sglang:num_requests_total"),),
+            "isl_p90_tokens": (_quantile(0.9, "sglang:prompt_tokens_histogram_bucket"),),
+            "osl_mean_tokens": (_ratio("sglang:generation_tokens_total", "sglang:num_requests_total"),),
+            "osl_p90_tokens": (_quantile(0.9, "sglang:generation_tokens_histogram_bucket"),),
+            "running_requests": (_agg("sum", "sglang:num_running_reqs"),),
+            "waiting_requests": (_agg("sum", "sglang:num_queue_reqs"),),
+            "kv_usage_ratio": (_agg("avg", "sglang:token_usage"),),
+            "kv_tokens_in_use": (_agg("sum", "sglang:num_used_tokens"),),
+            "ttft_p50_ms": (_quantile(0.5, "sglang:time_to_first_token_seconds_bucket"),),
+            "ttft_p99_ms": (_quantile(0.99, "sglang:time_to_first_token_seconds_bucket"),),
+            "itl_p50_ms": (
+                _quantile(0.5, "sglang:inter_token_latency_seconds_bucket"),
+                _quantile(0.5, "sglang:time_per_output_token_seconds_bucket"),
+            ),
+            "itl_p99_ms": (
+                _quantile(0.99, "sglang:inter_token_latency_seconds_bucket"),
+                _quantile(0.99, "sglang:time_per_output_token_seconds_bucket"),
+            ),
+            "ready_replicas": (_agg("count", "sglang:num_running_reqs"),),
+            FRESHNESS: ("min(timestamp(sglang:num_running_reqs{$selector}))",),
+        },
+    )
+
+
+def _dynamo() -> Preset:
+    isl, osl = "dynamo_frontend_input_sequence_tokens", "dynamo_frontend_output_sequence_tokens"
+    return Preset(
+        name="dynamo",
+        model_label="model",
+        queries={
+            "prompt_tokens_per_s": (_rate(f"{isl}_sum"),),
+            "request_rate_per_s": (_rate("dynamo_frontend_requests_total"),),
+            "isl_mean_tokens": (_ratio(f"{isl}_sum", f"{isl}_count"),),
+            "isl_p90_tokens": (_quantile(0.9, f"{isl}_bucket"),),
+            "osl_mean_tokens": (_ratio(f"{osl}_sum", f"{osl}_count"),),
+            "osl_p90_tokens": (_quantile(0.9, f"{osl}_bucket"),),
+            "running_requests": (_agg("sum", "dynamo_frontend_inflight_requests"),),
+            "waiting_requests": (_agg("sum", "dynamo_frontend_queued_requests"),),
+            "kv_usage_ratio": (_agg("avg", "dynamo_component_kvstats_gpu_cache_usage_percent"),),
+            "ttft_p50_ms": (_quantile(0.5, "dynamo_frontend_time_to_first_token_seconds_bucket"),),
+            "ttft_p99_ms": (_quantile(0.99, "dynamo_frontend_time_to_first_token_seconds_bucket"),),
+            "itl_p50_ms": (_quantile(0.5, "dynamo_frontend_inter_token_latency_seconds_bucket"),),
+            "itl_p99_ms": (_quantile(0.99, "dynamo_frontend_inter_token_latency_seconds_bucket"),),
+            "ready_replicas": (_agg("count", "dynamo_component_kvstats_total_blocks"),),
+            FRESHNESS: ("min(timestamp(dynamo_frontend_inflight_requests{$selector}))",),
+        },
+    )
+
+
+PRESETS: Mapping[str, Preset] = {p.name: p for p in (_vllm(), _sglang(), _dynamo())}
+"""Built-in presets by name: ``vllm``, ``sglang``, ``dynamo``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Matcher:
+    """One PromQL label matcher: ``label op "value"`` with op ``=`` or ``=~``."""
+
+    label: str
+    op: str
+    value: str
+
+
+_LABEL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PLACEHOLDERS = frozenset({"selector", "window"})
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render_selector(matchers: Sequence[Matcher]) -> str:
+    """The inside of a PromQL ``{...}`` for these matchers, values escaped."""
+    for m in matchers:
+        if not _LABEL_RE.match(m.label):
+            raise ValueError(f"invalid Prometheus label name {m.label!r}")
+        if m.op not in ("=", "=~"):
+            raise ValueError(f"unsupported matcher operator {m.op!r}")
+    return ",".join(f'{m.label}{m.op}"{_escape(m.value)}"' for m in matchers)
+
+
+def template_error(template: str) -> str | None:
+    """Why ``template`` is not a usable query template, or None when it is."""
+    if not template.strip():
+        return "empty query"
+    t = Template(template)
+    if not t.is_valid():
+        return "a '$' that is not $selector or $window (write $$ for a literal '$')"
+    unknown = sorted(set(t.get_identifiers()) - _PLACEHOLDERS)
+    if unknown:
+        return f"unknown placeholder(s) {', '.join('$' + u for u in unknown)}; use $selector and $window"
+    return None
+
+
+def render(template: str, selector: str, window: str) -> str:
+    """Fill ``$selector`` and ``$window`` into a query template."""
+    return Template(template).substitute(selector=selector, window=window)
