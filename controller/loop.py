@@ -151,6 +151,11 @@ class Reconciler:
                 for sig in ROLE_SIGNALS[spec.role]:
                     self._forecasters[(name, sig)] = forecaster_factory(name, sig)
 
+    def reload_applied(self) -> None:
+        """Re-read the targets pdscale last applied from the recorder (after a restart settled open intents)."""
+        with self.lock:
+            self._applied = self.recorder.last_applied()
+
     # -- inputs ---------------------------------------------------------------------------------
     def _fetch(self, now: float) -> dict[str, PoolObservation]:
         try:
@@ -317,6 +322,8 @@ class Reconciler:
             return PoolOutcome(Outcome.DRY_RUN, f"would set {target}")
         if self.backoff.blocked(pool, now):
             return PoolOutcome(Outcome.BACKOFF, f"retry at {self.backoff.retry_at_s[pool]:.0f}s")
+        # Crash safety: a recorder with intents (controller.store) persists the call before it is made.
+        intent = self._intent_begin(pool, target, now)
         try:
             self.actuator.set_target(pool, target)
         except Exception as exc:
@@ -325,12 +332,23 @@ class Reconciler:
             log.error(
                 "actuation_failed", pool=pool, target=target, error=str(exc), error_class=cls.value, retry_in_s=delay
             )
+            self._intent_end(intent, Outcome.FAILED.value, str(exc))
             return PoolOutcome(Outcome.FAILED, str(exc), cls.value)
         self.backoff.succeeded(pool)
         self._applied[pool] = target
         self.recorder.set_applied(pool, target)
+        self._intent_end(intent, Outcome.APPLIED.value, "")
         log.info("actuation_applied", pool=pool, target=target)
         return PoolOutcome(Outcome.APPLIED)
+
+    def _intent_begin(self, pool: str, target: int, now: float) -> int | None:
+        begin = getattr(self.recorder, "begin_intent", None)
+        return int(begin(pool, target, now)) if callable(begin) else None
+
+    def _intent_end(self, intent: int | None, outcome: str, detail: str) -> None:
+        finish = getattr(self.recorder, "finish_intent", None)
+        if intent is not None and callable(finish):
+            finish(intent, outcome, detail)
 
     def _log(
         self,

@@ -1,0 +1,1 @@
+"""The gRPC admin API: servicer, server, auth and the ``pdscale admin`` client."""

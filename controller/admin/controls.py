@@ -1,0 +1,265 @@
+"""Operator controls over a running Reconciler: pause, overrides, policy, SLO and budget.
+
+Every change is validated completely before anything is touched (bad input changes nothing), applied under the
+reconciler's lock and persisted in the state store so a restart resumes with it. The admin servicer and the
+daemon's start-up restore both go through this class.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import structlog
+
+from controller.decide import ALL_POOLS
+from controller.loop import Reconciler
+from controller.plugins import PluginError, PluginGroup, Registry, UnknownPluginError
+from controller.protocols import Policy
+from controller.store import SqliteStore
+from controller.types import SLO, Override, OverrideMode
+
+__all__ = ["AdminError", "Controls", "ErrorKind"]
+
+log = structlog.get_logger(__name__)
+
+KEY_POLICY = "policy"
+KEY_SLO = "slo"
+KEY_BUDGET = "budget"
+RUNTIME_KEYS = (KEY_POLICY, KEY_SLO, KEY_BUDGET)
+_MAX_REASON = 1024
+
+
+class ErrorKind(StrEnum):
+    """Maps to gRPC status codes in the servicer."""
+
+    INVALID_ARGUMENT = "invalid_argument"
+    NOT_FOUND = "not_found"
+    FAILED_PRECONDITION = "failed_precondition"
+
+
+class AdminError(ValueError):
+    """An operator request was refused; ``kind`` picks the status code and the message says what to fix."""
+
+    def __init__(self, kind: ErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _invalid(message: str) -> AdminError:
+    return AdminError(ErrorKind.INVALID_ARGUMENT, message)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyChoice:
+    """A built, validated policy ready to swap in."""
+
+    name: str
+    params: dict[str, Any]
+    policy: Policy
+
+
+class Controls:
+    """Validated, persisted operator changes to one Reconciler."""
+
+    def __init__(self, reconciler: Reconciler, store: SqliteStore, registry: Registry) -> None:
+        self.rec = reconciler
+        self.store = store
+        self.registry = registry
+        self.policy_name: str = getattr(reconciler.policy, "name", type(reconciler.policy).__name__)
+        self.pause_reasons: dict[str, str] = {}
+
+    # -- validation helpers -----------------------------------------------------------------------------------
+    def check_pool(self, pool: str) -> None:
+        """NOT_FOUND naming the configured pools when ``pool`` is unknown."""
+        if pool not in self.rec.pools:
+            known = ", ".join(sorted(self.rec.pools))
+            raise AdminError(ErrorKind.NOT_FOUND, f"unknown pool {pool!r}; configured pools: {known}")
+
+    @staticmethod
+    def _check_reason(reason: str) -> None:
+        if len(reason) > _MAX_REASON:
+            raise _invalid(f"reason is {len(reason)} characters; at most {_MAX_REASON} are allowed")
+
+    # -- pause ------------------------------------------------------------------------------------------------
+    def pause(self, pool: str = "", reason: str = "") -> list[str]:
+        """Hold one pool (or all with ``""``) at its current target until resumed."""
+        self._check_reason(reason)
+        if pool:
+            self.check_pool(pool)
+        key = pool or ALL_POOLS
+        with self.rec.lock:
+            self.pause_reasons[key] = reason
+            self.rec.paused.add(key)
+            self.store.set_paused(self.pause_reasons)
+        log.info("admin_paused", pool=key, reason=reason)
+        return sorted(self.rec.paused)
+
+    def resume(self, pool: str = "") -> list[str]:
+        """Resume one pool (or all with ``""``)."""
+        if pool:
+            self.check_pool(pool)
+        with self.rec.lock:
+            if not pool:
+                self.rec.paused.clear()
+                self.pause_reasons.clear()
+            else:
+                if ALL_POOLS in self.rec.paused:
+                    why = self.pause_reasons.pop(ALL_POOLS, "")
+                    self.rec.paused.discard(ALL_POOLS)
+                    for other in self.rec.pools:
+                        if other != pool:
+                            self.rec.paused.add(other)
+                            self.pause_reasons.setdefault(other, why)
+                self.rec.paused.discard(pool)
+                self.pause_reasons.pop(pool, None)
+            self.store.set_paused(self.pause_reasons)
+        log.info("admin_resumed", pool=pool or ALL_POOLS)
+        return sorted(self.rec.paused)
+
+    # -- overrides --------------------------------------------------------------------------------------------
+    def set_override(
+        self, pool: str, mode: OverrideMode | None, replicas: int, ttl_s: float | None, now_s: float, reason: str = ""
+    ) -> Override:
+        """Pin ``pool`` (exact, min or max), expiring ``ttl_s`` seconds of loop clock from ``now_s`` if given."""
+        self.check_pool(pool)
+        self._check_reason(reason)
+        if mode is None:
+            raise _invalid("mode is required: exact, min or max")
+        spec = self.rec.pools[pool]
+        if not spec.min_replicas <= replicas <= spec.max_replicas:
+            raise _invalid(
+                f"replicas {replicas} is outside pool {pool!r} bounds [{spec.min_replicas}, {spec.max_replicas}]; "
+                "change min_replicas/max_replicas in the settings file to go beyond them"
+            )
+        if ttl_s is not None and not (math.isfinite(ttl_s) and ttl_s > 0):
+            raise _invalid(f"ttl_s must be a positive number of seconds, got {ttl_s!r}")
+        override = Override(
+            pool=pool, mode=mode, replicas=replicas, expires_s=None if ttl_s is None else now_s + ttl_s, reason=reason
+        )
+        with self.rec.lock:
+            self.rec.overrides[pool] = override
+            self.store.save_override(override)
+        log.info("admin_override_set", pool=pool, mode=mode.value, replicas=replicas, expires_s=override.expires_s)
+        return override
+
+    def clear_override(self, pool: str) -> bool:
+        """Remove ``pool``'s override; whether there was one."""
+        self.check_pool(pool)
+        with self.rec.lock:
+            had = self.rec.overrides.pop(pool, None) is not None
+            had = self.store.delete_override(pool) or had
+        log.info("admin_override_cleared", pool=pool, had=had)
+        return had
+
+    # -- policy, SLO, budget ----------------------------------------------------------------------------------
+    def build_policy(self, name: str, params: Mapping[str, Any]) -> PolicyChoice:
+        """Build (and so validate) a policy plugin without installing it."""
+        if not name:
+            raise _invalid("policy name is required; list them with ListPlugins")
+        try:
+            policy: Policy = self.registry.create(PluginGroup.POLICIES, name, dict(params))
+        except UnknownPluginError as exc:
+            raise AdminError(ErrorKind.NOT_FOUND, str(exc)) from None
+        except PluginError as exc:
+            raise _invalid(str(exc)) from None
+        except Exception as exc:
+            raise _invalid(f"policy {name!r} rejected its parameters: {type(exc).__name__}: {exc}") from None
+        return PolicyChoice(name=name, params=dict(params), policy=policy)
+
+    def set_policy(self, name: str, params: Mapping[str, Any], *, persist: bool = True) -> PolicyChoice:
+        """Swap the policy (its own state starts empty)."""
+        choice = self.build_policy(name, params)
+        with self.rec.lock:
+            self.rec.policy = choice.policy
+            self.rec.policy_params = dict(choice.params)
+            self.rec.policy_state = {}
+            self.policy_name = name
+            if persist:
+                self.store.set_value(KEY_POLICY, {"name": name, "params": choice.params})
+        log.info("admin_policy_set", policy=name, params=choice.params)
+        return choice
+
+    def make_slo(self, ttft_ms: float | None = None, itl_ms: float | None = None, quantile: float | None = None) -> SLO:
+        """The current SLO with the given fields replaced, validated."""
+        cur = self.rec.slo
+        for field, value in (("ttft_ms", ttft_ms), ("itl_ms", itl_ms), ("quantile", quantile)):
+            if value is not None and not math.isfinite(value):
+                raise _invalid(f"{field} must be a finite number, got {value!r}")
+        try:
+            return SLO(
+                ttft_ms=cur.ttft_ms if ttft_ms is None else ttft_ms,
+                itl_ms=cur.itl_ms if itl_ms is None else itl_ms,
+                quantile=cur.quantile if quantile is None else quantile,
+            )
+        except ValueError as exc:
+            raise _invalid(str(exc)) from None
+
+    def update_slo(
+        self, ttft_ms: float | None = None, itl_ms: float | None = None, quantile: float | None = None
+    ) -> SLO:
+        """Change latency targets (unset fields keep their value)."""
+        if ttft_ms is None and itl_ms is None and quantile is None:
+            raise _invalid("nothing to update: set ttft_ms, itl_ms or quantile")
+        slo = self.make_slo(ttft_ms, itl_ms, quantile)
+        with self.rec.lock:
+            self.rec.slo = slo
+            self.store.set_value(KEY_SLO, {"ttft_ms": slo.ttft_ms, "itl_ms": slo.itl_ms, "quantile": slo.quantile})
+        log.info("admin_slo_set", ttft_ms=slo.ttft_ms, itl_ms=slo.itl_ms, quantile=slo.quantile)
+        return slo
+
+    def check_budget(self, max_gpus: int | None) -> int | None:
+        """Validate a budget against the pools' minimum footprint."""
+        if max_gpus is None:
+            return None
+        floor = sum(p.min_replicas * p.gpus_per_replica for p in self.rec.pools.values())
+        if max_gpus < 1 or max_gpus < floor:
+            raise _invalid(f"max_gpus {max_gpus} is below the pools' minimum footprint of {floor} GPUs")
+        return max_gpus
+
+    def update_budget(self, max_gpus: int | None) -> int | None:
+        """Change (or remove, with None) the GPU budget."""
+        budget = self.check_budget(max_gpus)
+        with self.rec.lock:
+            self.rec.budget_gpus = budget
+            self.store.set_value(KEY_BUDGET, {"max_gpus": budget})
+        log.info("admin_budget_set", max_gpus=budget)
+        return budget
+
+    # -- restart ----------------------------------------------------------------------------------------------
+    def restore(self) -> None:
+        """Re-apply persisted pause state, overrides and runtime policy/SLO/budget changes after a restart.
+
+        A persisted value that no longer validates against the current settings is dropped with a warning.
+        """
+        self.pause_reasons = {p: r for p, r in self.store.paused().items() if p == ALL_POOLS or p in self.rec.pools}
+        with self.rec.lock:
+            self.rec.paused = set(self.pause_reasons)
+            for pool, o in self.store.overrides().items():
+                if pool in self.rec.pools:
+                    self.rec.overrides[pool] = o
+        policy = self.store.get_value(KEY_POLICY)
+        slo = self.store.get_value(KEY_SLO)
+        budget = self.store.get_value(KEY_BUDGET)
+        try:
+            if policy is not None:
+                self.set_policy(str(policy["name"]), dict(policy["params"]), persist=False)
+            if slo is not None:
+                self.rec.slo = self.make_slo(slo["ttft_ms"], slo["itl_ms"], slo["quantile"])
+            if budget is not None:
+                self.rec.budget_gpus = self.check_budget(budget["max_gpus"])
+        except (AdminError, KeyError, TypeError) as exc:
+            log.warning("state_restore_skipped", error=str(exc))
+        log.info(
+            "state_restored",
+            paused=sorted(self.rec.paused),
+            overrides=sorted(self.rec.overrides),
+            policy=self.policy_name,
+        )
+
+    def forget_runtime_changes(self) -> None:
+        """Drop persisted policy/SLO/budget changes (a config reload makes the file authoritative again)."""
+        self.store.delete_values(RUNTIME_KEYS)

@@ -1,0 +1,99 @@
+"""Start the admin gRPC server (grpc.aio) with health, reflection, auth, TLS/mTLS and message size limits."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from controller.admin._gen import admin_pb2, admin_pb2_grpc
+from controller.admin.auth import SERVICE, TokenAuthInterceptor
+from controller.admin.servicer import AdminServicer
+from controller.settings import AdminSettings, SettingsError, TLSSettings
+
+__all__ = ["AdminServer", "is_loopback", "server_credentials", "start_admin_server"]
+
+log = structlog.get_logger(__name__)
+
+
+def is_loopback(listen: str) -> bool:
+    """Whether ``host:port`` binds only the loopback interface."""
+    host = listen.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SettingsError(f"admin.tls.{what}: cannot read {path}: {exc.strerror}") from None
+
+
+def server_credentials(tls: TLSSettings) -> grpc.ServerCredentials:
+    """TLS credentials; mutual TLS (client certificates required) when ``client_ca`` is set."""
+    key, cert = _read(tls.key, "key"), _read(tls.cert, "cert")
+    ca = _read(tls.client_ca, "client_ca") if tls.client_ca is not None else None
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+
+
+@dataclass(slots=True)
+class AdminServer:
+    """A running admin server and the port it bound."""
+
+    server: grpc.aio.Server
+    port: int
+    address: str
+    health: health.aio.HealthServicer
+
+    async def stop(self, grace_s: float = 2.0) -> None:
+        """Refuse new calls, let running ones finish for ``grace_s``, cancel streams."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+
+
+async def start_admin_server(servicer: AdminServicer, settings: AdminSettings) -> AdminServer:
+    """Bind ``settings.listen`` (port 0 picks a free one) and start serving."""
+    token = settings.token.resolve() if settings.token is not None else None
+    loopback = is_loopback(settings.listen)
+    if token is None and not loopback:
+        log.warning("admin_no_token", listen=settings.listen, effect="mutating calls are refused")
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    interceptor = TokenAuthInterceptor(token, auth_read_only=settings.auth_read_only, allow_without_token=loopback)
+    server = grpc.aio.server(interceptors=[interceptor], options=options)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = (
+        admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    )
+    reflection.enable_server_reflection(names, server)
+    try:
+        if settings.tls is not None:
+            port = server.add_secure_port(settings.listen, server_credentials(settings.tls))
+        else:
+            port = server.add_insecure_port(settings.listen)
+    except RuntimeError as exc:
+        raise SettingsError(f"admin.listen: cannot bind {settings.listen}: {exc}") from None
+    await server.start()
+    for name in ("", SERVICE):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    host = settings.listen.rpartition(":")[0]
+    address = f"{host}:{port}"
+    log.info("admin_listening", address=address, tls=settings.tls is not None, token=token is not None)
+    return AdminServer(server=server, port=port, address=address, health=health_servicer)

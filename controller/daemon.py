@@ -1,0 +1,236 @@
+"""The pdscale daemon: control loop + admin API + own telemetry, over a SQLite state store.
+
+Start-up order: open the store; build the Reconciler (``controller.assembly.build``) with the store as its
+recorder; settle actuation intents a crash left open (never repeating a call); restore pause state, overrides and
+runtime policy/SLO/budget changes; start the admin server and /metrics; tick until SIGTERM/SIGINT, which finish
+the current tick, persist and exit 0. SIGHUP reloads the settings file: a bad file keeps the running settings
+and logs why. With the embedded simulator the loop runs on the simulator's clock, ``speedup`` times faster than
+wall time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from controller.admin.controls import AdminError, Controls
+from controller.admin.hub import DecisionHub
+from controller.admin.server import AdminServer, start_admin_server
+from controller.admin.servicer import AdminServicer, RuntimeView
+from controller.assembly import build, validate_plugins
+from controller.loop import Runner, TickResult
+from controller.plugins import PluginEnv, PluginError, Registry
+from controller.protocols import Actuator, MetricsSource
+from controller.record import DecisionRecord
+from controller.settings import Settings, SettingsError, load_settings
+from controller.store import SqliteStore, reconcile_intents
+from controller.telemetry import Telemetry, TelemetryServer
+
+__all__ = ["LIVE_SECTIONS", "Daemon"]
+
+log = structlog.get_logger(__name__)
+
+KEY_POLICY_STATE = "policy_state"
+LIVE_SECTIONS = ("slo", "budget", "policy", "guards")
+"""Sections a SIGHUP reload applies in place; a change elsewhere is logged as needing a restart."""
+_RESTART_SECTIONS = (
+    "model",
+    "tick_s",
+    "pools",
+    "forecasting",
+    "metrics",
+    "actuator",
+    "capacity",
+    "simulator",
+    "admin",
+    "telemetry",
+    "state",
+)
+
+
+class Daemon:
+    """One running pdscale: build with settings, then ``await run()``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        config_path: str | Path | None = None,
+        registry: Registry | None = None,
+        env: PluginEnv | None = None,
+        source: MetricsSource | None = None,
+        actuator: Actuator | None = None,
+        clock: Callable[[], float] | None = None,
+        max_ticks: int | None = None,
+        wall_per_tick_s: float | None = None,
+        on_tick: Callable[[TickResult], Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config_path = Path(config_path) if config_path is not None else None
+        self.registry = registry or Registry()
+        self.env = env or PluginEnv()
+        st = settings.state
+        self.store = SqliteStore(st.path, retention_days=st.retention_days, max_decisions=st.max_decisions)
+        self.assembly = build(
+            settings, registry=self.registry, env=self.env, recorder=self.store, source=source, actuator=actuator
+        )
+        self.rec = self.assembly.reconciler
+        self.intent_resolutions = reconcile_intents(self.store, self.rec.actuator)
+        self.rec.reload_applied()
+        self.controls = Controls(self.rec, self.store, self.registry)
+        self.controls.restore()
+        saved = self.store.get_value(KEY_POLICY_STATE)
+        if isinstance(saved, dict) and saved.get("policy") == self.controls.policy_name:
+            self.rec.policy_state = dict(saved.get("state") or {})
+        self.telemetry = Telemetry()
+        self.hub = DecisionHub()
+        self.on_tick = on_tick
+        self.max_ticks = max_ticks
+        self.cluster: Any = self.env.resources.get("simulator")
+        self._sim_lock: Any = self.env.resources.get("simulator_lock")
+        self.wall_per_tick_s = wall_per_tick_s
+        if clock is not None:
+            self.clock = clock
+        elif self.cluster is not None:
+            self.clock = lambda: float(self.cluster.now_s)
+            if wall_per_tick_s is None:
+                self.wall_per_tick_s = settings.tick_s / settings.simulator.speedup
+        else:
+            self.clock = time.time
+        self.view = RuntimeView(
+            clock=self.clock,
+            model=settings.model,
+            ready=lambda: self.telemetry.ready,
+            ticks=lambda: self.telemetry.ticks,
+            attainment=self.telemetry.slo_tracker.ratio,
+        )
+        self.servicer = AdminServicer(self.controls, self.view, self.hub)
+        self.runner: Runner | None = None
+        self.admin: AdminServer | None = None
+        self.telemetry_server: TelemetryServer | None = None
+        self.reloads = 0
+        self.reload_failures = 0
+        self._bg: set[asyncio.Task[Any]] = set()
+        self.started = asyncio.Event()
+
+    # -- hooks around each tick ---------------------------------------------------------------------------
+    def _advance(self, now: float) -> None:
+        if self._sim_lock is not None:
+            with self._sim_lock:
+                self.cluster.advance_to(now)
+        else:
+            self.cluster.advance_to(now)
+
+    async def _before_tick(self, now: float) -> None:
+        if self.cluster is not None:
+            await asyncio.to_thread(self._advance, now)
+
+    def _after_tick(self, result: TickResult) -> None:
+        self.telemetry.observe(result, self.rec)
+        self.hub.publish(DecisionRecord(id=result.record_id, decision=result.decision, outcomes=result.outcomes))
+        try:
+            self.store.set_value(
+                KEY_POLICY_STATE, {"policy": self.controls.policy_name, "state": dict(self.rec.policy_state)}
+            )
+        except (TypeError, ValueError) as exc:
+            log.debug("policy_state_not_persisted", error=str(exc))
+        if self.on_tick is not None:
+            self.on_tick(result)
+
+    # -- SIGHUP ---------------------------------------------------------------------------------------------
+    def reload(self) -> bool:
+        """Re-read the settings file and apply its live sections; a bad file changes nothing. Thread-safe."""
+        if self.config_path is None:
+            log.warning("config_reload_unavailable", reason="the daemon was not started from a settings file")
+            return False
+        try:
+            new = load_settings(self.config_path)
+            validate_plugins(new, self.registry)
+            if [p.name for p in new.pools] != [p.name for p in self.settings.pools]:
+                raise SettingsError(f"{self.config_path}: pools: adding or removing pools needs a restart")
+            choice = self.controls.build_policy(new.policy.name, new.policy.params)
+            slo = new.slo.to_slo()
+            guards = new.guards.to_guard_settings()
+            budget = self.controls.check_budget(new.budget.max_gpus)
+        except (SettingsError, PluginError, AdminError, ValueError) as exc:
+            self.reload_failures += 1
+            log.error("config_reload_rejected", path=str(self.config_path), error=str(exc), kept="running settings")
+            return False
+        restart = [s for s in _RESTART_SECTIONS if getattr(new, s) != getattr(self.settings, s)]
+        policy_changed = (new.policy.name, new.policy.params) != (self.controls.policy_name, self.rec.policy_params)
+        with self.rec.lock:
+            if policy_changed:
+                self.rec.policy, self.rec.policy_params, self.rec.policy_state = choice.policy, choice.params, {}
+                self.controls.policy_name = choice.name
+            self.rec.slo = slo
+            self.rec.guard_settings = guards
+            self.rec.budget_gpus = budget
+            self.controls.forget_runtime_changes()
+        self.settings = new
+        self.reloads += 1
+        log.info("config_reloaded", path=str(self.config_path), policy=new.policy.name, restart_needed=restart)
+        return True
+
+    def _on_sighup(self) -> None:
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(self.reload), name="config-reload")
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Finish the current tick, then shut down."""
+        if self.runner is not None:
+            self.runner.stop()
+
+    async def run(self, *, install_signals: bool = True) -> int:
+        """Serve until stopped; returns the exit code (0 on a clean stop)."""
+        s = self.settings
+        self.runner = Runner(
+            self.rec,
+            tick_s=s.tick_s,
+            clock=self.clock,
+            before_tick=self._before_tick,
+            after_tick=self._after_tick,
+            max_ticks=self.max_ticks,
+            wall_per_tick_s=self.wall_per_tick_s,
+        )
+        try:
+            if s.telemetry.enabled:
+                self.telemetry_server = TelemetryServer(self.telemetry, s.telemetry.listen).start()
+            if s.admin.enabled:
+                self.admin = await start_admin_server(self.servicer, s.admin)
+            if install_signals:
+                self.runner.install_signal_handlers(reload=self._on_sighup)
+            log.info(
+                "daemon_started",
+                pools=sorted(self.rec.pools),
+                policy=self.controls.policy_name,
+                admin=self.admin.address if self.admin else None,
+                telemetry_port=self.telemetry_server.port if self.telemetry_server else None,
+                state=str(s.state.path) if s.state.path else "memory",
+                settled_intents=len(self.intent_resolutions),
+            )
+            self.started.set()
+            return await self.runner.run()
+        finally:
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        self.telemetry.up.set(0)
+        if self.admin is not None:
+            await self.admin.stop(grace_s=1.0)
+        if self.telemetry_server is not None:
+            self.telemetry_server.stop()
+        for task in list(self._bg):
+            task.cancel()
+        try:
+            self.rec.source.close()
+        except Exception as exc:
+            log.warning("source_close_failed", error=str(exc))
+        self.store.close()
+        log.info("daemon_stopped", ticks=self.telemetry.ticks)
