@@ -18,7 +18,7 @@ EXPECTED_SET_ASIDE = {
         for line in (32, 33, 34, 35, 36)
         for phase in ("prefill", "decode")
     },
-    (304, "prefill"): "TP8 512x1, 2048 tokens: 74.1 ms against 50.9-55.2 ms in its 4 identical repeats",
+    (304, "prefill"): "TP8 512x1, 2048 tokens: 74.1 ms against 50.9-60.4 ms in its 4 identical repeats",
 }
 
 
