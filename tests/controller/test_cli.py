@@ -25,9 +25,11 @@ class TestCli:
 
     def test_console_script_runs(self) -> None:
         """The installed `pdscale` console script answers --help."""
-        proc = subprocess.run([sys.executable, "-m", "controller.cli", "--help"], capture_output=True, text=True,
-                              check=False)
-        assert proc.returncode == 0 and "simulate" in proc.stdout
+        proc = subprocess.run(
+            [sys.executable, "-m", "controller.cli", "--help"], capture_output=True, text=True, check=False
+        )
+        assert proc.returncode == 0
+        assert "simulate" in proc.stdout
 
     def test_check_config_ok(self, capsys: pytest.CaptureFixture[str]) -> None:
         """A valid config passes check-config."""

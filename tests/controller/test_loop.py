@@ -33,7 +33,7 @@ class FixedPolicy:
 
     def decide(self, ctx: PolicyContext) -> Proposal:
         self.calls += 1
-        return Proposal(targets=self.targets, reasons={p: "fixed" for p in self.targets})
+        return Proposal(targets=self.targets, reasons=dict.fromkeys(self.targets, "fixed"))
 
 
 class BrokenPolicy:
@@ -45,14 +45,23 @@ class BrokenPolicy:
         raise RuntimeError("boom")
 
 
-def make(policy: object, *, clock: ManualClock | None = None, **kw: object) -> tuple[Reconciler, FakeActuator,
-                                                                                       StaticMetricsSource]:
+def make(
+    policy: object, *, clock: ManualClock | None = None, **kw: object
+) -> tuple[Reconciler, FakeActuator, StaticMetricsSource]:
     clock = clock or ManualClock(1000.0)
     source = StaticMetricsSource.ok({"prefill": BUSY, "decode": BUSY})
     actuator = FakeActuator({"prefill": 2, "decode": 2}, clock=clock)
     settings = GuardSettings(max_step_up=8, max_step_down=8, scale_down_window_s=0.0)
-    rec = Reconciler(pools=POOLS, source=source, actuator=actuator, policy=policy,  # type: ignore[arg-type]
-                     slo=SLO(1000, 50), tick_s=30.0, guard_settings=settings, **kw)  # type: ignore[arg-type]
+    rec = Reconciler(
+        pools=POOLS,
+        source=source,
+        actuator=actuator,
+        policy=policy,  # type: ignore[arg-type]
+        slo=SLO(1000, 50),
+        tick_s=30.0,
+        guard_settings=settings,
+        **kw,
+    )  # type: ignore[arg-type]
     return rec, actuator, source
 
 
@@ -89,7 +98,8 @@ class TestReconciler:
         rec, act, source = make(FixedPolicy({"prefill": 6, "decode": 6}))
         source.fail_with = ConnectionError("refused")
         result = rec.run_once(1000.0)
-        assert act.target_size("prefill") == 2 and act.target_size("decode") == 2
+        assert act.target_size("prefill") == 2
+        assert act.target_size("decode") == 2
         assert all(o.state.value == "missing" for o in result.observations.values())
 
     def test_actuator_error_is_logged_backed_off_and_retried(self) -> None:
@@ -114,7 +124,8 @@ class TestReconciler:
         with capture_logs() as logs:
             result = rec.run_once(1000.0)
         assert result.decision.held
-        assert act.target_size("prefill") == 2 and act.target_size("decode") == 2
+        assert act.target_size("prefill") == 2
+        assert act.target_size("decode") == 2
         assert not [c for c in act.calls if c[0] == "set_target"]
         assert any(e["event"] == "policy_failed" for e in logs)
 
@@ -170,8 +181,7 @@ class TestRunner:
         async def no_sleep(_: float) -> None:
             return None
 
-        runner = Runner(rec, tick_s=30.0, clock=clock, before_tick=lambda t: seen.append(t), max_ticks=3,
-                        wall_per_tick_s=0.0)
+        runner = Runner(rec, tick_s=30.0, clock=clock, before_tick=seen.append, max_ticks=3, wall_per_tick_s=0.0)
         assert asyncio.run(runner.run()) == 0
         assert seen == [0.0, 30.0, 60.0]
 
