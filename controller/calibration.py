@@ -111,10 +111,12 @@ def has_calibration_sink(obj: object) -> TypeGuard[CalibrationSink]:
     return callable(getattr(obj, "calibration_report", None))
 
 
-def _step(factor: float, ratio: float | None, s: CalibrationSettings) -> float:
+def _step(factor: float, ratio: float | None, s: CalibrationSettings, violated: bool) -> float:
     if ratio is None or not math.isfinite(ratio) or ratio <= 0.0:
         return factor
     target = min(s.max_factor, max(s.min_factor, ratio))
+    if violated:  # while the SLO is missed, calibration may only add capacity
+        target = max(target, factor)
     return min(s.max_factor, max(s.min_factor, (1.0 - s.alpha) * factor + s.alpha * target))
 
 
@@ -126,8 +128,13 @@ def update(
     predicted_ttft_ms: float | None = None,
     observed_itl_ms: float | None = None,
     predicted_itl_ms: float | None = None,
+    ttft_violated: bool = False,
+    itl_violated: bool = False,
 ) -> tuple[CalibrationState, CalibrationReport]:
-    """Move the factors toward observed/predicted (predictions from the uncorrected profile at the observed load)."""
+    """Move the factors toward observed/predicted (predictions from the uncorrected profile at the observed load).
+
+    ``ttft_violated``/``itl_violated`` (the observed tail misses its target) forbid lowering that factor.
+    """
 
     def ratio(obs: float | None, pred: float | None) -> float | None:
         if obs is None or pred is None or not (math.isfinite(pred) and pred > 0.0 and obs > 0.0):
@@ -135,7 +142,8 @@ def update(
         return obs / pred
 
     rp, rd = ratio(observed_ttft_ms, predicted_ttft_ms), ratio(observed_itl_ms, predicted_itl_ms)
-    prefill, decode = _step(state.prefill, rp, settings), _step(state.decode, rd, settings)
+    prefill = _step(state.prefill, rp, settings, ttft_violated)
+    decode = _step(state.decode, rd, settings, itl_violated)
     off_p = abs(prefill - 1.0) > settings.off_threshold
     off_d = abs(decode - 1.0) > settings.off_threshold
     parts = []

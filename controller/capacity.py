@@ -293,15 +293,21 @@ class ProfileCapacityModel:
     def predict_ttft_ms(
         self, replicas: int, demand: Mapping[Signal, float], slo: SLO, w: Workload, corr: Correction | None = None
     ) -> float:
-        """TTFT at the SLO quantile for a prefill pool of ``replicas`` (``inf`` if overloaded)."""
+        """TTFT at the SLO quantile for a prefill pool of ``replicas`` (``inf`` if overloaded).
+
+        Quantiles >= 0.9 add the service time of a p90 prompt, lower ones that of a mean prompt.
+        """
         if replicas < 1:
             return math.inf
-        pf = self._prefill(w, corr or Correction())
+        corr = corr or Correction()
+        pf = self._prefill(w, corr)
         rate = self._rate(demand, w)
-        wait_s = mgc_wait_quantile_s(
-            replicas, rate, pf.service_rate_per_s, slo.quantile, self.params.arrival_cv2, pf.cv2
-        )
-        return wait_s * 1e3 + pf.tail_service_ms + pf.transfer_ms
+        cv2 = self.params.arrival_cv2
+        wait_s = mgc_wait_quantile_s(replicas, rate, pf.service_rate_per_s, slo.quantile, cv2, pf.cv2)
+        service_ms = pf.tail_service_ms
+        if slo.quantile < 0.9:
+            service_ms = self.profile.prefill_ms(w.isl_mean_tokens, 1.0) * corr.prefill
+        return wait_s * 1e3 + service_ms + pf.transfer_ms
 
     def predict_itl_ms(self, replicas: int, concurrency: float, w: Workload, corr: Correction | None = None) -> float:
         """Decode step time with ``concurrency`` sequences spread over ``replicas`` (``inf`` if none)."""

@@ -15,6 +15,7 @@ Without a capacity model, or without any demand data, the policy holds and says 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from controller.calibration import CalibrationSettings, CalibrationState, has_calibration_sink, update
@@ -63,17 +64,26 @@ class SloPolicy:
         if not self.params["calibrate"]:
             return cal
         obs_ttft = obs_itl = pred_ttft = pred_itl = None
+        ttft_violated = itl_violated = False
+        median = replace(ctx.slo, quantile=0.5)
         for name, spec in ctx.pools.items():
             obs = ctx.observations.get(name)
             ready = ctx.states[name].ready
             if obs is None or obs.state is not DataState.OK or ready < 1:
                 continue
             s = obs.signals
-            if spec.role in (PoolRole.PREFILL, PoolRole.COLOCATED) and s.ttft_p99_ms and s.request_rate_per_s:
+            ttft_violated |= (s.ttft_p99_ms or 0.0) > ctx.slo.ttft_ms
+            itl_violated |= (s.itl_p99_ms or 0.0) > ctx.slo.itl_ms
+            # Medians against the model's median: robust to tail noise, and only where the pool is not
+            # overloaded, so queueing the forecast missed is not mistaken for a slow profile.
+            if spec.role in (PoolRole.PREFILL, PoolRole.COLOCATED) and s.ttft_p50_ms and s.request_rate_per_s:
                 demand = {Signal.REQUEST_RATE: s.request_rate_per_s}
-                obs_ttft, pred_ttft = s.ttft_p99_ms, model.predict_ttft_ms(ready, demand, ctx.slo, w)
-            if spec.role in (PoolRole.DECODE, PoolRole.COLOCATED) and s.itl_p99_ms and s.running_requests:
-                obs_itl, pred_itl = s.itl_p99_ms, model.predict_itl_ms(ready, s.running_requests, w)
+                pred = model.predict_ttft_ms(ready, demand, median, w)
+                if ready >= model.replicas_needed(spec, demand, ctx.slo, workload=w).replicas:
+                    obs_ttft, pred_ttft = s.ttft_p50_ms, pred
+            decode_side = spec.role in (PoolRole.DECODE, PoolRole.COLOCATED)
+            if decode_side and s.itl_p50_ms and s.running_requests and not s.waiting_requests:
+                obs_itl, pred_itl = s.itl_p50_ms, model.predict_itl_ms(ready, s.running_requests, w)
         new, report = update(
             cal,
             self.calibration,
@@ -81,6 +91,8 @@ class SloPolicy:
             predicted_ttft_ms=pred_ttft,
             observed_itl_ms=obs_itl,
             predicted_itl_ms=pred_itl,
+            ttft_violated=ttft_violated,
+            itl_violated=itl_violated,
         )
         if new.profile_off != cal.profile_off and has_calibration_sink(ctx.capacity):
             ctx.capacity.calibration_report(report, new)
