@@ -1,0 +1,122 @@
+"""The daemon: restart restores operator state, SIGHUP reloads good settings and keeps the old on bad ones,
+SIGTERM stops cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from controller.daemon import Daemon
+from controller.settings import load_settings
+from controller.types import Override, OverrideMode
+
+BASE = {
+    "tick_s": 0.05,
+    "pools": [
+        {"name": "prefill", "role": "prefill", "gpus_per_replica": 4, "min_replicas": 1, "max_replicas": 8,
+         "initial_replicas": 2},
+        {"name": "decode", "role": "decode", "gpus_per_replica": 4, "min_replicas": 1, "max_replicas": 8,
+         "initial_replicas": 2},
+    ],
+    "policy": {"name": "static", "params": {"replicas": {"prefill": 3}}},
+    "forecasting": {"model": "last_value"},
+    "metrics": {"source": "static"},
+    "actuator": {"name": "fake"},
+    "admin": {"listen": "127.0.0.1:0"},
+    "telemetry": {"listen": "127.0.0.1:0"},
+}  # fmt: skip
+
+
+def _config(tmp: Path, **changes: object) -> Path:
+    data = {**BASE, "state": {"path": str(tmp / "state.db")}, **changes}
+    path = tmp / "pdscale.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_restart_restores_pause_and_overrides(tmp_path: Path) -> None:
+    """Pause state and overrides set on one daemon are in force on the next one from the same state file."""
+    path = _config(tmp_path)
+    first = Daemon(load_settings(path), config_path=path)
+    first.controls.pause("decode", "maintenance")
+    first.controls.set_override("prefill", OverrideMode.MAX, 4, None, 0.0, "cap")
+    first.store.close()
+    second = Daemon(load_settings(path), config_path=path)
+    assert second.rec.paused == {"decode"}
+    assert second.rec.overrides["prefill"] == Override("prefill", OverrideMode.MAX, 4, None, "cap")
+    second.store.close()
+
+
+def test_reload_applies_good_settings(tmp_path: Path) -> None:
+    """A valid edited file swaps the policy, SLO and budget in place."""
+    path = _config(tmp_path)
+    d = Daemon(load_settings(path), config_path=path)
+    _config(tmp_path, slo={"ttft_ms": 400}, budget={"max_gpus": 48}, policy={"name": "static", "params": {}})
+    assert d.reload()
+    assert (d.rec.slo.ttft_ms, d.rec.budget_gpus, d.rec.policy_params) == (400, 48, {})
+    d.store.close()
+
+
+def test_reload_keeps_old_settings_on_bad_file(tmp_path: Path) -> None:
+    """An invalid file (bad policy parameter) changes nothing and is counted as a failed reload."""
+    path = _config(tmp_path)
+    d = Daemon(load_settings(path), config_path=path)
+    policy = d.rec.policy
+    _config(tmp_path, slo={"ttft_ms": 400}, policy={"name": "static", "params": {"bogus": 1}})
+    assert not d.reload()
+    assert d.rec.policy is policy
+    assert d.rec.slo.ttft_ms == 1000
+    assert d.reload_failures == 1
+    d.store.close()
+
+
+def test_runs_ticks_and_persists(tmp_path: Path) -> None:
+    """run() ticks, records decisions in the state file and stops after max_ticks with exit code 0."""
+    path = _config(tmp_path)
+    d = Daemon(load_settings(path), config_path=path, max_ticks=3, wall_per_tick_s=0.0)
+    assert asyncio.run(d.run(install_signals=False)) == 0
+    assert d.telemetry.ready
+    again = Daemon(load_settings(path), config_path=path)
+    assert again.store.count() == 3
+    again.store.close()
+
+
+def _wait_for(log: Path, text: str, timeout_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if text in log.read_text():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_sighup_bad_then_sigterm_subprocess(tmp_path: Path) -> None:
+    """A served daemon logs a rejected reload on SIGHUP with a broken file, then exits 0 on SIGTERM."""
+    path = _config(tmp_path, tick_s=0.2)
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "controller.cli", "--log-format", "json", "serve", "--config", str(path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        try:
+            assert _wait_for(log, "scale_decision")
+            path.write_text("pools: [")
+            proc.send_signal(signal.SIGHUP)
+            assert _wait_for(log, "config_reload_rejected")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert "daemon_stopped" in log.read_text()
