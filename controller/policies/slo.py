@@ -1,8 +1,11 @@
 """``slo`` (the default policy): size prefill and decode jointly for their SLOs from quantile forecasts.
 
 Each tick, per pool:
-1. demand = the forecast quantile (``forecast_quantile``) at the pool's lead time (cold start + tick), never
-   below what is observed now, times ``headroom``;
+1. demand = the forecast quantile at the pool's lead time (cold start + tick), never below what is observed
+   now, times ``headroom``. The quantile is per role: ``prefill_forecast_quantile`` (default 0.5: the
+   queueing model already sizes for bursts within the tick and TTFT degrades gracefully),
+   ``decode_forecast_quantile`` and ``colocated_forecast_quantile`` (default 0.9: a decode pool past its
+   ITL-bound batch misses the ITL of every sequence it holds);
 2. replicas = the capacity model's answer for that demand and the request shape (ISL/OSL from the metrics),
    with the online calibration factors applied;
 3. scale-down only when every need computed over the last ``scale_down_window_s`` fits in fewer replicas
@@ -28,7 +31,9 @@ from controller.types import DataState, PoolRole, RoleFlip, Signal
 __all__ = ["SloPolicy"]
 
 PARAMS: Mapping[str, Param] = {
-    "forecast_quantile": Param(float, 0.9, lambda v: 0.5 <= v < 1.0, "must be in [0.5, 1)"),
+    "colocated_forecast_quantile": Param(float, 0.9, lambda v: 0.5 <= v < 1.0, "must be in [0.5, 1)"),
+    "prefill_forecast_quantile": Param(float, 0.5, lambda v: 0.5 <= v < 1.0, "must be in [0.5, 1)"),
+    "decode_forecast_quantile": Param(float, 0.9, lambda v: 0.5 <= v < 1.0, "must be in [0.5, 1)"),
     "headroom": Param(float, 1.0, lambda v: 1.0 <= v <= 3.0, "must be in [1, 3]"),
     "scale_down_window_s": Param(float, 600.0, lambda v: v >= 0, "must be >= 0"),
     "calibrate": Param(bool, True),
@@ -111,12 +116,13 @@ class SloPolicy:
         model = ctx.capacity if isinstance(ctx.capacity, ProfileCapacityModel) else None
         if model is not None:
             cal = self._calibrate(ctx, model, w, cal)
-        q, headroom = self.params["forecast_quantile"], self.params["headroom"]
+        headroom = self.params["headroom"]
 
         needs: dict[str, int] = {}
         estimates: dict[str, dict[str, float]] = {}
         reasons: dict[str, str] = {}
         for name, spec in ctx.pools.items():
+            q = self.params[f"{spec.role.value}_forecast_quantile"]
             demand = pool_demand(ctx, name, q)
             if not demand:
                 needs[name] = current[name]

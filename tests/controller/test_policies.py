@@ -1,0 +1,255 @@
+"""Built-in policies: parameter validation, sizing decisions, windows in seconds, budget split, baselines."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from controller.capacity import ProfileCapacityModel, Workload
+from controller.oracle_demand import build_oracle_demand
+from controller.plugins import PluginGroup, Registry
+from controller.policies.demand import split_budget
+from controller.policies.dynamo_like import DynamoLikePolicy
+from controller.policies.oracle import OraclePolicy
+from controller.policies.reactive import ReactivePolicy
+from controller.policies.slo import SloPolicy
+from controller.protocols import PolicyContext
+from controller.types import SLO, DataState, Forecast, PoolObservation, PoolRole, PoolSpec, PoolState, Signal, Signals
+from tests.helpers.capacity_profiles import small_profile
+
+MODEL = ProfileCapacityModel(small_profile())
+SPECS = {
+    "prefill": PoolSpec("prefill", PoolRole.PREFILL, 1, 1, 50, cold_start_s=60.0),
+    "decode": PoolSpec("decode", PoolRole.DECODE, 1, 1, 50, cold_start_s=60.0),
+}
+
+
+def fc(v: float) -> Forecast:
+    return Forecast(mean=v, quantiles={0.5: v, 0.9: v * 1.2, 0.99: v * 1.5})
+
+
+def ctx(
+    *,
+    now: float = 1000.0,
+    rate: float = 10.0,
+    conc: float = 100.0,
+    targets: dict[str, int] | None = None,
+    state: dict[str, Any] | None = None,
+    budget: int | None = None,
+    flips: bool = False,
+    capacity: ProfileCapacityModel | None = MODEL,
+    data: DataState = DataState.OK,
+    extra: dict[str, float] | None = None,
+) -> PolicyContext:
+    targets = targets or {"prefill": 2, "decode": 2}
+    sig = Signals(
+        request_rate_per_s=rate,
+        prompt_tokens_per_s=rate * 1000.0,
+        running_requests=conc,
+        waiting_requests=0.0,
+        isl_mean_tokens=1000.0,
+        osl_mean_tokens=200.0,
+        **(extra or {}),
+    )
+    obs = {n: PoolObservation(n, data, sig if data is DataState.OK else Signals(), sample_time_s=now) for n in SPECS}
+    return PolicyContext(
+        now_s=now,
+        tick_s=30.0,
+        pools=SPECS,
+        states={n: PoolState(n, t, t) for n, t in targets.items()},
+        observations=obs,
+        forecasts={
+            "prefill": {Signal.PREFILL_TPS: fc(rate * 1000.0), Signal.REQUEST_RATE: fc(rate)},
+            "decode": {Signal.DECODE_CONCURRENCY: fc(conc), Signal.REQUEST_RATE: fc(rate)},
+        },
+        slo=SLO(1000.0, 50.0),
+        budget_gpus=budget,
+        capacity=capacity,
+        supports_role_flip=flips,
+        state=state or {},
+    )
+
+
+class TestParams:
+    @pytest.mark.parametrize("factory", [SloPolicy, ReactivePolicy, DynamoLikePolicy])
+    def test_unknown_parameter_named(self, factory: Any) -> None:
+        """An unknown parameter is rejected by name."""
+        with pytest.raises(ValueError, match="bogus"):
+            factory({"bogus": 1})
+
+    @pytest.mark.parametrize(
+        ("factory", "name", "value"),
+        [
+            (SloPolicy, "decode_forecast_quantile", 1.5),
+            (SloPolicy, "calibrate", "yes"),
+            (ReactivePolicy, "target_utilization", 0.0),
+            (ReactivePolicy, "scale_down_window_s", "long"),
+            (DynamoLikePolicy, "adjustment_interval_s", -1.0),
+        ],
+    )
+    def test_bad_value_named(self, factory: Any, name: str, value: Any) -> None:
+        """An ill-typed or out-of-range parameter is rejected naming it."""
+        with pytest.raises(ValueError, match=name):
+            factory({name: value})
+
+    def test_oracle_needs_demand(self) -> None:
+        """The oracle refuses to start without a demand object."""
+        with pytest.raises(ValueError, match="demand"):
+            OraclePolicy({})
+
+    @pytest.mark.parametrize("name", ["slo", "reactive", "dynamo-like", "static"])
+    def test_registered_as_entry_points(self, name: str) -> None:
+        """Every built-in policy loads through the plugin registry."""
+        policy = Registry().create(PluginGroup.POLICIES, name, {})
+        assert policy.name == name
+
+
+class TestSlo:
+    def test_holds_without_capacity_model(self) -> None:
+        """No capacity model: every pool holds and the reason says why."""
+        p = SloPolicy().decide(ctx(capacity=None))
+        assert p.targets == {"prefill": 2, "decode": 2}
+        assert "capacity" in p.reasons["prefill"]
+
+    def test_scales_up_for_forecast(self) -> None:
+        """A forecast beyond current capacity raises targets at once."""
+        p = SloPolicy().decide(ctx(rate=60.0, conc=600.0))
+        assert p.targets["prefill"] > 2
+        assert p.targets["decode"] > 2
+        assert "need" in p.reasons["decode"]
+
+    def test_decode_sized_at_its_quantile(self) -> None:
+        """The decode pool is sized for its forecast quantile (p90 = 1.2 x mean here)."""
+        p = SloPolicy({"decode_forecast_quantile": 0.9}).decide(ctx(conc=600.0))
+        b = MODEL.decode_batch(50.0, Workload(1000.0, 200.0))
+        assert p.targets["decode"] == math.ceil(720.0 / b)
+
+    def test_scale_down_waits_for_sustained_window(self) -> None:
+        """A lower need is acted on only after it held for scale_down_window_s seconds."""
+        policy = SloPolicy({"scale_down_window_s": 300.0})
+        state: dict[str, Any] = {}
+        targets = {"prefill": 10, "decode": 10}
+        seen = []
+        for k in range(12):
+            p = policy.decide(ctx(now=1000.0 + 30.0 * k, rate=1.0, conc=10.0, targets=targets, state=state))
+            state = dict(p.state)
+            seen.append(p.targets["decode"])
+        assert seen[0] == 10
+        assert seen[9] == 10
+        assert seen[11] < 10
+
+    def test_budget_split_maximises_worst_share(self) -> None:
+        """Under a binding budget the pools get shares of their needs as equal as possible."""
+        p = SloPolicy().decide(ctx(rate=100.0, conc=2000.0, budget=10))
+        assert sum(p.targets.values()) == 10
+        assert "budget" in p.reasons["decode"]
+
+    def test_flips_move_capacity(self) -> None:
+        """With role flips available, a shrinking pool's replicas move to the growing one."""
+        p = SloPolicy({"scale_down_window_s": 0.0}).decide(
+            ctx(rate=1.0, conc=1000.0, targets={"prefill": 6, "decode": 2}, flips=True)
+        )
+        assert p.flips
+        assert p.flips[0].from_pool == "prefill"
+        assert p.flips[0].to_pool == "decode"
+
+    def test_holds_pool_without_any_data(self) -> None:
+        """A pool with neither forecast nor metrics keeps its target."""
+        c = ctx(data=DataState.MISSING)
+        c = PolicyContext(**{**{f: getattr(c, f) for f in c.__dataclass_fields__}, "forecasts": {}})
+        p = SloPolicy().decide(c)
+        assert p.targets == {"prefill": 2, "decode": 2}
+
+    def test_calibration_raises_factor_when_slower(self) -> None:
+        """Observed ITL above the profile's prediction raises the decode factor in the policy state."""
+        policy = SloPolicy({"calibration_alpha": 1.0})
+        predicted = MODEL.predict_itl_ms(2, 100.0, Workload(1000.0, 200.0))
+        p = policy.decide(ctx(extra={"itl_p50_ms": predicted * 1.5, "itl_p99_ms": 40.0}))
+        assert p.state["calibration"]["decode"] == pytest.approx(1.5)
+        assert p.estimates["decode"]["profile_off"] == 1.0
+
+
+class TestReactive:
+    def test_hpa_formula(self) -> None:
+        """desired = ceil(ready x utilisation / target)."""
+        p = ReactivePolicy({"target_utilization": 0.5}).decide(ctx(extra={"prefill_utilization": 0.9}))
+        assert p.targets["prefill"] == math.ceil(2 * 0.9 / 0.5)
+
+    def test_tolerance_band_holds(self) -> None:
+        """Within 10% of the target the pool holds."""
+        p = ReactivePolicy({"target_utilization": 0.5}).decide(ctx(extra={"prefill_utilization": 0.54}))
+        assert p.targets["prefill"] == 2
+
+    def test_scale_down_window_in_seconds(self) -> None:
+        """A low reading scales down only to the highest desired count of the window."""
+        policy = ReactivePolicy({"target_utilization": 0.5, "scale_down_window_s": 120.0})
+        hi = policy.decide(ctx(now=1000.0, targets={"prefill": 4, "decode": 2}, extra={"prefill_utilization": 0.5}))
+        lo = policy.decide(
+            ctx(now=1060.0, targets={"prefill": 4, "decode": 2}, state=dict(hi.state), extra={"prefill_utilization": 0.1})
+        )
+        assert lo.targets["prefill"] == 4
+        later = policy.decide(
+            ctx(now=1200.0, targets={"prefill": 4, "decode": 2}, state=dict(lo.state), extra={"prefill_utilization": 0.1})
+        )
+        assert later.targets["prefill"] == 1
+
+    def test_missing_metrics_hold(self) -> None:
+        """Missing metrics hold the current target."""
+        p = ReactivePolicy().decide(ctx(data=DataState.MISSING))
+        assert p.targets == {"prefill": 2, "decode": 2}
+
+
+class TestDynamoLike:
+    def test_published_formula(self) -> None:
+        """Prefill = ceil(rate x ISL / per-engine prefill tok/s); decode = ceil(rate x OSL / per-engine decode tok/s)."""
+        p = DynamoLikePolicy({"correction": False}).decide(ctx(rate=20.0))
+        w = Workload(1000.0, 200.0)
+        per_p = 1000.0 / (MODEL.profile.prefill_ms(1000.0, 1.0) / 1e3)
+        per_d = MODEL.decode_throughput_tps(50.0 / MODEL.params.itl_headroom, w)
+        assert p.targets["prefill"] == math.ceil(20.0 * 1000.0 / per_p)
+        assert p.targets["decode"] == math.ceil(20.0 * 200.0 / per_d)
+
+    def test_adjusts_only_every_interval(self) -> None:
+        """Between adjustment intervals the targets hold."""
+        policy = DynamoLikePolicy({"adjustment_interval_s": 180.0})
+        first = policy.decide(ctx(now=0.0, rate=20.0))
+        second = policy.decide(ctx(now=90.0, rate=80.0, state=dict(first.state)))
+        assert second.targets == first.targets
+        third = policy.decide(ctx(now=180.0, rate=80.0, state=dict(second.state)))
+        assert third.targets["prefill"] > first.targets["prefill"]
+
+
+class TestOracle:
+    def test_sizes_for_future_peak(self) -> None:
+        """The oracle sizes for the busiest bin of its lead-time window, not the present."""
+        arrivals = np.concatenate([np.linspace(0, 60, 30), np.linspace(60, 90, 1500)])
+        n = len(arrivals)
+        demand = build_oracle_demand(
+            arrivals,
+            np.full(n, 1000),
+            np.full(n, 100),
+            capacity=MODEL,
+            slo=SLO(1000.0, 50.0),
+            roles={"prefill": PoolRole.PREFILL, "decode": PoolRole.DECODE},
+            bin_s=30.0,
+        )
+        policy = OraclePolicy({"demand": demand})
+        now = policy.decide(ctx(now=0.0))
+        peak = demand.peak("prefill", 60.0, 90.0)
+        assert peak[Signal.REQUEST_RATE] == pytest.approx(50.0)
+        assert now.targets["prefill"] >= MODEL.replicas_needed(
+            SPECS["prefill"], peak, SLO(1000.0, 50.0), workload=Workload(1000.0, 100.0, 1000.0)
+        ).replicas
+
+
+class TestSplitBudget:
+    def test_equal_shares(self) -> None:
+        """Needs 10 and 30 within 20 replicas split 5/15 (both at half)."""
+        assert split_budget({"prefill": 10, "decode": 30}, SPECS, 20) == {"prefill": 5, "decode": 15}
+
+    def test_needs_met_when_affordable(self) -> None:
+        """A budget above the needs gives each pool its need."""
+        assert split_budget({"prefill": 3, "decode": 4}, SPECS, 100) == {"prefill": 3, "decode": 4}
