@@ -400,6 +400,7 @@ class PrometheusMetricsSource:
         values: dict[str, float | None] = {}
         pending_nan: list[str] = []
         problems: dict[str, str] = {}
+        short: dict[str, str] = {}
         for signal, kind in SIGNAL_KINDS.items():
             alternatives = c.queries.get(signal)
             if not alternatives:
@@ -409,9 +410,11 @@ class PrometheusMetricsSource:
                 pending_nan.append(signal)  # NaN: zero traffic or missing, decided below
                 values[signal] = None
                 problems[signal] = f"{signal}: {ans.problem} from `{promql}`"
+                short[signal] = "NaN: no observations in the window"
             elif ans.problem is not None or ans.value is None:
                 values[signal] = None
                 problems[signal] = f"{signal}: {ans.problem} from `{promql}`"
+                short[signal] = ans.problem or "no value"
             else:
                 values[signal] = _scale(kind, ans.value, self.params.time_scale)
         traffic = values.get("request_rate_per_s")
@@ -439,8 +442,8 @@ class PrometheusMetricsSource:
             reason = "prometheus: " + "; ".join(missing)
             log.warning("prometheus_pool_missing", pool=pool, reason=reason)
             return PoolObservation(pool=pool, state=DataState.MISSING, sample_time_s=sample_time, reason=reason)
-        notes = [problems[s] for s in SIGNAL_KINDS if s in problems]
-        reason = ("prometheus: optional signals unavailable: " + "; ".join(notes)) if notes else ""
+        notes = [f"{s} ({short[s]})" for s in SIGNAL_KINDS if s in problems]
+        reason = ("prometheus: no data for optional " + ", ".join(notes)) if notes else ""
         if zero_traffic:
             reason = ("zero traffic; " + reason) if reason else "zero traffic"
         signals = Signals(**values)  # type: ignore[arg-type]

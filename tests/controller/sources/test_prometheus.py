@@ -176,7 +176,7 @@ class TestBadData:
         obs = src.fetch(1.0)["prefill"]
         assert obs.state is DataState.OK
         assert obs.signals.itl_p99_ms is None
-        assert "itl_p99_ms: empty result" in obs.reason
+        assert "itl_p99_ms (empty result" in obs.reason
 
     def test_nan_quantile_with_traffic_is_not_zero_traffic(self, api: FakePrometheusAPI) -> None:
         """A NaN quantile while requests flow is missing data (MISSING when required)."""
