@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from hypothesis import given, settings
@@ -170,6 +171,6 @@ def test_constant_load_does_not_flap() -> None:
         policy_state, guard_state = out.policy_state, out.guard_state
         targets = out.decision.targets()
         history.append(dict(targets))
-    changes = sum(1 for a, c in zip(history, history[1:], strict=False) if a != c)
+    changes = sum(1 for a, c in itertools.pairwise(history) if a != c)
     assert history[-1]["decode"] == 2
     assert changes <= 2

@@ -188,11 +188,21 @@ class TestReactive:
         policy = ReactivePolicy({"target_utilization": 0.5, "scale_down_window_s": 120.0})
         hi = policy.decide(ctx(now=1000.0, targets={"prefill": 4, "decode": 2}, extra={"prefill_utilization": 0.5}))
         lo = policy.decide(
-            ctx(now=1060.0, targets={"prefill": 4, "decode": 2}, state=dict(hi.state), extra={"prefill_utilization": 0.1})
+            ctx(
+                now=1060.0,
+                targets={"prefill": 4, "decode": 2},
+                state=dict(hi.state),
+                extra={"prefill_utilization": 0.1},
+            )
         )
         assert lo.targets["prefill"] == 4
         later = policy.decide(
-            ctx(now=1200.0, targets={"prefill": 4, "decode": 2}, state=dict(lo.state), extra={"prefill_utilization": 0.1})
+            ctx(
+                now=1200.0,
+                targets={"prefill": 4, "decode": 2},
+                state=dict(lo.state),
+                extra={"prefill_utilization": 0.1},
+            )
         )
         assert later.targets["prefill"] == 1
 
@@ -204,7 +214,7 @@ class TestReactive:
 
 class TestDynamoLike:
     def test_published_formula(self) -> None:
-        """Prefill = ceil(rate x ISL / per-engine prefill tok/s); decode = ceil(rate x OSL / per-engine decode tok/s)."""
+        """Prefill = ceil(rate x ISL / engine prefill tok/s); decode = ceil(rate x OSL / engine decode tok/s)."""
         p = DynamoLikePolicy({"correction": False}).decide(ctx(rate=20.0))
         w = Workload(1000.0, 200.0)
         per_p = 1000.0 / (MODEL.profile.prefill_ms(1000.0, 1.0) / 1e3)
@@ -240,9 +250,12 @@ class TestOracle:
         now = policy.decide(ctx(now=0.0))
         peak = demand.peak("prefill", 60.0, 90.0)
         assert peak[Signal.REQUEST_RATE] == pytest.approx(50.0)
-        assert now.targets["prefill"] >= MODEL.replicas_needed(
-            SPECS["prefill"], peak, SLO(1000.0, 50.0), workload=Workload(1000.0, 100.0, 1000.0)
-        ).replicas
+        assert (
+            now.targets["prefill"]
+            >= MODEL.replicas_needed(
+                SPECS["prefill"], peak, SLO(1000.0, 50.0), workload=Workload(1000.0, 100.0, 1000.0)
+            ).replicas
+        )
 
 
 class TestSplitBudget:
