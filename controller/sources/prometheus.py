@@ -32,8 +32,10 @@ from controller.sources.promql import (
     FRESHNESS,
     PRESETS,
     SIGNAL_KINDS,
-    Matcher,
+    LabelNames,
+    PoolSelector,
     SignalKind,
+    matchers,
     render,
     render_selector,
     template_error,
@@ -65,45 +67,6 @@ class PrometheusConfigError(ValueError):
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class LabelNames(_Model):
-    """Which Prometheus labels carry a pool's role, pool name, model name and pod name."""
-
-    role: str = "role"
-    pool: str = "pool"
-    model_name: str | None = None
-    """Default: the preset's model label (``model_name`` for vLLM and SGLang, ``model`` for Dynamo)."""
-    pod: str = "pod"
-
-
-class PoolSelector(_Model):
-    """How one pool's series are picked (``pools[].selector``); with nothing set: ``pool="<pool name>"``."""
-
-    role: str | None = None
-    pool: str | None = None
-    model_name: str | None = None
-    pod_regex: str | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
-    """Further exact label matchers, e.g. ``{namespace: llm}``."""
-
-    @field_validator("pod_regex")
-    @classmethod
-    def _regex(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                re.compile(v)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
-        return v
-
-    @field_validator("labels")
-    @classmethod
-    def _label_names(cls, v: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in v if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k)]
-        if bad:
-            raise ValueError(f"invalid Prometheus label name(s): {', '.join(bad)}")
-        return v
 
 
 class PrometheusParams(_Model):
@@ -189,20 +152,6 @@ def parse_selector(pool: str, selector: Mapping[str, Any]) -> PoolSelector:
         raise PrometheusConfigError(_format(f"pools[{pool}].selector", exc)) from None
 
 
-def _matchers(pool: str, sel: PoolSelector, names: LabelNames, model_label: str) -> list[Matcher]:
-    out: list[Matcher] = []
-    if sel.role is not None:
-        out.append(Matcher(names.role, "=", sel.role))
-    if sel.pool is not None:
-        out.append(Matcher(names.pool, "=", sel.pool))
-    if sel.model_name is not None:
-        out.append(Matcher(names.model_name or model_label, "=", sel.model_name))
-    if sel.pod_regex is not None:
-        out.append(Matcher(names.pod, "=~", sel.pod_regex))
-    out.extend(Matcher(k, "=", v) for k, v in sorted(sel.labels.items()))
-    return out or [Matcher(names.pool, "=", pool)]
-
-
 @dataclass(frozen=True, slots=True)
 class SourceHealth:
     """The source's own state, for status and telemetry."""
@@ -272,7 +221,7 @@ class PrometheusMetricsSource:
         self._pools: dict[str, _Compiled] = {}
         for name, ps in pools.items():
             sel = parse_selector(name, ps.selector)
-            selector = render_selector(_matchers(name, sel, self.params.labels, preset.model_label))
+            selector = render_selector(matchers(name, sel, self.params.labels, preset.model_label))
             compiled = _Compiled(
                 role=ps.role,
                 selector=selector,

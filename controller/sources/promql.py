@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from string import Template
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from controller.types import PoolRole
 
 __all__ = [
@@ -23,9 +25,12 @@ __all__ = [
     "FRESHNESS",
     "PRESETS",
     "SIGNAL_KINDS",
+    "LabelNames",
     "Matcher",
+    "PoolSelector",
     "Preset",
     "SignalKind",
+    "matchers",
     "render",
     "render_selector",
     "template_error",
@@ -237,3 +242,61 @@ def template_error(template: str) -> str | None:
 def render(template: str, selector: str, window: str) -> str:
     """Fill ``$selector`` and ``$window`` into a query template."""
     return Template(template).substitute(selector=selector, window=window)
+
+
+class _Selection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LabelNames(_Selection):
+    """Which Prometheus labels carry a pool's role, pool name, model name and pod name."""
+
+    role: str = "role"
+    pool: str = "pool"
+    model_name: str | None = None
+    """Default: the preset's model label (``model_name`` for vLLM and SGLang, ``model`` for Dynamo)."""
+    pod: str = "pod"
+
+
+class PoolSelector(_Selection):
+    """How one pool's series are picked (``pools[].selector``); with nothing set: ``pool="<pool name>"``."""
+
+    role: str | None = None
+    pool: str | None = None
+    model_name: str | None = None
+    pod_regex: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Further exact label matchers, e.g. ``{namespace: llm}``."""
+
+    @field_validator("pod_regex")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in v if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k)]
+        if bad:
+            raise ValueError(f"invalid Prometheus label name(s): {', '.join(bad)}")
+        return v
+
+
+def matchers(pool: str, sel: PoolSelector, names: LabelNames, model_label: str) -> list[Matcher]:
+    """The label matchers that pick ``pool``'s series (``pool="<pool name>"`` when the selector is empty)."""
+    out: list[Matcher] = []
+    if sel.role is not None:
+        out.append(Matcher(names.role, "=", sel.role))
+    if sel.pool is not None:
+        out.append(Matcher(names.pool, "=", sel.pool))
+    if sel.model_name is not None:
+        out.append(Matcher(names.model_name or model_label, "=", sel.model_name))
+    if sel.pod_regex is not None:
+        out.append(Matcher(names.pod, "=~", sel.pod_regex))
+    out.extend(Matcher(k, "=", v) for k, v in sorted(sel.labels.items()))
+    return out or [Matcher(names.pool, "=", pool)]
