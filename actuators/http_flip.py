@@ -1,0 +1,225 @@
+# ruff: noqa: PLC0415 - requests and the plugin registry are imported lazily
+"""Role flips over HTTP, beside a base scaler that owns replica counts.
+
+For engines that switch a worker between prefill and decode in place (e.g. the proposed vLLM
+``POST /v1/pd_role {"role": ..., "drain_timeout": ...}``): the engine drains the worker's in-flight work,
+switches role, and keeps its weights. Endpoint, method and body are configurable.
+
+The base scaler (any pdscale actuator, named in ``params.base`` and built through the plugin registry, or
+handed in as ``env.resources["base_actuator"]``) still launches and removes workers per pool. This actuator
+keeps an overlay of which worker serves which role after a flip:
+
+- ``replicas(pool)``: the base's replicas of ``pool`` minus those flipped away, plus those flipped in;
+- ``target_size(pool)``: the base's target plus the net flips into ``pool``;
+- ``set_target(pool, n)``: the base gets ``n`` minus the net flips, so a flip is never undone by a resize.
+
+A flipped worker the base scaler later removes drops out of the overlay. The overlay lives in memory: after a
+restart the base's grouping holds until ``role_url`` (if configured) is read back for each worker.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from string import Template
+from typing import Any
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field
+
+from actuators.base import ActuatorParams, CallLog, classify_http_status, parse_params, retrying, unknown_pool
+from controller.protocols import ActuationError, Actuator
+from controller.types import ErrorClass, ReplicaInfo, ReplicaState, RoleFlip
+
+__all__ = ["BaseScaler", "HttpRoleFlipActuator", "HttpRoleFlipParams"]
+
+log = structlog.get_logger(__name__)
+
+BACKEND = "http_role_flip"
+
+
+class BaseScaler(BaseModel):
+    """The actuator that owns replica counts, by plugin name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class HttpRoleFlipParams(ActuatorParams):
+    """``actuator.params`` for ``http_role_flip``."""
+
+    base: BaseScaler | None = None
+    url: str = "http://$replica:8000/v1/pd_role"
+    """Template; ``$replica`` (the replica id), ``$pool`` and ``$role`` are substituted."""
+    method: str = Field("POST", pattern=r"^(POST|PUT|PATCH)$")
+    body: str = '{"role": "$role", "drain_timeout": $drain_timeout_s}'
+    """JSON template; ``$role``, ``$drain_timeout_s``, ``$replica``, ``$from_pool``, ``$to_pool`` are substituted."""
+    endpoints: dict[str, str] = Field(default_factory=dict)
+    """Replica id to base URL, substituted as ``$endpoint`` (when ids are not host names)."""
+    roles: dict[str, str] = Field(default_factory=dict)
+    """Pool name to the role the engine expects (default: the pool's role)."""
+    drain_timeout_s: float | None = Field(None, ge=0)
+    """Default: the source pool's drain_timeout_s."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Flipped:
+    replica: ReplicaInfo
+    home: str
+    """The pool whose base scaler owns the worker."""
+
+
+class HttpRoleFlipActuator:
+    """Actuator + SupportsRoleFlip: counts through a base scaler, flips through an engine's HTTP endpoint."""
+
+    def __init__(self, pools: Mapping[str, Any], params: Mapping[str, Any], env: Any = None) -> None:
+        import requests
+
+        self.params = parse_params(HttpRoleFlipParams, params, BACKEND)
+        self.pools = dict(pools)
+        self.calls = CallLog(BACKEND, dry_run=self.params.dry_run)
+        self._retry = self.params.retry_policy()
+        self._session = requests.Session()
+        resources = getattr(env, "resources", {}) or {}
+        base = resources.get("base_actuator")
+        if base is None:
+            if self.params.base is None:
+                raise ActuationError(
+                    "http_role_flip: actuator.params.base: name the actuator that owns replica counts "
+                    "(e.g. {name: kubernetes, params: {...}})",
+                    ErrorClass.PERMANENT,
+                )
+            from controller.plugins import PluginGroup, Registry
+
+            base = Registry().create(PluginGroup.ACTUATORS, self.params.base.name, pools, self.params.base.params, env)
+        self.base: Actuator = base
+        self._where: dict[str, str] = {}
+        """Replica id to the pool it serves now, for replicas flipped away from their home pool."""
+
+    def close(self) -> None:
+        """Release the HTTP session (and the base scaler's, if it has one)."""
+        self._session.close()
+        closer = getattr(self.base, "close", None)
+        if callable(closer):
+            closer()
+
+    def _check(self, pool: str) -> None:
+        if pool not in self.pools:
+            raise unknown_pool(BACKEND, pool, self.pools)
+
+    def _role(self, pool: str) -> str:
+        if pool in self.params.roles:
+            return self.params.roles[pool]
+        role = getattr(self.pools[pool], "role", None)
+        return str(getattr(role, "value", role) or pool)
+
+    def _flipped(self) -> list[_Flipped]:
+        """Replicas serving outside their home pool, per the base scaler's current replicas."""
+        out: list[_Flipped] = []
+        seen: set[str] = set()
+        for home in self.pools:
+            for r in self.base.replicas(home):
+                seen.add(r.id)
+                if self._where.get(r.id, home) != home:
+                    out.append(_Flipped(r, home))
+        for rid in [rid for rid in self._where if rid not in seen]:
+            del self._where[rid]  # removed by the base scaler
+        return out
+
+    def _net_in(self, pool: str, flipped: Sequence[_Flipped]) -> int:
+        return sum(1 for f in flipped if self._where[f.replica.id] == pool) - sum(1 for f in flipped if f.home == pool)
+
+    # -- Actuator protocol -------------------------------------------------------------------------
+    def target_size(self, pool: str) -> int:
+        """The base's target plus net flips into ``pool``."""
+        self._check(pool)
+        with self.calls.call(pool, "target_size") as extra:
+            n = self.base.target_size(pool) + self._net_in(pool, self._flipped())
+            extra["replicas"] = n
+            return n
+
+    def set_target(self, pool: str, replicas: int) -> None:
+        """Ask the base for ``replicas`` minus the workers flipped into ``pool`` (plus those flipped out)."""
+        self._check(pool)
+        if replicas < 0:
+            raise ActuationError(f"http_role_flip: negative target {replicas} for {pool}", ErrorClass.PERMANENT)
+        with self.calls.call(pool, "set_target", replicas=replicas) as extra:
+            base_n = max(0, replicas - self._net_in(pool, self._flipped()))
+            if self.params.dry_run:
+                self.calls.would(pool, "set_target", replicas=replicas, base_replicas=base_n)
+                extra["result"] = "dry_run"
+                return
+            if self.base.target_size(pool) == base_n:
+                extra["result"] = "unchanged"
+                return
+            self.base.set_target(pool, base_n)
+
+    def replicas(self, pool: str) -> Sequence[ReplicaInfo]:
+        """The base's replicas regrouped by the role each serves now."""
+        self._check(pool)
+        flipped = self._flipped()
+        out = [r for r in self.base.replicas(pool) if self._where.get(r.id, pool) == pool]
+        out += [
+            ReplicaInfo(
+                id=f.replica.id, pool=pool, state=f.replica.state, since_s=f.replica.since_s, load=f.replica.load
+            )
+            for f in flipped
+            if self._where[f.replica.id] == pool
+        ]
+        return out
+
+    # -- SupportsRoleFlip --------------------------------------------------------------------------
+    def flip_roles(self, flip: RoleFlip) -> None:
+        """Ask the ``count`` least-loaded ready workers of ``from_pool`` to drain and serve ``to_pool``."""
+        self._check(flip.from_pool)
+        self._check(flip.to_pool)
+        if flip.count < 1 or flip.from_pool == flip.to_pool:
+            raise ActuationError(f"http_role_flip: invalid flip {flip}", ErrorClass.PERMANENT)
+        with self.calls.call(flip.from_pool, "flip_roles", to_pool=flip.to_pool, count=flip.count):
+            ready = [r for r in self.replicas(flip.from_pool) if r.state is ReplicaState.READY]
+            if len(ready) < flip.count:
+                raise ActuationError(
+                    f"flip {flip.from_pool}->{flip.to_pool}: {flip.count} requested, {len(ready)} ready",
+                    ErrorClass.TRANSIENT,
+                )
+            for r in sorted(ready, key=lambda r: (r.load, r.id))[: flip.count]:
+                self._flip_one(r, flip)
+
+    def _flip_one(self, replica: ReplicaInfo, flip: RoleFlip) -> None:
+        import requests
+
+        drain = self.params.drain_timeout_s
+        if drain is None:
+            drain = float(getattr(self.pools[flip.from_pool], "drain_timeout_s", 600.0))
+        values = {
+            "replica": replica.id,
+            "pool": flip.to_pool,
+            "role": self._role(flip.to_pool),
+            "from_pool": flip.from_pool,
+            "to_pool": flip.to_pool,
+            "drain_timeout_s": f"{drain:g}",
+            "endpoint": self.params.endpoints.get(replica.id, replica.id),
+        }
+        url = Template(self.params.url).substitute(values)
+        body = json.loads(Template(self.params.body).substitute(values))
+        if self.params.dry_run:
+            self.calls.would(flip.from_pool, "flip_role", replica=replica.id, url=url, body=body)
+            return
+
+        def once() -> None:
+            try:
+                resp = self._session.request(self.params.method, url, json=body, timeout=self.params.timeout_s)
+            except requests.RequestException as exc:
+                raise ActuationError(f"http_role_flip {url}: {exc}", ErrorClass.TRANSIENT) from None
+            if resp.status_code >= 400:
+                text = resp.text[:300]
+                raise ActuationError(
+                    f"http_role_flip {url}: {resp.status_code} {text}", classify_http_status(resp.status_code, text)
+                )
+
+        retrying(once, self._retry, backend=BACKEND, op="flip_role", pool=flip.from_pool)
+        self._where[replica.id] = flip.to_pool
+        log.info("role_flipped", replica=replica.id, from_pool=flip.from_pool, to_pool=flip.to_pool)
