@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import requests
@@ -60,7 +60,7 @@ def _fake_revision(act: Any) -> Callable[[str], object]:
 
 
 def fake_backend() -> Backend:
-    act = FakeActuator({p: 2 for p in POOLS})
+    act = FakeActuator(dict.fromkeys(POOLS, 2))
     return Backend("fake", act, lambda pool, n: None, _fake_revision(act), None, frozenset({"flip_roles"}))
 
 
@@ -112,7 +112,7 @@ def kubernetes_backend(tmp_path: Path) -> Iterator[Backend]:
 class _FakeEngine(BaseHTTPRequestHandler):
     """Accepts POST /workers/<id>/v1/pd_role and records the role."""
 
-    roles: dict[str, str] = {}
+    roles: ClassVar[dict[str, str]] = {}
 
     def log_message(self, format: str, *args: Any) -> None:
         return
@@ -143,7 +143,7 @@ def fake_engine() -> Iterator[tuple[str, dict[str, str]]]:
 def http_flip_backend(engine_url: str) -> Backend:
     from actuators.http_flip import HttpRoleFlipActuator
 
-    base = FakeActuator({p: 2 for p in POOLS})
+    base = FakeActuator(dict.fromkeys(POOLS, 2))
     env = PluginEnv(resources={"base_actuator": base})
     params = {"url": engine_url + "/workers/$replica/v1/pd_role"}
 
