@@ -27,6 +27,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--prefill", type=int, default=2, help="prefill replicas with --trace (default 2)")
     p.add_argument("--decode", type=int, default=2, help="decode replicas with --trace (default 2)")
     p.add_argument("--replicas", type=int, default=4, help="colocated replicas with --trace (default 4)")
+    p.add_argument("--model", default="llama-3.1-70b", help="model of the performance model with --trace")
+    p.add_argument("--tp", type=int, default=4, help="tensor-parallel GPUs per replica with --trace (default 4)")
+    p.add_argument("--slo-ttft-ms", type=float, default=1000.0, help="TTFT target with --trace (default 1000)")
+    p.add_argument("--slo-itl-ms", type=float, default=50.0, help="mean ITL target with --trace (default 50)")
     p.add_argument("--json", dest="json_out", help="write the summary as JSON here ('-': stdout)")
     p.add_argument("--plot", help="write a PNG of demand, replicas, latency vs SLO and utilisation")
 
@@ -46,10 +50,12 @@ def run(args: argparse.Namespace) -> int:
             name: str = args.trace
             trace = bundled_trace(name.removeprefix("bundled:")) if name.startswith("bundled:") else load_trace(name)
             mode = Mode(args.mode or "disagg")
+            perf = load_perf_model(args.model, args.tp)
+            slo = {"ttft_slo_ms": args.slo_ttft_ms, "itl_slo_ms": args.slo_itl_ms}
             if mode is Mode.DISAGG:
-                cfg = ClusterConfig(perf=load_perf_model(), prefill_replicas=args.prefill, decode_replicas=args.decode)
+                cfg = ClusterConfig(perf=perf, prefill_replicas=args.prefill, decode_replicas=args.decode, **slo)
             else:
-                cfg = ClusterConfig(perf=load_perf_model(), mode=mode, colocated_replicas=args.replicas)
+                cfg = ClusterConfig(perf=perf, mode=mode, colocated_replicas=args.replicas, **slo)
             result = Cluster(cfg, trace).finish()
             summary = result.to_json()
     except (ValueError, OSError) as exc:
