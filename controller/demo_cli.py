@@ -60,15 +60,26 @@ def _plot(series: list[dict[str, Any]], pools: list[str], path: str, slo: Any) -
 
     t = [row["t"] / 60.0 for row in series]
     fig, axes = plt.subplots(3, 1, figsize=(10, 9), sharex=True)
+    seqs_ax = axes[1].twinx()
     for pool in pools:
         axes[0].step(t, [row[pool]["target"] for row in series], where="post", label=f"{pool} target")
         axes[0].plot(t, [row[pool]["ready"] for row in series], linestyle=":", label=f"{pool} ready")
-        axes[1].plot(t, [row[pool]["demand"] for row in series], label=f"{pool} demand")
+        decode_like = "decode" in pool
+        demand_ax = seqs_ax if decode_like else axes[1]
+        unit = "concurrent seqs, right axis" if decode_like else "prompt tok/s"
+        demand_ax.plot(
+            t,
+            [row[pool]["demand"] for row in series],
+            label=f"{pool} demand ({unit})",
+            color="tab:orange" if decode_like else "tab:blue",
+        )
         axes[2].plot(t, [row[pool]["latency_ms"] for row in series], label=f"{pool} p99 ms")
+    seqs_ax.set_ylabel("concurrent sequences")
+    seqs_ax.legend(loc="upper right", fontsize=7)
     axes[2].axhline(slo.ttft_ms, color="grey", linestyle="--", linewidth=0.8, label="TTFT SLO")
     axes[2].axhline(slo.itl_ms, color="black", linestyle="--", linewidth=0.8, label="ITL SLO")
     axes[2].set_yscale("log")
-    for ax, label in zip(axes, ("replicas", "demand (tok/s, seqs)", "observed p99 (ms)"), strict=True):
+    for ax, label in zip(axes, ("replicas", "prompt tokens/s", "observed p99 (ms)"), strict=True):
         ax.set_ylabel(label)
         ax.legend(loc="upper left", fontsize=7)
         ax.grid(alpha=0.3)
