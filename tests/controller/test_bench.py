@@ -1,0 +1,119 @@
+"""pdscale bench on a tiny scenario: the grid, the oracle ratio, the CLI's table, JSON, Markdown and plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from controller.bench import BenchError, parse_policies, run_grid
+from controller.cli import main
+from controller.scenario import load_scenario
+
+TINY = """\
+name: tiny
+traffic: {lengths: bundled:azure-conv, rate_curve: own, duration_s: 240, rate_scale: 0.5, seed: 1}
+slo: {ttft_ms: 1000, itl_ms: 50}
+forecaster: ewma
+static: {prefill: 2, decode: 2}
+"""
+
+ROW_KEYS = {
+    "scenario",
+    "policy",
+    "gpu_hours",
+    "x_oracle",
+    "slo_attainment",
+    "ttft_p99_ms",
+    "itl_p99_ms",
+    "scale_actions",
+    "wall_s",
+    "peak_gpus",
+}
+
+
+@pytest.fixture
+def scenario_dir(tmp_path: Path) -> Path:
+    """A directory holding the tiny scenario."""
+    (tmp_path / "tiny.yaml").write_text(TINY, encoding="utf-8")
+    return tmp_path
+
+
+def test_grid_rows_have_table_keys(scenario_dir: Path) -> None:
+    """Two policies on a tiny scenario give two rows with every table column; the oracle's ratio is 1."""
+    results = run_grid([load_scenario(scenario_dir / "tiny.yaml")], ["oracle", "static"])
+    rows = {req.policy: out.row for req, out in results}
+    assert set(rows) == {"oracle", "static"}
+    for row in rows.values():
+        assert set(row) >= ROW_KEYS
+        assert row["requests"] > 0
+    assert rows["oracle"]["x_oracle"] == pytest.approx(1.0)
+    assert rows["static"]["initial"] == {"prefill": 2, "decode": 2}
+    assert rows["static"]["scale_actions"] == 0
+
+
+def test_grid_without_oracle_has_no_ratio(scenario_dir: Path) -> None:
+    """Without an oracle run, x_oracle is None rather than a made-up number."""
+    results = run_grid([load_scenario(scenario_dir / "tiny.yaml")], ["static"])
+    assert results[0][1].row["x_oracle"] is None
+
+
+def test_parse_policies() -> None:
+    """'all' expands to the five policies; unknown names are refused with the list."""
+    assert parse_policies("all") == ["slo", "static", "reactive", "dynamo-like", "oracle"]
+    with pytest.raises(BenchError, match="known: slo"):
+        parse_policies("slo,magic")
+
+
+def test_cli_writes_json_markdown_and_plots(scenario_dir: Path, tmp_path: Path) -> None:
+    """`pdscale bench` writes the rows, timelines, a Markdown table and PNG plots."""
+    out = tmp_path / "out"
+    code = main(
+        [
+            "bench",
+            "--scenario-dir",
+            str(scenario_dir),
+            "--scenarios",
+            "tiny",
+            "--policies",
+            "slo,oracle",
+            "--json",
+            str(tmp_path / "bench.json"),
+            "--markdown",
+            str(tmp_path / "bench.md"),
+            "--plot",
+            str(out),
+        ]
+    )
+    assert code == 0
+    doc = json.loads((tmp_path / "bench.json").read_text())
+    assert [r["policy"] for r in doc["rows"]] == ["slo", "oracle"]
+    assert set(doc["timelines"]) == {"tiny/slo", "tiny/oracle"}
+    assert {"prefill", "decode"} == set(doc["timelines"]["tiny/slo"]["busy_share"])
+    table = (tmp_path / "bench.md").read_text()
+    assert "| tiny | slo |" in table
+    assert "x oracle" in table
+    assert {p.name for p in out.glob("*.png")} == {"bench_summary.png", "tiny_slo.png", "tiny_oracle.png"}
+
+
+def test_cli_unknown_scenario_exit_2(scenario_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown scenario exits 2 with a message naming it."""
+    assert main(["bench", "--scenario-dir", str(scenario_dir), "--scenarios", "nope"]) == 2
+    assert "unknown scenario 'nope'" in capsys.readouterr().err
+
+
+def test_missing_ray_is_a_clear_error(scenario_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--parallel without Ray installed says how to install it."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ray(name: str, *args: object, **kwargs: object) -> object:
+        if name == "ray":
+            raise ImportError("no ray")
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(BenchError, match=r"pdscale\[ray\]"):
+        run_grid([load_scenario(scenario_dir / "tiny.yaml")], ["static"], parallel=True)
