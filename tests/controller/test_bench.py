@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from controller.bench import BenchError, parse_policies, run_grid
 from controller.cli import main
@@ -18,6 +20,14 @@ slo: {ttft_ms: 1000, itl_ms: 50}
 forecaster: ewma
 static: {prefill: 2, decode: 2}
 """
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging() -> Iterator[None]:
+    """The CLI configures structlog onto pytest's captured stderr; restore the defaults afterwards."""
+    yield
+    structlog.reset_defaults()
+
 
 ROW_KEYS = {
     "scenario",

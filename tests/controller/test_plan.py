@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import structlog
 
 from controller.bench_run import RunSpec
 from controller.cli import main
@@ -15,6 +17,13 @@ from controller.types import SLO
 from simulator.traces import Trace
 
 SPEC = RunSpec(model="llama-3.1-70b", tp=4, slo=SLO(ttft_ms=1000.0, itl_ms=50.0, quantile=0.99), forecaster="ewma")
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging() -> Iterator[None]:
+    """The CLI configures structlog onto pytest's captured stderr; restore the defaults afterwards."""
+    yield
+    structlog.reset_defaults()
 
 
 def _trace(n: int, span_s: float, isl: int, osl: int, seed: int = 0) -> Trace:
