@@ -31,7 +31,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--scenario-dir", help="directory of scenario files (default: bench/scenarios)")
     p.add_argument("--json", dest="json_out", help="write rows (and timelines) as JSON here ('-': stdout)")
     p.add_argument("--plot", help="directory for PNG plots: a summary and one timeline per run")
-    p.add_argument("--markdown", help="write the results table as Markdown here")
+    p.add_argument(
+        "--markdown", help="write the results table as Markdown here (between the pdscale-bench markers if present)"
+    )
     p.add_argument("--parallel", action="store_true", help="fan the runs out over Ray (pip install 'pdscale[ray]')")
     p.add_argument("--quick", action="store_true", help="replay each scenario's short quick window (smoke run)")
     p.add_argument("--no-timelines", action="store_true", help="leave per-interval timelines out of the JSON")
@@ -50,16 +52,22 @@ def _table(rows: list[dict[str, Any]]) -> None:
         att = row.get("slo_attainment")
         miss = isinstance(att, (int, float)) and att < float(row.get("attainment_target", 0.99))
         table.add_row(*cells, style="red" if miss else None)
-    Console(stderr=False).print(table)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the grid; 0 on success, 2 on bad input."""
     from controller.bench import BenchError, parse_policies, run_grid  # noqa: PLC0415
     from controller.cli import write_json  # noqa: PLC0415
-    from controller.report import bench_markdown, plot_bench_summary, plot_timeline  # noqa: PLC0415
+    from controller.report import plot_bench_summary, plot_timeline, write_bench_markdown  # noqa: PLC0415
     from controller.scenario import SCENARIO_DIR, ScenarioError, resolve_scenarios  # noqa: PLC0415
 
+    if getattr(args, "log_level", None) is None:  # per-tick decisions would drown the table: warnings only
+        import logging  # noqa: PLC0415
+
+        import structlog  # noqa: PLC0415
+
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     try:
         policies = parse_policies(args.policies)
         scenarios = resolve_scenarios(args.scenarios, Path(args.scenario_dir) if args.scenario_dir else SCENARIO_DIR)
@@ -86,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
             doc["timelines"] = {f"{req.scenario.name}/{req.policy}": out.timeline.to_json() for req, out in results}
         write_json(doc, args.json_out)
     if args.markdown:
-        Path(args.markdown).write_text(bench_markdown(rows), encoding="utf-8")
+        note = "_Quick windows (`--quick`), not the full scenarios._\n\n" if args.quick else ""
+        write_bench_markdown(rows, args.markdown, note=note)
     if args.plot:
         out_dir = Path(args.plot)
         out_dir.mkdir(parents=True, exist_ok=True)

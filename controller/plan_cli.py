@@ -90,6 +90,12 @@ def run(args: argparse.Namespace) -> int:
     from controller.report import write_plan_report  # noqa: PLC0415
     from controller.types import SLO  # noqa: PLC0415
 
+    if getattr(args, "log_level", None) is None:  # per-tick decisions would drown the table: warnings only
+        import logging  # noqa: PLC0415
+
+        import structlog  # noqa: PLC0415
+
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     try:
         _check(args)
         trace = _load_trace(args)

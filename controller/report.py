@@ -17,7 +17,16 @@ from typing import Any
 
 from controller.bench_run import Timeline
 
-__all__ = ["bench_markdown", "bench_table_rows", "plot_bench_summary", "plot_timeline", "write_plan_report"]
+__all__ = [
+    "BENCH_BEGIN",
+    "BENCH_END",
+    "bench_markdown",
+    "bench_table_rows",
+    "plot_bench_summary",
+    "plot_timeline",
+    "write_bench_markdown",
+    "write_plan_report",
+]
 
 TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("scenario", "scenario"),
@@ -67,6 +76,23 @@ def bench_markdown(rows: Sequence[Mapping[str, Any]], *, target: float = 0.99) -
 
 
 POOL_COLORS: Mapping[str, str] = {"prefill": "C0", "decode": "C1", "colocated": "C2"}
+
+
+BENCH_BEGIN = "<!-- pdscale-bench:begin -->"
+BENCH_END = "<!-- pdscale-bench:end -->"
+
+
+def write_bench_markdown(rows: Sequence[Mapping[str, Any]], path: str | Path, *, note: str = "") -> None:
+    """Write the table to ``path``; a file holding the begin/end markers keeps its text around them."""
+    p = Path(path)
+    block = f"{BENCH_BEGIN}\n{note}{bench_markdown(rows)}{BENCH_END}"
+    text = p.read_text(encoding="utf-8") if p.is_file() else ""
+    if BENCH_BEGIN in text and BENCH_END in text:
+        head, rest = text.split(BENCH_BEGIN, 1)
+        tail = rest.split(BENCH_END, 1)[1]
+        p.write_text(head + block + tail, encoding="utf-8")
+    else:
+        p.write_text(block + "\n", encoding="utf-8")
 
 
 def _pyplot() -> Any:

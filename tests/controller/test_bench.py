@@ -127,3 +127,18 @@ def test_missing_ray_is_a_clear_error(scenario_dir: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(BenchError, match=r"pdscale\[ray\]"):
         run_grid([load_scenario(scenario_dir / "tiny.yaml")], ["static"], parallel=True)
+
+
+def test_markdown_replaces_between_markers(tmp_path: Path) -> None:
+    """Regenerating a document keeps the text around the bench markers and replaces the table."""
+    from controller.report import BENCH_BEGIN, BENCH_END, write_bench_markdown
+
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"# Title\n{BENCH_BEGIN}\nold table\n{BENCH_END}\nfooter\n", encoding="utf-8")
+    row = {"scenario": "s", "policy": "slo", "gpu_hours": 1.0, "x_oracle": 1.2, "slo_attainment": 0.95}
+    write_bench_markdown([row], doc)
+    text = doc.read_text()
+    assert text.startswith("# Title\n")
+    assert text.endswith("footer\n")
+    assert "old table" not in text
+    assert "| s | slo | 1.0 | 1.20 | **95.00%** ! |" in text
