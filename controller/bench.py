@@ -83,13 +83,16 @@ class RunRequest:
 
     scenario: Scenario
     policy: str
-    initial: Mapping[str, int]
+    initial: Mapping[str, int] | None
+    """Replicas per pool at t=0; None for ``static`` without a recorded split (the run plans it first)."""
 
 
 def run_request(req: RunRequest) -> RunOutcome:
     """Rebuild the scenario's trace (deterministic for its seed) and run the policy."""
     trace = build_trace(req.scenario)
-    return run_policy(trace, scenario_spec(req.scenario), req.policy, req.initial)
+    spec = scenario_spec(req.scenario)
+    initial = req.initial if req.initial is not None else static_split(req.scenario, trace, spec)
+    return run_policy(trace, spec, req.policy, initial)
 
 
 def _requests(scenarios: Sequence[Scenario], policies: Sequence[str]) -> list[RunRequest]:
@@ -98,10 +101,18 @@ def _requests(scenarios: Sequence[Scenario], policies: Sequence[str]) -> list[Ru
         trace = build_trace(sc)
         spec = scenario_spec(sc)
         warm = warm_start(trace, spec)
-        static = static_split(sc, trace, spec) if "static" in policies else None
+        static = None if sc.static is None else {"prefill": sc.static.prefill, "decode": sc.static.decode}
         for pol in policies:
-            out.append(RunRequest(sc, pol, static if pol == "static" and static is not None else warm))
+            out.append(RunRequest(sc, pol, static if pol == "static" else warm))
     return out
+
+
+def _cost(req: RunRequest) -> float:
+    """Rough relative run time: simulated seconds, x5 for runs that fit the ensemble forecaster every tick."""
+    from controller.bench_run import FORECAST_FREE  # noqa: PLC0415
+
+    heavy = req.policy not in FORECAST_FREE and req.scenario.forecaster == "ensemble"
+    return req.scenario.traffic.duration_s * (5.0 if heavy else 1.0)
 
 
 def _remote_run(req: RunRequest) -> RunOutcome:
@@ -123,7 +134,8 @@ def _ray_map(requests: Sequence[RunRequest], on_done: Callable[[RunRequest, RunO
         address = os.environ.get("RAY_ADDRESS")
         ray.init(address=address) if address else ray.init()
     remote = ray.remote(num_cpus=1)(_remote_run)
-    refs = {remote.remote(r): i for i, r in enumerate(requests)}
+    order = sorted(range(len(requests)), key=lambda i: -_cost(requests[i]))  # longest first: less idle at the end
+    refs = {remote.remote(requests[i]): i for i in order}
     results: dict[int, RunOutcome] = {}
     pending = list(refs)
     while pending:

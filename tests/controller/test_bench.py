@@ -142,3 +142,12 @@ def test_markdown_replaces_between_markers(tmp_path: Path) -> None:
     assert text.endswith("footer\n")
     assert "old table" not in text
     assert "| s | slo | 1.0 | 1.20 | **95.00%** ! |" in text
+
+
+def test_static_without_split_is_planned(tmp_path: Path) -> None:
+    """A scenario with no recorded split gets the planner's split for its static run."""
+    (tmp_path / "plain.yaml").write_text(TINY.replace("static: {prefill: 2, decode: 2}\n", ""), encoding="utf-8")
+    results = run_grid([load_scenario(tmp_path / "plain.yaml")], ["static"])
+    row = results[0][1].row
+    assert set(row["initial"]) == {"prefill", "decode"}
+    assert row["slo_attainment"] >= 0.99
