@@ -69,10 +69,10 @@ def static_split(scenario: Scenario, trace: Any, spec: RunSpec) -> dict[str, int
     found = search_static_split(trace, spec, scenario.attainment_target)
     sizes = dict(found.sizes)
     if spec.budget_gpus is not None and sum(sizes.values()) * spec.tp > spec.budget_gpus:
-        from controller.bench_run import _pool_spec  # noqa: PLC0415
+        from controller.bench_run import pool_spec  # noqa: PLC0415
         from controller.policies.demand import split_budget  # noqa: PLC0415
 
-        sizes = split_budget(sizes, {r: _pool_spec(spec, r) for r in sizes}, spec.budget_gpus)
+        sizes = split_budget(sizes, {r: pool_spec(spec, r) for r in sizes}, spec.budget_gpus)
     log.info("bench_static_split", scenario=scenario.name, sizes=sizes, met=found.met)
     return sizes
 

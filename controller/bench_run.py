@@ -226,7 +226,8 @@ def hardware_capacity(spec: RunSpec) -> Any:
     return ProfileCapacityModel(profile_from_perf(_perf(spec)))
 
 
-def _oracle_demand(trace: Any, spec: RunSpec) -> Any:
+def oracle_demand_for(trace: Any, spec: RunSpec) -> Any:
+    """The trace's exact future demand per tick (``controller.oracle_demand``) on the simulated hardware."""
     from controller.oracle_demand import build_oracle_demand  # noqa: PLC0415
     from controller.types import PoolRole  # noqa: PLC0415
 
@@ -241,7 +242,8 @@ def _oracle_demand(trace: Any, spec: RunSpec) -> Any:
     )
 
 
-def _pool_spec(spec: RunSpec, role: str) -> Any:
+def pool_spec(spec: RunSpec, role: str) -> Any:
+    """The core PoolSpec of the pool named after ``role``."""
     from controller.types import PoolRole, PoolSpec  # noqa: PLC0415
 
     return PoolSpec(
@@ -254,10 +256,10 @@ def warm_start(trace: Any, spec: RunSpec, window_s: float = 600.0) -> dict[str, 
     window), so every policy starts from the same fleet and the comparison is about following the load."""
     from controller.policies.oracle import OraclePolicy  # noqa: PLC0415
 
-    demand = _oracle_demand(trace, spec)
+    demand = oracle_demand_for(trace, spec)
     model = hardware_capacity(spec)
     w = demand.workload(0.0, window_s, OraclePolicy({"demand": demand}).defaults)
-    pools = {r: _pool_spec(spec, r) for r in spec.roles()}
+    pools = {r: pool_spec(spec, r) for r in spec.roles()}
     out: dict[str, int] = {}
     for r, pool in pools.items():
         need = model.replicas_needed(pool, demand.peak(r, 0.0, window_s), spec.slo, workload=w).replicas
@@ -322,7 +324,7 @@ def run_policy(trace: Any, spec: RunSpec, policy: str, initial: Mapping[str, int
             actuator=SimulatorActuator(pools, cluster=cluster),
         )
         if policy == "oracle":
-            asm.reconciler.policy = OraclePolicy({"demand": _oracle_demand(trace, spec)})
+            asm.reconciler.policy = OraclePolicy({"demand": oracle_demand_for(trace, spec)})
             asm.reconciler.capacity = hardware_capacity(spec)
         result = replay(asm.reconciler, cluster, tick_s=spec.tick_s)
     row = result.to_json()

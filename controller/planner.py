@@ -198,14 +198,14 @@ def short_prompt_share(trace: Any, tokens: int = SHORT_PROMPT_TOKENS) -> float:
 
 def model_estimate(trace: Any, spec: RunSpec) -> dict[str, int]:
     """Replicas per pool the capacity model gives for the trace's peak binned demand (the search's start)."""
-    from controller.bench_run import _oracle_demand, _pool_spec  # noqa: PLC0415
+    from controller.bench_run import oracle_demand_for, pool_spec  # noqa: PLC0415
 
     model = hardware_capacity(spec)
-    demand = _oracle_demand(trace, spec)
+    demand = oracle_demand_for(trace, spec)
     end = float(trace.arrival_s[-1]) + spec.tick_s if len(trace.arrival_s) else spec.tick_s
     out: dict[str, int] = {}
     for role in spec.roles():
-        pool = _pool_spec(spec, role)
+        pool = pool_spec(spec, role)
         peak = demand.peak(role, 0.0, end)
         w = demand.workload(0.0, end, model.workload({}))
         need = model.replicas_needed(pool, peak, spec.slo, workload=w).replicas
