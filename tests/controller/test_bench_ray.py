@@ -28,7 +28,8 @@ def local_ray() -> Iterator[None]:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     repo = str(Path(__file__).resolve().parents[2])
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": repo}})
+    # address="local": a fresh instance even when another test session left a Ray head running.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": repo}})
     yield
     ray.shutdown()
 
