@@ -107,6 +107,29 @@ def _requests(scenarios: Sequence[Scenario], policies: Sequence[str]) -> list[Ru
     return out
 
 
+def _failed(req: RunRequest, exc: BaseException) -> RunOutcome:
+    """The outcome of a run that raised: a row that says why, and an empty timeline."""
+    import numpy as np  # noqa: PLC0415
+
+    from controller.bench_run import Timeline  # noqa: PLC0415
+
+    log.error("bench_run_failed", scenario=req.scenario.name, policy=req.policy, error=f"{type(exc).__name__}: {exc}")
+    empty = np.zeros(0)
+    timeline = Timeline(
+        empty, empty, empty, {}, {}, {}, empty, empty, req.scenario.slo.ttft_ms, req.scenario.slo.itl_ms
+    )
+    row: dict[str, Any] = {"policy": req.policy, "gpu_hours": None, "slo_attainment": None, "wall_s": None}
+    row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return RunOutcome(row=row, timeline=timeline)
+
+
+def _safe_run(req: RunRequest) -> RunOutcome:
+    try:
+        return run_request(req)
+    except Exception as exc:  # one failing run is reported in its row, the grid goes on
+        return _failed(req, exc)
+
+
 def _cost(req: RunRequest) -> float:
     """Rough relative run time: simulated seconds, x5 for runs that fit the ensemble forecaster every tick."""
     from controller.bench_run import FORECAST_FREE  # noqa: PLC0415
@@ -142,7 +165,10 @@ def _ray_map(requests: Sequence[RunRequest], on_done: Callable[[RunRequest, RunO
         done, pending = ray.wait(pending, num_returns=1)
         for ref in done:
             i = refs[ref]
-            results[i] = ray.get(ref)
+            try:
+                results[i] = ray.get(ref)
+            except Exception as exc:  # a failed task (or worker) is reported in its row
+                results[i] = _failed(requests[i], exc)
             on_done(requests[i], results[i])
     return [results[i] for i in range(len(requests))]
 
@@ -164,7 +190,7 @@ def run_grid(
     else:
         outcomes = []
         for req in requests:
-            outcomes.append(run_request(req))
+            outcomes.append(_safe_run(req))
             notify(req, outcomes[-1])
     oracle = {
         req.scenario.name: out.row["gpu_hours"]
@@ -174,7 +200,8 @@ def run_grid(
     for req, out in zip(requests, outcomes, strict=True):
         base = oracle.get(req.scenario.name)
         out.row["scenario"] = req.scenario.name
-        out.row["x_oracle"] = out.row["gpu_hours"] / base if base else None
+        gpu_h = out.row.get("gpu_hours")
+        out.row["x_oracle"] = gpu_h / base if base and gpu_h is not None else None
         out.row["attainment_target"] = req.scenario.attainment_target
     log.info("bench_finished", runs=len(requests), wall_s=round(time.perf_counter() - started, 1))
     return list(zip(requests, outcomes, strict=True))

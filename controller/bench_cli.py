@@ -76,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
 
         def progress(req: Any, out: Any) -> None:
             r = out.row
+            if "error" in r:
+                sys.stderr.write(f"{req.scenario.name:>12} {req.policy:<12} FAILED {r['error']}\n")
+                return
             sys.stderr.write(
                 f"{req.scenario.name:>12} {req.policy:<12} attainment {r['slo_attainment'] or 0:.4f} "
                 f"GPU-h {r['gpu_hours']:.1f} wall {r['wall_s']:.0f}s\n"
@@ -101,9 +104,15 @@ def run(args: argparse.Namespace) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
         plot_bench_summary(rows, out_dir / "bench_summary.png")
         for req, out in results:
+            if "error" in out.row:
+                continue
             plot_timeline(
                 out.timeline,
                 out_dir / f"{req.scenario.name}_{req.policy}.png",
                 title=f"{req.scenario.name} / {req.policy}",
             )
+    failed = [f"{req.scenario.name}/{req.policy}" for req, out in results if "error" in out.row]
+    if failed:
+        sys.stderr.write(f"pdscale bench: {len(failed)} run(s) failed: {', '.join(failed)}\n")
+        return 1
     return 0

@@ -155,13 +155,13 @@ def plot_bench_summary(rows: Sequence[Mapping[str, Any]], path: str | Path) -> N
     policies = list(dict.fromkeys(str(r["policy"]) for r in rows))
     fig, axes = plt.subplots(1, len(scenarios), figsize=(4.5 * len(scenarios), 4), squeeze=False)
     for ax, scen in zip(axes[0], scenarios, strict=True):
-        mine = {str(r["policy"]): r for r in rows if r["scenario"] == scen}
+        mine = {str(r["policy"]): r for r in rows if r["scenario"] == scen and r.get("gpu_hours") is not None}
         names = [p for p in policies if p in mine]
         values = [float(mine[p]["gpu_hours"]) for p in names]
         bars = ax.bar(names, values, color=[f"C{policies.index(p)}" for p in names])
         for bar, p in zip(bars, names, strict=True):
             att = mine[p].get("slo_attainment")
-            label = "-" if att is None else f"{100 * float(att):.1f}%"
+            label = "-" if att is None else f"{100 * float(att):.2f}%"
             ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom")
         ax.set_title(scen)
         ax.set_ylabel("GPU-hours (label: SLO attainment)")

@@ -151,3 +151,22 @@ def test_static_without_split_is_planned(tmp_path: Path) -> None:
     row = results[0][1].row
     assert set(row["initial"]) == {"prefill", "decode"}
     assert row["slo_attainment"] >= 0.99
+
+
+def test_failing_run_is_reported_not_fatal(scenario_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that raises becomes a row with its error; the other runs still complete."""
+    import controller.bench as bench
+
+    real = bench.run_request
+
+    def flaky(req: bench.RunRequest) -> object:
+        if req.policy == "oracle":
+            raise RuntimeError("simulated failure")
+        return real(req)
+
+    monkeypatch.setattr(bench, "run_request", flaky)
+    results = run_grid([load_scenario(scenario_dir / "tiny.yaml")], ["static", "oracle"])
+    rows = {req.policy: out.row for req, out in results}
+    assert rows["oracle"]["error"] == "RuntimeError: simulated failure"
+    assert rows["static"]["slo_attainment"] is not None
+    assert rows["static"]["x_oracle"] is None
