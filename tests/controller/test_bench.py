@@ -155,7 +155,7 @@ def test_static_without_split_is_planned(tmp_path: Path) -> None:
 
 def test_failing_run_is_reported_not_fatal(scenario_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run that raises becomes a row with its error; the other runs still complete."""
-    import controller.bench as bench
+    from controller import bench
 
     real = bench.run_request
 
