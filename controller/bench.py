@@ -154,8 +154,9 @@ def _ray_map(requests: Sequence[RunRequest], on_done: Callable[[RunRequest, RunO
             "--parallel needs Ray: pip install 'pdscale[ray]' (or run without --parallel for sequential runs)"
         ) from None
     if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS")
-        ray.init(address=address) if address else ray.init()
+        # A fresh local instance unless RAY_ADDRESS names a cluster: plain ray.init() would join any head
+        # found on this machine, even a stale one.
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "local")
     remote = ray.remote(num_cpus=1)(_remote_run)
     order = sorted(range(len(requests)), key=lambda i: -_cost(requests[i]))  # longest first: less idle at the end
     refs = {remote.remote(requests[i]): i for i in order}
