@@ -140,7 +140,8 @@ class TestHoldWhileStarting:
 
 class TestBounds:
     @pytest.mark.parametrize(
-        ("proposed", "expected"), [(0, (1, "min_replicas")), (1, (1, None)), (10, (10, None)), (11, (10, "max_replicas"))]
+        ("proposed", "expected"),
+        [(0, (1, "min_replicas")), (1, (1, None)), (10, (10, None)), (11, (10, "max_replicas"))],
     )
     def test_table(self, proposed: int, expected: tuple[int, str | None]) -> None:
         """Targets are clamped to [min_replicas, max_replicas]."""
@@ -160,7 +161,9 @@ class TestOverride:
             (Override("p", OverrideMode.EXACT, 3, expires_s=10.0), 5, 10.0, (5, None)),
         ],
     )
-    def test_table(self, override: Override | None, proposed: int, now: float, expected: tuple[int, str | None]) -> None:
+    def test_table(
+        self, override: Override | None, proposed: int, now: float, expected: tuple[int, str | None]
+    ) -> None:
         """Exact, min and max pins win while active; an expired one does nothing."""
         assert apply_override(proposed, override, now) == expected
 
