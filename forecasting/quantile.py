@@ -8,6 +8,7 @@ import warnings
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import structlog
 
 from forecasting.grid import FloatArray
@@ -80,20 +81,22 @@ class QuantileGbm(GridForecaster):
     def __init__(
         self,
         *,
-        refit_every_steps: int = 240,
+        refit_every_steps: int | None = None,
         max_train_steps: int = 2880,
         min_train_rows: int = 120,
         max_iter: int = 60,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.refit_every_steps = max(1, refit_every_steps)
+        # every 4 hours at minute steps, every 15 minutes at second steps
+        self.refit_every_steps = refit_every_steps or max(240, round(900.0 / self.step_s))
         self.max_train_steps = max_train_steps
         self.min_train_rows = min_train_rows
         self.max_iter = max_iter
         self._fallback = Ewma(detect_level_shifts=False, horizons_s=(), step_s=self.step_s, history_s=8 * self.step_s)
         self._models: dict[int, dict[float, Any]] = {}
         self._fitted_at: dict[int, int] = {}
+        self._columns: dict[int, npt.NDArray[np.bool_]] = {}
         self._row_cache: dict[int, FloatArray] = {}
         self.fit_seconds = 0.0
         self.n_fits = 0
@@ -122,6 +125,10 @@ class QuantileGbm(GridForecaster):
         if int(rows.sum()) < self.min_train_rows:
             self._note = "short history; using ewma"
             return
+        self._fitted_at[h] = k  # a failing fit is retried after refit_every_steps, not every step
+        cols: npt.NDArray[np.bool_] = np.asarray(
+            np.isfinite(x[rows]).any(axis=0)
+        )  # a column with no value at all cannot be binned
         start = time.perf_counter()
         models: dict[float, Any] = {}
         try:
@@ -136,7 +143,7 @@ class QuantileGbm(GridForecaster):
                         learning_rate=0.1,
                         random_state=0,
                     )
-                    models[q] = m.fit(x[rows], target[rows])
+                    models[q] = m.fit(x[rows][:, cols], target[rows])
         except Exception as exc:  # a failed fit keeps the previous model or the fallback
             self._note = f"fit failed ({type(exc).__name__}: {exc}); using ewma"
             log.warning("forecast_fit_failed", model=self.name, step=k, error=str(exc), fallback="ewma")
@@ -144,16 +151,34 @@ class QuantileGbm(GridForecaster):
         finally:
             self.fit_seconds += time.perf_counter() - start
             self.n_fits += 1
-        self._models[h], self._fitted_at[h] = models, k
+        self._models[h], self._fitted_at[h], self._columns[h] = models, k, cols
         self._note = ""
 
     def _row(self, h: int) -> tuple[FloatArray, float]:
+        """The feature row of ``lag_features`` at the newest step, in O(LONG_STEPS) (not O(season))."""
         last = self._grid.last_closed
         assert last is not None
-        n = max(LONG_STEPS, self.season_steps + 3)
-        y = self._grid.recent(n)
-        x, level = lag_features(y, last - y.size + 1, h, self.season_steps)
-        return x[-1:], float(level[-1])
+        s = self.season_steps
+        y = self._grid.recent(LONG_STEPS)
+        lags = np.full(N_LAGS, np.nan)
+        lags[: min(N_LAGS, y.size)] = y[::-1][:N_LAGS]
+        with warnings.catch_warnings(record=True):
+            level = float(np.nanmean(y[-LEVEL_STEPS:])) if np.isfinite(y[-LEVEL_STEPS:]).any() else math.nan
+            long_mean = float(np.nanmean(y)) if np.isfinite(y).any() else math.nan
+            past = np.array([self._grid.value_at(last - s - j) for j in range(3)])
+            past_mean = float(np.nanmean(past)) if np.isfinite(past).any() else math.nan
+        season_target = self._grid.value_at(last + h - s)
+        phase = 2 * np.pi * ((last + h) % s) / s
+        row = [
+            *(lags - level),
+            long_mean - level,
+            season_target - level,
+            season_target - past_mean,
+            math.log1p(max(level, 0.0)) if math.isfinite(level) else math.nan,
+            math.sin(phase),
+            math.cos(phase),
+        ]
+        return np.array([row], dtype=float), level
 
     def _predict_all(self, h: int) -> dict[float, float] | None:
         if not self._models:
@@ -162,6 +187,7 @@ class QuantileGbm(GridForecaster):
         x, level = self._row(h)
         if not math.isfinite(level):
             return None
+        x = x[:, self._columns[key]]
         return {q: level + float(m.predict(x)[0]) for q, m in self._models[key].items()}
 
     def _point(self, h: int) -> float:
@@ -170,6 +196,7 @@ class QuantileGbm(GridForecaster):
         if h not in self._row_cache:
             key = min(self._models, key=lambda x: (abs(x - h), x))
             x, level = self._row(h)
+            x = x[:, self._columns[key]]
             self._row_cache[h] = np.array([level + float(self._models[key][0.5].predict(x)[0])])
         return float(self._row_cache[h][0])
 

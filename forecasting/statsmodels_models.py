@@ -41,13 +41,14 @@ class _FittedModel(GridForecaster):
     def __init__(
         self,
         *,
-        refit_every_steps: int = 60,
+        refit_every_steps: int | None = None,
         max_fit_steps: int = 720,
         min_fit_steps: int = 60,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.refit_every_steps = max(1, refit_every_steps)
+        # every hour at minute steps, every 15 minutes at second steps
+        self.refit_every_steps = refit_every_steps or max(60, round(900.0 / self.step_s))
         self.max_fit_steps = max_fit_steps
         self.min_fit_steps = min_fit_steps
         fb_kwargs = {k: v for k, v in kwargs.items() if k in ("step_s", "season_s", "history_s")}
