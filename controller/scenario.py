@@ -114,6 +114,11 @@ class Scenario(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
+        from controller.bench_run import POLICIES  # noqa: PLC0415
+
+        unknown = sorted(set(self.policy_params) - set(POLICIES))
+        if unknown:
+            raise ValueError(f"policy_params: unknown policy {unknown}; known: {', '.join(POLICIES)}")
         if self.budget_gpus is not None and self.budget_gpus < 2 * self.tp:
             raise ValueError(f"budget_gpus ({self.budget_gpus}) must hold one replica per pool ({2 * self.tp} GPUs)")
         if self.budget_gpus is not None and self.static is not None:

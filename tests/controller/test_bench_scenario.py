@@ -49,6 +49,12 @@ class TestSchema:
         with pytest.raises(ScenarioError, match="above budget_gpus"):
             load_scenario(path)
 
+    def test_unknown_policy_params_rejected(self, tmp_path: Path) -> None:
+        """Parameters for a policy the bench does not run are refused, naming it."""
+        path = _write(tmp_path, "bad", "policy_params: {slow: {headroom: 1.1}}\n")
+        with pytest.raises(ScenarioError, match=r"policy_params: unknown policy \['slow'\]"):
+            load_scenario(path)
+
     def test_name_defaults_to_stem(self, tmp_path: Path) -> None:
         """A file without a name takes its stem."""
         assert load_scenario(_write(tmp_path, "my-hour", "tp: 4\n")).name == "my-hour"
