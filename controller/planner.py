@@ -31,6 +31,7 @@ from controller.bench_run import (
 )
 
 __all__ = [
+    "COLOCATED_TOKEN_BUDGETS",
     "Evaluation",
     "Flag",
     "Plan",
@@ -40,6 +41,7 @@ __all__ = [
     "search_colocated",
     "search_static_split",
     "short_prompt_share",
+    "static_timeline",
 ]
 
 log = structlog.get_logger(__name__)

@@ -170,3 +170,12 @@ def test_failing_run_is_reported_not_fatal(scenario_dir: Path, monkeypatch: pyte
     assert rows["oracle"]["error"] == "RuntimeError: simulated failure"
     assert rows["static"]["slo_attainment"] is not None
     assert rows["static"]["x_oracle"] is None
+
+
+def test_budget_never_exceeded(tmp_path: Path) -> None:
+    """Under budget_gpus the pools together never hold more GPUs, whatever the load asks for."""
+    text = TINY.replace("rate_scale: 0.5", "rate_scale: 3.0").replace("static: {prefill: 2, decode: 2}\n", "")
+    (tmp_path / "tight.yaml").write_text(text + "budget_gpus: 16\n", encoding="utf-8")
+    results = run_grid([load_scenario(tmp_path / "tight.yaml")], ["slo"])
+    row = results[0][1].row
+    assert 0 < row["peak_gpus"] <= 16

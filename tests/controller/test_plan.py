@@ -150,3 +150,14 @@ def test_cli_missing_trace_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[
     )
     assert code == 2
     assert "none.csv" in capsys.readouterr().err
+
+
+def test_colocated_search_picks_a_chunk_that_meets() -> None:
+    """The colocated search returns a fleet that meets the target and names its chunk size."""
+    from controller.planner import COLOCATED_TOKEN_BUDGETS, search_colocated
+
+    found = search_colocated(_trace(600, 120.0, 800, 120), SPEC, 0.99, probe=12)
+    assert found.met
+    assert found.token_budget in COLOCATED_TOKEN_BUDGETS
+    assert found.best.attainment >= 0.99
+    assert found.gpus == found.sizes["colocated"] * 4
