@@ -167,6 +167,7 @@ class Signals:
     """Per-pool serving signals. ``None`` means *missing*; 0.0 is a real zero."""
 
     prompt_tokens_per_s: float | None = None
+    generation_tokens_per_s: float | None = None
     request_rate_per_s: float | None = None
     isl_mean_tokens: float | None = None
     isl_p90_tokens: float | None = None
@@ -176,8 +177,12 @@ class Signals:
     waiting_requests: float | None = None
     kv_usage_ratio: float | None = None
     kv_tokens_in_use: float | None = None
+    ttft_mean_ms: float | None = None
+    """Mean TTFT over the rate window (histogram sum / count: exact, unlike bucket-interpolated quantiles)."""
     ttft_p50_ms: float | None = None
     ttft_p99_ms: float | None = None
+    itl_mean_ms: float | None = None
+    """Mean inter-token latency over the rate window, token-weighted (histogram sum / count)."""
     itl_p50_ms: float | None = None
     itl_p99_ms: float | None = None
     ready_replicas: float | None = None
@@ -194,6 +199,18 @@ class Signals:
         """Field name to value, for logs and the audit trail."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    @property
+    def mean_running_requests(self) -> float | None:
+        """Running sequences averaged over the rate window when the counters allow it, else the gauge now.
+
+        Every running sequence emits one token per iteration, so generated tokens/s x mean time per token is
+        the time-averaged number running (Little's law, exact over the window); the gauge is one instant and
+        swings by tens of percent between scrapes.
+        """
+        if self.generation_tokens_per_s is not None and self.itl_mean_ms is not None:
+            return self.generation_tokens_per_s * self.itl_mean_ms / 1e3
+        return self.running_requests
+
     def demand(self, signal: Signal) -> float | None:
         """The observed value of a forecast signal."""
         if signal is Signal.PREFILL_TPS:
@@ -201,9 +218,10 @@ class Signals:
         if signal is Signal.REQUEST_RATE:
             return self.request_rate_per_s
         if signal is Signal.DECODE_CONCURRENCY:
-            if self.running_requests is None:
+            running = self.mean_running_requests
+            if running is None:
                 return None
-            return self.running_requests + (self.waiting_requests or 0.0)
+            return running + (self.waiting_requests or 0.0)
         return self.kv_tokens_in_use
 
 

@@ -55,6 +55,7 @@ class SignalKind(StrEnum):
 
 SIGNAL_KINDS: Mapping[str, SignalKind] = {
     "prompt_tokens_per_s": SignalKind.RATE,
+    "generation_tokens_per_s": SignalKind.RATE,
     "request_rate_per_s": SignalKind.RATE,
     "isl_mean_tokens": SignalKind.TRAFFIC,
     "isl_p90_tokens": SignalKind.TRAFFIC,
@@ -64,8 +65,10 @@ SIGNAL_KINDS: Mapping[str, SignalKind] = {
     "waiting_requests": SignalKind.GAUGE,
     "kv_usage_ratio": SignalKind.GAUGE,
     "kv_tokens_in_use": SignalKind.GAUGE,
+    "ttft_mean_ms": SignalKind.LATENCY,
     "ttft_p50_ms": SignalKind.LATENCY,
     "ttft_p99_ms": SignalKind.LATENCY,
+    "itl_mean_ms": SignalKind.LATENCY,
     "itl_p50_ms": SignalKind.LATENCY,
     "itl_p99_ms": SignalKind.LATENCY,
     "ready_replicas": SignalKind.GAUGE,
@@ -115,6 +118,7 @@ def _vllm() -> Preset:
         model_label="model_name",
         queries={
             "prompt_tokens_per_s": (_rate("vllm:prompt_tokens_total"),),
+            "generation_tokens_per_s": (_rate("vllm:generation_tokens_total"),),
             "request_rate_per_s": (_rate("vllm:request_success_total"),),
             "isl_mean_tokens": (_ratio("vllm:request_prompt_tokens_sum", "vllm:request_prompt_tokens_count"),),
             "isl_p90_tokens": (_quantile(0.9, "vllm:request_prompt_tokens_bucket"),),
@@ -123,8 +127,13 @@ def _vllm() -> Preset:
             "running_requests": (_agg("sum", "vllm:num_requests_running"),),
             "waiting_requests": (_agg("sum", "vllm:num_requests_waiting"),),
             "kv_usage_ratio": (_agg("avg", "vllm:kv_cache_usage_perc"), _agg("avg", "vllm:gpu_cache_usage_perc")),
+            "ttft_mean_ms": (_ratio("vllm:time_to_first_token_seconds_sum", "vllm:time_to_first_token_seconds_count"),),
             "ttft_p50_ms": (_quantile(0.5, "vllm:time_to_first_token_seconds_bucket"),),
             "ttft_p99_ms": (_quantile(0.99, "vllm:time_to_first_token_seconds_bucket"),),
+            "itl_mean_ms": (
+                _ratio("vllm:inter_token_latency_seconds_sum", "vllm:inter_token_latency_seconds_count"),
+                _ratio("vllm:time_per_output_token_seconds_sum", "vllm:time_per_output_token_seconds_count"),
+            ),
             "itl_p50_ms": (
                 _quantile(0.5, "vllm:inter_token_latency_seconds_bucket"),
                 _quantile(0.5, "vllm:time_per_output_token_seconds_bucket"),
@@ -145,6 +154,7 @@ def _sglang() -> Preset:
         model_label="model_name",
         queries={
             "prompt_tokens_per_s": (_rate("sglang:prompt_tokens_total"),),
+            "generation_tokens_per_s": (_rate("sglang:generation_tokens_total"),),
             "request_rate_per_s": (_rate("sglang:num_requests_total"),),
             "isl_mean_tokens": (_ratio("sglang:prompt_tokens_total", "sglang:num_requests_total"),),
             "isl_p90_tokens": (_quantile(0.9, "sglang:prompt_tokens_histogram_bucket"),),
@@ -154,8 +164,15 @@ def _sglang() -> Preset:
             "waiting_requests": (_agg("sum", "sglang:num_queue_reqs"),),
             "kv_usage_ratio": (_agg("avg", "sglang:token_usage"),),
             "kv_tokens_in_use": (_agg("sum", "sglang:num_used_tokens"),),
+            "ttft_mean_ms": (
+                _ratio("sglang:time_to_first_token_seconds_sum", "sglang:time_to_first_token_seconds_count"),
+            ),
             "ttft_p50_ms": (_quantile(0.5, "sglang:time_to_first_token_seconds_bucket"),),
             "ttft_p99_ms": (_quantile(0.99, "sglang:time_to_first_token_seconds_bucket"),),
+            "itl_mean_ms": (
+                _ratio("sglang:inter_token_latency_seconds_sum", "sglang:inter_token_latency_seconds_count"),
+                _ratio("sglang:time_per_output_token_seconds_sum", "sglang:time_per_output_token_seconds_count"),
+            ),
             "itl_p50_ms": (
                 _quantile(0.5, "sglang:inter_token_latency_seconds_bucket"),
                 _quantile(0.5, "sglang:time_per_output_token_seconds_bucket"),
@@ -172,11 +189,13 @@ def _sglang() -> Preset:
 
 def _dynamo() -> Preset:
     isl, osl = "dynamo_frontend_input_sequence_tokens", "dynamo_frontend_output_sequence_tokens"
+    ttft, itl = "dynamo_frontend_time_to_first_token_seconds", "dynamo_frontend_inter_token_latency_seconds"
     return Preset(
         name="dynamo",
         model_label="model",
         queries={
             "prompt_tokens_per_s": (_rate(f"{isl}_sum"),),
+            "generation_tokens_per_s": (_rate(f"{osl}_sum"),),
             "request_rate_per_s": (_rate("dynamo_frontend_requests_total"),),
             "isl_mean_tokens": (_ratio(f"{isl}_sum", f"{isl}_count"),),
             "isl_p90_tokens": (_quantile(0.9, f"{isl}_bucket"),),
@@ -185,8 +204,10 @@ def _dynamo() -> Preset:
             "running_requests": (_agg("sum", "dynamo_frontend_inflight_requests"),),
             "waiting_requests": (_agg("sum", "dynamo_frontend_queued_requests"),),
             "kv_usage_ratio": (_agg("avg", "dynamo_component_kvstats_gpu_cache_usage_percent"),),
+            "ttft_mean_ms": (_ratio(f"{ttft}_sum", f"{ttft}_count"),),
             "ttft_p50_ms": (_quantile(0.5, "dynamo_frontend_time_to_first_token_seconds_bucket"),),
             "ttft_p99_ms": (_quantile(0.99, "dynamo_frontend_time_to_first_token_seconds_bucket"),),
+            "itl_mean_ms": (_ratio(f"{itl}_sum", f"{itl}_count"),),
             "itl_p50_ms": (_quantile(0.5, "dynamo_frontend_inter_token_latency_seconds_bucket"),),
             "itl_p99_ms": (_quantile(0.99, "dynamo_frontend_inter_token_latency_seconds_bucket"),),
             "ready_replicas": (_agg("count", "dynamo_component_kvstats_total_blocks"),),

@@ -109,6 +109,10 @@ class SimulatorMetricsSource:
             _, total, count = _delta(getattr(m, attr), getattr(before, attr) if before is not None else None)
             return total / count if count > 0 else None
 
+        def mean_ms(attr: str) -> float | None:
+            value = mean(attr)
+            return None if value is None else value * 1000.0
+
         def tokens_p90(attr: str) -> float | None:
             snap: HistogramSnapshot = getattr(m, attr)
             counts, _, _ = _delta(snap, getattr(before, attr) if before is not None else None)
@@ -119,6 +123,7 @@ class SimulatorMetricsSource:
         utilisation = min(1.0, busy / serving) if serving > 0 else None
         return Signals(
             prompt_tokens_per_s=rate("prompt_tokens_total"),
+            generation_tokens_per_s=rate("generation_tokens_total"),
             request_rate_per_s=rate("requests_finished_total"),
             isl_mean_tokens=mean("request_prompt_tokens"),
             isl_p90_tokens=tokens_p90("request_prompt_tokens"),
@@ -128,8 +133,10 @@ class SimulatorMetricsSource:
             waiting_requests=float(m.num_requests_waiting),
             kv_usage_ratio=m.kv_cache_usage_perc if m.kv_tokens_capacity else None,
             kv_tokens_in_use=float(m.kv_tokens_in_use),
+            ttft_mean_ms=mean_ms("ttft_seconds"),
             ttft_p50_ms=quantile_ms("ttft_seconds", 0.5),
             ttft_p99_ms=quantile_ms("ttft_seconds", 0.99),
+            itl_mean_ms=mean_ms("itl_seconds"),
             itl_p50_ms=quantile_ms("itl_seconds", 0.5),
             itl_p99_ms=quantile_ms("itl_seconds", 0.99),
             ready_replicas=float(m.ready_replicas),

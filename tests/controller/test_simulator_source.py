@@ -67,3 +67,26 @@ class TestSimulatorMetricsSource:
         """A fetch before any simulated time passes is explicit missing data."""
         _, src = source_for(fixed_trace([], prompt=1, output=1))
         assert src.fetch(0.0)["prefill"].state is DataState.MISSING
+
+    def test_means_and_generation_rate(self) -> None:
+        """Mean TTFT/ITL come from histogram sums and counts, generated tokens/s from the counter delta."""
+        cluster, src = source_for(poisson_trace(10, 120))
+        cluster.advance_to(60.0)
+        obs = src.fetch(60.0)["decode"].signals
+        m = cluster.pool_metrics(Pool.DECODE)
+        assert obs.generation_tokens_per_s == pytest.approx(m.generation_tokens_total / 60.0)
+        assert obs.itl_mean_ms == pytest.approx(m.itl_seconds.sum / m.itl_seconds.count * 1000.0)
+        assert obs.ttft_mean_ms == pytest.approx(m.ttft_seconds.sum / m.ttft_seconds.count * 1000.0)
+
+    def test_mean_concurrency_by_littles_law(self) -> None:
+        """Generated tokens/s x mean ITL is the time-averaged number of running sequences of the window."""
+        cluster, src = source_for(poisson_trace(10, 600))
+        samples = []
+        src.fetch(0.0)
+        cluster.advance_to(300.0)
+        src.fetch(300.0)
+        for k in range(1, 121):
+            cluster.advance_to(300.0 + k * 0.5)
+            samples.append(cluster.pool_metrics(Pool.DECODE).num_requests_running)
+        obs = src.fetch(360.0)["decode"].signals
+        assert obs.mean_running_requests == pytest.approx(sum(samples) / len(samples), rel=0.1)
