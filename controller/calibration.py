@@ -5,7 +5,7 @@ tick with :func:`update`, applies ``state.correction()`` to the capacity model, 
 in its estimates and reasons. A capacity model that also implements :class:`CalibrationSink` (the one
 ``controller.profile.build_capacity_model`` returns does) is told when the flag changes, so the daemon logs it.
 
-Each factor is an EWMA of ``observed / predicted`` (the prediction made with the uncorrected profile), clamped
+Each factor is an EWMA of the ratio ``observed / predicted`` (the prediction made with the uncorrected profile), clamped
 to ``[min_factor, max_factor]``. A factor further than ``off_threshold`` from 1 flags the profile as badly off.
 """
 
@@ -124,24 +124,21 @@ def update(
     state: CalibrationState,
     settings: CalibrationSettings,
     *,
-    observed_ttft_ms: float | None = None,
-    predicted_ttft_ms: float | None = None,
-    observed_itl_ms: float | None = None,
-    predicted_itl_ms: float | None = None,
+    prefill_ratio: float | None = None,
+    decode_ratio: float | None = None,
     ttft_violated: bool = False,
     itl_violated: bool = False,
 ) -> tuple[CalibrationState, CalibrationReport]:
-    """Move the factors toward observed/predicted (predictions from the uncorrected profile at the observed load).
+    """Move the factors toward this tick's observed / predicted ratios (predictions from the uncorrected profile
+    at the observed load; None: nothing to compare this tick).
 
     ``ttft_violated``/``itl_violated`` (the observed tail misses its target) forbid lowering that factor.
     """
 
-    def ratio(obs: float | None, pred: float | None) -> float | None:
-        if obs is None or pred is None or not (math.isfinite(pred) and pred > 0.0 and obs > 0.0):
-            return None
-        return obs / pred
+    def usable(r: float | None) -> float | None:
+        return r if r is not None and math.isfinite(r) and r > 0.0 else None
 
-    rp, rd = ratio(observed_ttft_ms, predicted_ttft_ms), ratio(observed_itl_ms, predicted_itl_ms)
+    rp, rd = usable(prefill_ratio), usable(decode_ratio)
     prefill = _step(state.prefill, rp, settings, ttft_violated)
     decode = _step(state.decode, rd, settings, itl_violated)
     off_p = abs(prefill - 1.0) > settings.off_threshold

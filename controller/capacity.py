@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from controller.protocols import CapacityEstimate
-from controller.queueing import lognormal_cv2, mgc_wait_quantile_s
+from controller.queueing import lognormal_cv2, mgc_wait_mean_s, mgc_wait_quantile_s
 from controller.types import SLO, PoolRole, PoolSpec, Signal
 
 __all__ = [
@@ -308,6 +308,29 @@ class ProfileCapacityModel:
         if slo.quantile < 0.9:
             service_ms = self.profile.prefill_ms(w.isl_mean_tokens, 1.0) * corr.prefill
         return wait_s * 1e3 + service_ms + pf.transfer_ms
+
+    def predict_ttft_mean_ms(
+        self, replicas: int, demand: Mapping[Signal, float], w: Workload, corr: Correction | None = None
+    ) -> float:
+        """Mean TTFT of a prefill pool of ``replicas``: mean M/G/c wait + a mean prompt's prefill + KV transfer."""
+        if replicas < 1:
+            return math.inf
+        corr = corr or Correction()
+        pf = self._prefill(w, corr)
+        rate = self._rate(demand, w)
+        wait_s = mgc_wait_mean_s(replicas, rate, pf.service_rate_per_s, self.params.arrival_cv2, pf.cv2)
+        service_ms = self.profile.prefill_ms(w.isl_mean_tokens, 1.0) * corr.prefill
+        link = self.params.kv_link_bytes_per_s_per_gpu * self.profile.gpus_per_replica
+        return wait_s * 1e3 + service_ms + w.isl_mean_tokens * self.profile.kv_bytes_per_token / link * 1e3
+
+    def predict_prefill_busy_share(
+        self, replicas: int, demand: Mapping[Signal, float], w: Workload, corr: Correction | None = None
+    ) -> float:
+        """Share of time each of ``replicas`` prefill replicas computes at this load (> 1: overloaded)."""
+        if replicas < 1:
+            return math.inf
+        pf = self._prefill(w, corr or Correction())
+        return self._rate(demand, w) / (replicas * pf.service_rate_per_s)
 
     def predict_itl_ms(self, replicas: int, concurrency: float, w: Workload, corr: Correction | None = None) -> float:
         """Decode step time with ``concurrency`` sequences spread over ``replicas`` (``inf`` if none)."""

@@ -164,12 +164,38 @@ class TestSlo:
         assert p.targets == {"prefill": 2, "decode": 2}
 
     def test_calibration_raises_factor_when_slower(self) -> None:
-        """Observed ITL above the profile's prediction raises the decode factor in the policy state."""
+        """A mean ITL above the profile's step time at the observed mean batch raises the decode factor."""
         policy = SloPolicy({"calibration_alpha": 1.0})
-        predicted = MODEL.predict_itl_ms(2, 100.0, Workload(1000.0, 200.0))
-        p = policy.decide(ctx(extra={"itl_p50_ms": predicted * 1.5, "itl_p99_ms": 40.0}))
+        w = Workload(1000.0, 200.0)
+        batch = 50.0  # per replica; 2 ready decode replicas
+        itl = MODEL.predict_itl_ms(1, batch, w) * 1.5
+        gen_tps = 2 * batch / (itl / 1e3)  # Little's law: tokens/s x mean ITL = mean running sequences
+        p = policy.decide(ctx(extra={"itl_mean_ms": itl, "generation_tokens_per_s": gen_tps, "itl_p99_ms": 40.0}))
         assert p.state["calibration"]["decode"] == pytest.approx(1.5)
         assert p.estimates["decode"]["profile_off"] == 1.0
+
+    def test_calibration_ignores_bucket_quantiles(self) -> None:
+        """Without exact means, interpolated ITL quantiles leave the decode factor alone."""
+        p = SloPolicy({"calibration_alpha": 1.0}).decide(ctx(extra={"itl_p50_ms": 10.0, "itl_p99_ms": 40.0}))
+        assert p.state["calibration"]["decode"] == 1.0
+
+    def test_prefill_calibration_from_busy_share(self) -> None:
+        """A prefill pool busier than the profile predicts at the observed rate raises the prefill factor."""
+        w = Workload(1000.0, 200.0)
+        demand = {Signal.REQUEST_RATE: 10.0}
+        predicted = MODEL.predict_prefill_busy_share(2, demand, w)
+        assert 0.05 < predicted * 1.25 < 0.95
+        p = SloPolicy({"calibration_alpha": 1.0}).decide(ctx(extra={"prefill_utilization": predicted * 1.25}))
+        assert p.state["calibration"]["prefill"] == pytest.approx(1.25)
+
+    def test_saturated_busy_share_not_a_ratio(self) -> None:
+        """A pool busy all the time says only that it is overloaded: the prefill factor is not fitted to it."""
+        p = SloPolicy({"calibration_alpha": 1.0}).decide(ctx(extra={"prefill_utilization": 1.0}))
+        assert p.state["calibration"]["prefill"] == 1.0
+
+    def test_proposal_counts_starting_replicas(self) -> None:
+        """The slo policy sizes from demand, so its proposals count starting replicas as capacity."""
+        assert SloPolicy().decide(ctx()).counts_starting
 
 
 class TestReactive:
