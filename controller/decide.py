@@ -97,6 +97,7 @@ def decide(policy: Policy, inp: DecideInput) -> DecideOutput:
             settings=inp.guard_settings,
             memory=inp.guard_state.get(name),
             override=inp.overrides.get(name),
+            counts_starting=proposal.counts_starting,
         )
         targets[name], guards[name] = target, fired
 

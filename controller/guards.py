@@ -116,9 +116,13 @@ def limit_step(current: int, proposed: int, max_up: int, max_down: int) -> Fired
     return proposed, None
 
 
-def hold_while_starting(current: int, proposed: int, state: PoolState) -> Fired:
-    """No repeated scale-up while earlier replicas are still starting."""
-    if proposed > current and state.starting > 0:
+def hold_while_starting(current: int, proposed: int, state: PoolState, counts_starting: bool = False) -> Fired:
+    """No repeated scale-up while earlier replicas are still starting.
+
+    A proposal that already counts the starting replicas as capacity (``Proposal.counts_starting``: sized from
+    demand, not from ready replicas) is a new need, not a repeat, and passes.
+    """
+    if proposed > current and state.starting > 0 and not counts_starting:
         return current, "hold_while_starting"
     return proposed, None
 
@@ -162,6 +166,7 @@ def apply_guards(
     settings: GuardSettings,
     memory: PoolGuardState,
     override: Override | None = None,
+    counts_starting: bool = False,
 ) -> tuple[int, tuple[str, ...], PoolGuardState]:
     """Run one pool's guards in order; returns the target, the guards that fired and the new memory."""
     current = state.target
@@ -194,7 +199,7 @@ def apply_guards(
         if why:
             fired.append(why)
         if settings.hold_while_starting:
-            target, why = hold_while_starting(current, target, state)
+            target, why = hold_while_starting(current, target, state, counts_starting)
             if why:
                 fired.append(why)
     target, why = apply_override(target, override, now)

@@ -185,6 +185,11 @@ class Proposal:
     flips: tuple[RoleFlip, ...] = ()
     estimates: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     state: Mapping[str, Any] = field(default_factory=dict)
+    counts_starting: bool = False
+    """True when the targets are sized from demand with starting replicas counted as capacity (they are part of
+    the current target), so raising a target while replicas start answers a new need instead of repeating a
+    scale-up; the ``hold_while_starting`` guard then lets it through. Policies that size from *ready*
+    replicas (HPA-style ratios) leave it False and are held while replicas start."""
 
 
 @runtime_checkable

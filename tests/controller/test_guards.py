@@ -137,6 +137,11 @@ class TestHoldWhileStarting:
         """Starting replicas count: no further scale-up until they are ready; scale-down is allowed."""
         assert hold_while_starting(state.target, proposed, state) == expected
 
+    def test_demand_sized_proposal_passes(self) -> None:
+        """A proposal that already counts the starting replicas (sized from demand) may raise the target."""
+        state = PoolState("p", target=4, ready=2, starting=2)
+        assert hold_while_starting(state.target, 6, state, counts_starting=True) == (6, None)
+
 
 class TestBounds:
     @pytest.mark.parametrize(
