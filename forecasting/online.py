@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections import deque
 
 import numpy as np
 import structlog
@@ -60,7 +61,7 @@ class GridForecaster(ABC):
         self._shift_at: int | None = None
         self._cache: dict[int, float] = {}
         self._note = ""
-        self._abs_diff = math.nan
+        self._abs_diffs: deque[float] = deque(maxlen=120)
         self._prev = math.nan
         for hs in horizons_s:
             self._tracker.track(self._steps(hs))
@@ -123,7 +124,9 @@ class GridForecaster(ABC):
             p = 0.0 if not math.isfinite(p) else p
             note = note or "model gave no forecast"
             if self._note != note:
-                log.warning("forecast_fallback", model=self.name, fallback="last_value", reason=note)
+                # Expected while history is short (every model starts this way): only a ready model's failure warns.
+                emit = log.warning if self.ready else log.debug
+                emit("forecast_fallback", model=self.name, fallback="last_value", reason=note)
             self._note = f"fallback to last_value: {note}"
         elif self._note.startswith("fallback to last_value"):
             self._note = ""
@@ -168,9 +171,7 @@ class GridForecaster(ABC):
         if math.isfinite(y):
             self._n_finite += 1
             if math.isfinite(self._prev):
-                d = abs(y - self._prev)
-                prev = self._abs_diff
-                self._abs_diff = d if not math.isfinite(prev) else prev + 0.02 * (d - prev)
+                self._abs_diffs.append(abs(y - self._prev))
             self._prev = y
         self._update(k, y)
         if self._detector is not None and self._detector.update(y):
@@ -182,7 +183,12 @@ class GridForecaster(ABC):
             self._tracker.record(k, h, self.point(h))
 
     def _sigma1(self) -> float:
-        return self._abs_diff * math.sqrt(math.pi / 2) / math.sqrt(2) if math.isfinite(self._abs_diff) else 0.0
+        """One-step noise scale for the normal band used before residuals exist: the median absolute one-step
+        change of the newest 120 steps (a start-up transient or one outlier does not widen the band for hours),
+        scaled to a standard deviation (median |d| = 0.6745 sd(d) for normal changes, sd(d) = sqrt(2) sigma)."""
+        if not self._abs_diffs:
+            return 0.0
+        return float(np.median(np.fromiter(self._abs_diffs, dtype=float))) / 0.6745 / math.sqrt(2)
 
     def _recent(self, n: int) -> FloatArray:
         return self._grid.recent(n)

@@ -14,6 +14,7 @@ import structlog
 from forecasting.grid import FloatArray
 from forecasting.online import GridForecaster
 from forecasting.smoothing import Ewma
+from forecasting.threads import single_thread
 
 __all__ = ["QuantileGbm", "lag_features"]
 
@@ -132,7 +133,9 @@ class QuantileGbm(GridForecaster):
         start = time.perf_counter()
         models: dict[float, Any] = {}
         try:
-            with warnings.catch_warnings(record=True):
+            # One thread: a control plane's refit must not take every core (and OpenMP's spinning threads
+            # collapse when several processes fit at once).
+            with warnings.catch_warnings(record=True), single_thread():
                 for q in self.quantile_levels:
                     m = HistGradientBoostingRegressor(
                         loss="quantile",
@@ -188,7 +191,8 @@ class QuantileGbm(GridForecaster):
         if not math.isfinite(level):
             return None
         x = x[:, self._columns[key]]
-        return {q: level + float(m.predict(x)[0]) for q, m in self._models[key].items()}
+        with single_thread():
+            return {q: level + float(m.predict(x)[0]) for q, m in self._models[key].items()}
 
     def _point(self, h: int) -> float:
         if not self._models:
@@ -197,7 +201,8 @@ class QuantileGbm(GridForecaster):
             key = min(self._models, key=lambda x: (abs(x - h), x))
             x, level = self._row(h)
             x = x[:, self._columns[key]]
-            self._row_cache[h] = np.array([level + float(self._models[key][0.5].predict(x)[0])])
+            with single_thread():
+                self._row_cache[h] = np.array([level + float(self._models[key][0.5].predict(x)[0])])
         return float(self._row_cache[h][0])
 
     def _native_quantiles(self, h: int) -> dict[float, float] | None:

@@ -100,6 +100,17 @@ class TestLevelChanges:
         assert m.predict(60.0).mean > 80.0
 
 
+class TestEarlyBand:
+    @pytest.mark.parametrize("cls", [Ewma, Ensemble])
+    def test_start_up_transient_does_not_widen_band(self, cls: type[GridForecaster], feed: Feeder) -> None:
+        """One ramp-up step at the start (an empty fleet filling) leaves the early p90 band near the noise level."""
+        rng = np.random.default_rng(4)
+        m = cls(step_s=60.0, season_s=HOUR, horizons_s=(300.0,))
+        feed(m, np.concatenate([[20.0], 120 + rng.normal(0, 5, 12)]))
+        p = m.predict(300.0)
+        assert p.quantile(0.9) - p.mean < 30.0
+
+
 class TestMissing:
     @pytest.mark.parametrize("cls", [LastValue, Ewma, Holt, Ensemble])
     def test_nan_gap_is_missing_not_zero(self, cls: type[GridForecaster], feed: Feeder) -> None:
@@ -188,3 +199,29 @@ class TestProperties:
         assert qs == sorted(qs)
         assert qs[0] >= 0
         assert fc.mean >= 0
+
+
+class TestArimaRecursion:
+    def test_matches_statsmodels_extend_and_forecast(self) -> None:
+        """Between refits the own ARIMA recursion gives statsmodels' extend + forecast path, gaps included."""
+        import warnings
+
+        from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+        rng = np.random.default_rng(0)
+        y = 100 + np.cumsum(rng.normal(0, 3, 300)) * 0.5
+        y = np.abs(y)
+        y[260:263] = np.nan
+        m = Arima(step_s=60.0, horizons_s=(300.0,), refit_every_steps=10_000, min_fit_steps=200)
+        m._detector = None  # keep the fitted state: compare the recursion alone
+        windows: list[np.ndarray] = []
+        fit = m._fit
+        m._fit = lambda w, k: (windows.append(w.copy()), fit(w, k))[1]  # type: ignore[method-assign]
+        for i, v in enumerate(y):
+            m.observe(i * 60.0, None if math.isnan(v) else float(v))
+        assert len(windows) == 1
+        closed = m._grid.recent(m._grid.n_closed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = SARIMAX(windows[0], order=(2, 1, 1)).fit(disp=False).extend(closed[windows[0].size :]).forecast(5)
+        assert np.allclose([m.point(h) for h in range(1, 6)], ref, rtol=1e-6)
