@@ -35,17 +35,41 @@ def _accepts(factory: Callable[..., Any], name: str) -> bool:
     return name in sig.parameters or any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
 
 
-def forecaster_factory(settings: Settings, registry: Registry) -> Callable[[str, Signal], Forecaster]:
-    """A factory making one forecaster per (pool, signal) from ``settings.forecasting``."""
+def _is_builtin_forecaster(factory: Callable[..., Any]) -> bool:
+    from forecasting.online import GridForecaster  # noqa: PLC0415
+
+    return isinstance(factory, type) and issubclass(factory, GridForecaster)
+
+
+def _names_param(factory: Callable[..., Any], name: str) -> bool:
+    try:
+        return name in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def forecaster_factory(
+    settings: Settings, registry: Registry, *, background_fits: bool = False
+) -> Callable[[str, Signal], Forecaster]:
+    """A factory making one forecaster per (pool, signal) from ``settings.forecasting``.
+
+    ``background_fits`` moves the built-in forecasters' refits off the caller's thread (the daemon's tick).
+    """
     factory = registry.load(PluginGroup.FORECASTERS, settings.forecasting.model)
     params = dict(settings.forecasting.params)
+    if background_fits and "background_fits" not in params and _is_builtin_forecaster(factory):
+        params["background_fits"] = True
     if "step_s" not in params and _accepts(factory, "step_s"):
         params["step_s"] = settings.tick_s
 
+    takes_signal = "signal" not in params and _names_param(factory, "signal")
+
     def make(pool: str, signal: Signal) -> Forecaster:
-        del pool, signal
+        del pool
         try:
-            fc: Forecaster = factory(**params)
+            # A forecaster that knows its signal may add signal-specific members (the ensemble's Little's-law
+            # model for decode concurrency).
+            fc: Forecaster = factory(**params, **({"signal": signal.value} if takes_signal else {}))
         except (TypeError, ValueError) as exc:
             raise PluginError(f"forecaster {settings.forecasting.model!r}: {exc}") from exc
         return fc
@@ -91,8 +115,12 @@ def build(
     recorder: Recorder | None = None,
     source: MetricsSource | None = None,
     actuator: Actuator | None = None,
+    background_fits: bool = False,
 ) -> Assembly:
-    """Build the Reconciler described by ``settings`` (``source``/``actuator`` may be injected)."""
+    """Build the Reconciler described by ``settings`` (``source``/``actuator`` may be injected).
+
+    ``background_fits``: forecaster refits off the tick (the daemon); replays leave it off (reproducible).
+    """
     reg = registry or Registry()
     env = env or PluginEnv()
     pools = {p.name: p for p in settings.pools}
@@ -111,7 +139,7 @@ def build(
         policy_params=settings.policy.params,
         slo=settings.slo.to_slo(),
         tick_s=settings.tick_s,
-        forecaster_factory=forecaster_factory(settings, reg),
+        forecaster_factory=forecaster_factory(settings, reg, background_fits=background_fits),
         budget_gpus=settings.budget.max_gpus,
         capacity=build_capacity(settings),
         guard_settings=settings.guards.to_guard_settings(),

@@ -77,7 +77,13 @@ class Daemon:
         st = settings.state
         self.store = SqliteStore(st.path, retention_days=st.retention_days, max_decisions=st.max_decisions)
         self.assembly = build(
-            settings, registry=self.registry, env=self.env, recorder=self.store, source=source, actuator=actuator
+            settings,
+            registry=self.registry,
+            env=self.env,
+            recorder=self.store,
+            source=source,
+            actuator=actuator,
+            background_fits=settings.forecasting.background_fits,
         )
         self.rec = self.assembly.reconciler
         self.intent_resolutions = reconcile_intents(self.store, self.rec.actuator)

@@ -143,6 +143,9 @@ class ForecastingSettings(_Section):
 
     model: str = "ensemble"
     params: dict[str, Any] = Field(default_factory=dict)
+    background_fits: bool = True
+    """``pdscale serve``: statsmodels and scikit-learn refits run on a background thread, off the tick. Replays
+    (simulate, bench, plan) always fit inline, so their results are reproducible."""
 
 
 class GuardSection(_Section):

@@ -11,6 +11,7 @@ import structlog
 
 from forecasting.base import DEFAULT_QUANTILES, Forecast
 from forecasting.conformal import ResidualTracker
+from forecasting.fitting import BACKGROUND, INLINE, Fitter
 from forecasting.grid import FloatArray, StepGrid
 from forecasting.level_shift import LevelShiftDetector
 
@@ -43,6 +44,7 @@ class GridForecaster(ABC):
         residual_window: int = 400,
         min_history_steps: int = 3,
         detect_level_shifts: bool = True,
+        background_fits: bool = False,
     ) -> None:
         for q in (0.5, 0.9, 0.99):
             if q not in quantiles:
@@ -54,6 +56,8 @@ class GridForecaster(ABC):
         self.season_steps = max(1, round(season_s / step_s))
         self.quantile_levels = tuple(sorted(set(quantiles)))
         self.min_history_steps = min_history_steps
+        self.background_fits = bool(background_fits)
+        self.fitter: Fitter = BACKGROUND if background_fits else INLINE
         self._grid = StepGrid(step_s, max(8, math.ceil(history_s / step_s)))
         self._tracker = ResidualTracker(window=residual_window)
         self._detector = LevelShiftDetector() if detect_level_shifts else None

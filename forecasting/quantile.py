@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
+from forecasting.fitting import FitJob
 from forecasting.grid import FloatArray
 from forecasting.online import GridForecaster
 from forecasting.smoothing import Ewma
@@ -70,6 +71,31 @@ def lag_features(y: FloatArray, first_index: int, h: int, season_steps: int) -> 
     return np.column_stack(cols), level
 
 
+def _boost(
+    x: FloatArray, target: FloatArray, levels: tuple[float, ...], max_iter: int
+) -> tuple[dict[float, Any], float]:
+    """One quantile-loss gradient-boosting model per level (pure: may run on the fit thread)."""
+    from sklearn.ensemble import HistGradientBoostingRegressor  # noqa: PLC0415 - heavy, load on first fit
+
+    start = time.perf_counter()
+    models: dict[float, Any] = {}
+    # One thread: a control plane's refit must not take every core (and OpenMP's spinning threads collapse
+    # when several processes fit at once).
+    with warnings.catch_warnings(record=True), single_thread():
+        for q in levels:
+            m = HistGradientBoostingRegressor(
+                loss="quantile",
+                quantile=q,
+                max_iter=max_iter,
+                max_leaf_nodes=15,
+                min_samples_leaf=20,
+                learning_rate=0.1,
+                random_state=0,
+            )
+            models[q] = m.fit(x, target)
+    return models, time.perf_counter() - start
+
+
 class QuantileGbm(GridForecaster):
     """One ``HistGradientBoostingRegressor(loss="quantile")`` per quantile and horizon, trained on the
     newest ``max_train_steps`` steps and refitted every ``refit_every_steps``. Its quantiles are its
@@ -99,6 +125,7 @@ class QuantileGbm(GridForecaster):
         self._fitted_at: dict[int, int] = {}
         self._columns: dict[int, npt.NDArray[np.bool_]] = {}
         self._row_cache: dict[int, FloatArray] = {}
+        self._jobs: dict[int, tuple[FitJob[tuple[dict[float, Any], float]], int, npt.NDArray[np.bool_]]] = {}
         self.fit_seconds = 0.0
         self.n_fits = 0
 
@@ -108,14 +135,15 @@ class QuantileGbm(GridForecaster):
     def _update(self, k: int, y: float) -> None:
         self._fallback.observe(k * self.step_s, y)
         self._row_cache = {}
+        self._collect()
         for h in self._tracker.horizons:
             last = self._fitted_at.get(h)
-            if last is None or k - last >= self.refit_every_steps:
+            if h not in self._jobs and (last is None or k - last >= self.refit_every_steps):
                 self._fit(h, k)
+        self._collect()
 
     def _fit(self, h: int, k: int) -> None:
-        from sklearn.ensemble import HistGradientBoostingRegressor  # noqa: PLC0415 - heavy, load on first fit
-
+        """Build the training rows here (O(window)); the boosting itself runs on the fitter."""
         y = self._grid.recent(self.max_train_steps + h)
         if y.size < h + LEVEL_STEPS + self.min_train_rows // 2:
             self._note = "short history; using ewma"
@@ -130,32 +158,27 @@ class QuantileGbm(GridForecaster):
         cols: npt.NDArray[np.bool_] = np.asarray(
             np.isfinite(x[rows]).any(axis=0)
         )  # a column with no value at all cannot be binned
-        start = time.perf_counter()
-        models: dict[float, Any] = {}
-        try:
-            # One thread: a control plane's refit must not take every core (and OpenMP's spinning threads
-            # collapse when several processes fit at once).
-            with warnings.catch_warnings(record=True), single_thread():
-                for q in self.quantile_levels:
-                    m = HistGradientBoostingRegressor(
-                        loss="quantile",
-                        quantile=q,
-                        max_iter=self.max_iter,
-                        max_leaf_nodes=15,
-                        min_samples_leaf=20,
-                        learning_rate=0.1,
-                        random_state=0,
-                    )
-                    models[q] = m.fit(x[rows][:, cols], target[rows])
-        except Exception as exc:  # a failed fit keeps the previous model or the fallback
-            self._note = f"fit failed ({type(exc).__name__}: {exc}); using ewma"
-            log.warning("forecast_fit_failed", model=self.name, step=k, error=str(exc), fallback="ewma")
-            return
-        finally:
-            self.fit_seconds += time.perf_counter() - start
+        features, targets = x[rows][:, cols], target[rows]
+        levels, max_iter = self.quantile_levels, self.max_iter
+        self._jobs[h] = (self.fitter.submit(lambda: _boost(features, targets, levels, max_iter)), k, cols)
+
+    def _collect(self) -> None:
+        """Take the fits that finished (all of them with the inline fitter)."""
+        for h, (job, k, cols) in list(self._jobs.items()):
+            if not job.done():
+                continue
+            del self._jobs[h]
             self.n_fits += 1
-        self._models[h], self._fitted_at[h], self._columns[h] = models, k, cols
-        self._note = ""
+            try:
+                models, seconds = job.result()
+            except Exception as exc:  # a failed fit keeps the previous model or the fallback
+                self._note = f"fit failed ({type(exc).__name__}: {exc}); using ewma"
+                log.warning("forecast_fit_failed", model=self.name, step=k, error=str(exc), fallback="ewma")
+                continue
+            self.fit_seconds += seconds
+            self._models[h], self._columns[h] = models, cols
+            self._row_cache.pop(h, None)
+            self._note = ""
 
     def _row(self, h: int) -> tuple[FloatArray, float]:
         """The feature row of ``lag_features`` at the newest step, in O(LONG_STEPS) (not O(season))."""

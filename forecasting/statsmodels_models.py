@@ -12,11 +12,13 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import structlog
 
+from forecasting.fitting import FitJob
 from forecasting.grid import FloatArray
 from forecasting.online import GridForecaster
 from forecasting.smoothing import Holt
@@ -37,7 +39,12 @@ def _fill_gaps(y: FloatArray) -> FloatArray:
 
 
 class _FittedModel(GridForecaster):
-    """Common refit schedule and Holt fallback."""
+    """Common refit schedule, background fits and Holt fallback.
+
+    A due fit copies its window and hands ``_compute`` (pure: it reads only its arguments) to the fitter; the
+    result is applied by ``_apply`` on this model's thread (at once with the inline fitter, at a later step with
+    the background one), after which the model advances through the steps that closed since the window ended.
+    """
 
     def __init__(
         self,
@@ -62,6 +69,9 @@ class _FittedModel(GridForecaster):
         self._fitted = False
         self._since_fit = 0
         self._fit_from: int | None = None
+        self._job: tuple[FitJob[tuple[Any, float]], int, int] | None = None
+        self._generation = 0
+        self._failed_at: int | None = None
         self.fit_seconds = 0.0
         self.n_fits = 0
 
@@ -71,31 +81,51 @@ class _FittedModel(GridForecaster):
     def _update(self, k: int, y: float) -> None:
         self._fallback.observe(k * self.step_s, y)
         self._since_fit += 1
+        self._collect(k)
         if self._fitted:
             self._advance(k, y)
         available = self._grid.n_closed if self._fit_from is None else k - self._fit_from + 1
-        if (not self._fitted or self._since_fit >= self.refit_every_steps) and available >= self._needed():
-            window = self._grid.recent(min(available, self.max_fit_steps))
-            start = time.perf_counter()
-            try:
-                with warnings.catch_warnings(record=True), single_thread():
-                    warnings.simplefilter("ignore")
-                    self._fit(_fill_gaps(window), k)
-                self._fitted, self._note = True, ""
-            except Exception as exc:  # statsmodels raises many types; all mean "no fit"
-                self._fitted = False
-                self._note = f"fit failed ({type(exc).__name__}: {exc}); using holt"
-                log.warning("forecast_fit_failed", model=self.name, step=k, error=str(exc), fallback="holt")
-            self.fit_seconds += time.perf_counter() - start
-            self.n_fits += 1
+        retry_ok = self._failed_at is None or k - self._failed_at >= self.refit_every_steps
+        due = (not self._fitted and retry_ok) or self._since_fit >= self.refit_every_steps
+        if self._job is None and due and available >= self._needed():
+            window = _fill_gaps(self._grid.recent(min(available, self.max_fit_steps)))
+            compute = self._compute
+            self._job = (self.fitter.submit(lambda: _timed(compute, window, k)), k, self._generation)
             self._since_fit = 0
-        elif not self._fitted and not self._note.startswith("fit failed"):
+            self._collect(k + 1)  # an inline fit applies now, with the state as of step k
+        elif not self._fitted and self._job is None and not self._note.startswith("fit failed"):
             self._note = f"short history ({available} of {self._needed()} steps); using holt"
+
+    def _collect(self, k: int) -> None:
+        """Apply a finished fit, then advance through the steps after its window up to (not including) ``k``."""
+        if self._job is None or not self._job[0].done():
+            return
+        job, k_fit, generation = self._job
+        self._job = None
+        try:
+            result, seconds = job.result()
+        except Exception as exc:  # statsmodels raises many types; all mean "no fit"
+            self.n_fits += 1
+            self._fitted = False
+            self._failed_at = k_fit  # retried on the refit schedule, not on every step
+            self._note = f"fit failed ({type(exc).__name__}: {exc}); using holt"
+            log.warning("forecast_fit_failed", model=self.name, step=k_fit, error=str(exc), fallback="holt")
+            return
+        self.n_fits += 1
+        self.fit_seconds += seconds
+        if generation != self._generation:
+            return  # fitted before a level shift: stale
+        self._apply(result, k_fit)
+        self._fitted, self._note, self._failed_at = True, "", None
+        if k - 1 > k_fit:
+            for j, y in enumerate(self._grid.recent(k - k_fit)[: k - 1 - k_fit], start=k_fit + 1):
+                self._advance(j, float(y))
 
     def _on_level_shift(self, k: int) -> None:
         self._fallback._on_level_shift(k)  # the fallback is owned and fed by this model
         self._fit_from = k - self._detector_recent() + 1
         self._fitted = False
+        self._generation += 1
         self._note = "level shift; using holt until refitted"
 
     def _detector_recent(self) -> int:
@@ -109,7 +139,12 @@ class _FittedModel(GridForecaster):
     def _needed(self) -> int:
         return self.min_fit_steps
 
-    def _fit(self, y: FloatArray, k: int) -> None:
+    def _compute(self, y: FloatArray, k: int) -> Any:
+        """Fit on ``y`` (the window ending at step ``k``); pure, may run on the fit thread."""
+        raise NotImplementedError
+
+    def _apply(self, result: Any, k: int) -> None:
+        """Take a fit computed on the window ending at step ``k`` (this model's thread)."""
         raise NotImplementedError
 
     def _advance(self, k: int, y: float) -> None:
@@ -117,6 +152,14 @@ class _FittedModel(GridForecaster):
 
     def _model_point(self, h: int) -> float:
         raise NotImplementedError
+
+
+def _timed(compute: Callable[[FloatArray, int], Any], y: FloatArray, k: int) -> tuple[Any, float]:
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True), single_thread():
+        warnings.simplefilter("ignore")
+        result = compute(y, k)
+    return result, time.perf_counter() - start
 
 
 class HoltWinters(_FittedModel):
@@ -142,7 +185,7 @@ class HoltWinters(_FittedModel):
     def _needed(self) -> int:
         return max(self.min_fit_steps, 2 * self.season_steps + 1)
 
-    def _fit(self, y: FloatArray, k: int) -> None:
+    def _compute(self, y: FloatArray, k: int) -> Any:
         from statsmodels.tsa.holtwinters import ExponentialSmoothing  # noqa: PLC0415 - heavy, load on first fit
 
         s = self.season_steps
@@ -155,19 +198,20 @@ class HoltWinters(_FittedModel):
             initialization_method="heuristic",
         ).fit()
         p = res.params
-        self._params = (
+        params = (
             float(p["smoothing_level"]),
             float(p["smoothing_trend"]),
             float(p["smoothing_seasonal"]),
             float(p["damping_trend"]),
         )
-        if not all(math.isfinite(v) for v in self._params):
+        if not all(math.isfinite(v) for v in params):
             raise ValueError("non-finite smoothing parameters")
-        self._level, self._trend = float(res.level[-1]), float(res.trend[-1])
-        season = np.asarray(res.season, dtype=float)[-s:]
-        idx = np.arange(k - s + 1, k + 1) % s
-        self._season = np.zeros(s)
-        self._season[idx] = season
+        season = np.zeros(s)
+        season[np.arange(k - s + 1, k + 1) % s] = np.asarray(res.season, dtype=float)[-s:]
+        return params, float(res.level[-1]), float(res.trend[-1]), season
+
+    def _apply(self, result: Any, k: int) -> None:
+        self._params, self._level, self._trend, self._season = result
 
     def _advance(self, k: int, y: float) -> None:
         a, b, g, phi = self._params
@@ -229,7 +273,7 @@ class Arima(_FittedModel):
         self._levels: FloatArray = np.zeros(d)  # newest first: the last d observed (or filled) levels
         self._path: FloatArray = np.empty(0)
 
-    def _fit(self, y: FloatArray, k: int) -> None:
+    def _compute(self, y: FloatArray, k: int) -> Any:
         from statsmodels.tsa.statespace.sarimax import SARIMAX  # noqa: PLC0415 - heavy, load on first fit
 
         p, d, q = self.order
@@ -241,10 +285,10 @@ class Arima(_FittedModel):
         w = np.diff(y, n=d) if d else y
         if w.size < p or resid.size < q:
             raise ValueError("too few steps for the ARIMA order")
-        self._ar, self._ma = ar, ma
-        self._w = w[::-1][:p].copy()
-        self._eps = resid[::-1][:q].copy()
-        self._levels = y[::-1][:d].copy()
+        return ar, ma, w[::-1][:p].copy(), resid[::-1][:q].copy(), y[::-1][:d].copy()
+
+    def _apply(self, result: Any, k: int) -> None:
+        self._ar, self._ma, self._w, self._eps, self._levels = result
         self._path = np.empty(0)
 
     def _one_step(self) -> float:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -137,10 +137,13 @@ class TestFallback:
     ) -> None:
         """ARIMA whose fit raises forecasts with Holt, notes it, and logs forecast_fit_failed."""
 
+        calls: list[int] = []
+
         def boom(self: Arima, y: np.ndarray, k: int) -> None:
+            calls.append(k)
             raise np.linalg.LinAlgError("singular")
 
-        monkeypatch.setattr(Arima, "_fit", boom)
+        monkeypatch.setattr(Arima, "_compute", boom)
         m = Arima(step_s=60.0, season_s=HOUR)
         with capture_logs() as logs:
             feed(m, sine(100, 60))
@@ -150,6 +153,7 @@ class TestFallback:
         assert not fc.ready
         assert fc.mean > 0
         assert any(e["event"] == "forecast_fit_failed" and e["model"] == "arima" for e in logs)
+        assert len(calls) <= 1 + 100 // m.refit_every_steps  # retried on the refit schedule, not every step
 
     def test_model_error_at_predict_falls_back_to_last_value(
         self, feed: Feeder, monkeypatch: pytest.MonkeyPatch
@@ -215,8 +219,8 @@ class TestArimaRecursion:
         m = Arima(step_s=60.0, horizons_s=(300.0,), refit_every_steps=10_000, min_fit_steps=200)
         m._detector = None  # keep the fitted state: compare the recursion alone
         windows: list[np.ndarray] = []
-        fit = m._fit
-        m._fit = lambda w, k: (windows.append(w.copy()), fit(w, k))[1]  # type: ignore[method-assign]
+        fit = m._compute
+        m._compute = lambda w, k: (windows.append(w.copy()), fit(w, k))[1]  # type: ignore[method-assign]
         for i, v in enumerate(y):
             m.observe(i * 60.0, None if math.isnan(v) else float(v))
         assert len(windows) == 1
@@ -225,3 +229,77 @@ class TestArimaRecursion:
             warnings.simplefilter("ignore")
             ref = SARIMAX(windows[0], order=(2, 1, 1)).fit(disp=False).extend(closed[windows[0].size :]).forecast(5)
         assert np.allclose([m.point(h) for h in range(1, 6)], ref, rtol=1e-6)
+
+
+class TestBackgroundFits:
+    def test_fit_runs_off_the_observing_thread(self, feed: Feeder, sine: SineFactory) -> None:
+        """With background fits, observe returns while a fit is still running; the model holds its fallback."""
+        import threading
+
+        release = threading.Event()
+        m = Arima(step_s=60.0, season_s=HOUR, background_fits=True)
+        real = m._compute
+
+        def slow(y: np.ndarray, k: int) -> object:
+            release.wait(timeout=30)
+            return real(y, k)
+
+        m._compute = slow  # type: ignore[method-assign]
+        feed(m, sine(40, 60))
+        assert m._job is not None
+        assert not m._job[0].done()
+        assert "holt" in m.predict(300.0).note
+        release.set()
+        m._job[0].result()
+        feed(m, sine(1, 60), start=40)
+        assert m.predict(300.0).ready
+
+    @pytest.mark.parametrize("cls", [Arima, HoltWinters, QuantileGbm])
+    def test_late_fit_catches_up_to_inline(self, cls: type[GridForecaster], sine: SineFactory) -> None:
+        """A fit applied steps later, then advanced through the steps since, forecasts as an inline fit does."""
+        y = sine(700, 120, noise=3.0)
+        kw = {"step_s": 60.0, "season_s": 120 * 60.0, "horizons_s": (300.0,)}
+        inline, late = cls(**kw), cls(**kw)
+        late.fitter = deferred = _Deferred()
+        for i, v in enumerate(y):
+            inline.observe(i * 60.0, float(v))
+            late.observe(i * 60.0, float(v))
+            if i % 7 == 0:
+                deferred.run()  # fits finish only every 7th step: the model catches up on the steps between
+        deferred.run()
+        late.observe(len(y) * 60.0, None)
+        inline.observe(len(y) * 60.0, None)
+        assert late.n_fits > 0
+        for h in (1, 5):
+            assert late.point(h) == pytest.approx(inline.point(h), rel=1e-9)
+
+
+class _Deferred:
+    """A fitter whose jobs run only when told to."""
+
+    def __init__(self) -> None:
+        self.jobs: list[_Job] = []
+
+    def submit(self, fn: Any) -> _Job:
+        job = _Job(fn)
+        self.jobs.append(job)
+        return job
+
+    def run(self) -> None:
+        for job in self.jobs:
+            job.run()
+        self.jobs = []
+
+
+class _Job:
+    def __init__(self, fn: Any) -> None:
+        self.fn, self.finished, self.value = fn, False, None
+
+    def run(self) -> None:
+        self.value, self.finished = self.fn(), True
+
+    def done(self) -> bool:
+        return self.finished
+
+    def result(self) -> Any:
+        return self.value

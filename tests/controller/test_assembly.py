@@ -1,0 +1,36 @@
+"""Assembly: forecasters built per pool and signal from the settings."""
+
+from __future__ import annotations
+
+from controller.assembly import forecaster_factory
+from controller.plugins import Registry
+from controller.settings import load_settings
+from controller.types import Signal
+from forecasting.ensemble import Ensemble
+from forecasting.fitting import BACKGROUND, INLINE
+
+EXAMPLE = "examples/simulator.yaml"
+
+
+class TestForecasterFactory:
+    def test_decode_concurrency_ensemble_has_littles_law_member(self) -> None:
+        """The ensemble is told its signal, so decode concurrency gets the Little's-law member."""
+        make = forecaster_factory(load_settings(EXAMPLE), Registry())
+        decode = make("decode", Signal.DECODE_CONCURRENCY)
+        prefill = make("prefill", Signal.PREFILL_TPS)
+        assert isinstance(decode, Ensemble)
+        assert isinstance(prefill, Ensemble)
+        assert "little_law" in decode.member_names
+        assert "little_law" not in prefill.member_names
+
+    def test_fits_inline_unless_asked(self) -> None:
+        """Replays fit inline (reproducible); the daemon's factory moves fits to the background thread."""
+        settings = load_settings(EXAMPLE)
+        inline = forecaster_factory(settings, Registry())("prefill", Signal.PREFILL_TPS)
+        background = forecaster_factory(settings, Registry(), background_fits=True)("prefill", Signal.PREFILL_TPS)
+        assert isinstance(inline, Ensemble)
+        assert isinstance(background, Ensemble)
+        assert inline.fitter is INLINE
+        assert all(m.fitter is INLINE for m in inline.members)
+        assert background.fitter is BACKGROUND
+        assert all(m.fitter is BACKGROUND for m in background.members)
