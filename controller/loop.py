@@ -205,6 +205,9 @@ class Reconciler:
             value = o.signals.demand(sig) if o.state is DataState.OK else None
             t = o.sample_time_s if (o.state is DataState.OK and o.sample_time_s is not None) else now
             try:
+                drivers = getattr(fc, "observe_drivers", None)
+                if drivers is not None and sig is Signal.DECODE_CONCURRENCY:
+                    drivers(t, *_decode_drivers(o))
                 fc.observe(t, value)
                 out.setdefault(pool, {})[sig] = fc.predict(self.pools[pool].cold_start_s + self.tick_s)
             except Exception as exc:
@@ -381,6 +384,15 @@ class Reconciler:
                 forecast=fc,
                 outcome=outcomes[name].outcome.value if name in outcomes else None,
             )
+
+
+def _decode_drivers(o: PoolObservation) -> tuple[float | None, float | None]:
+    """Request rate and mean decode duration (output tokens x mean ITL) for a Little's-law forecaster."""
+    if o.state is not DataState.OK:
+        return None, None
+    s = o.signals
+    decode_s = s.osl_mean_tokens * s.itl_mean_ms / 1e3 if s.osl_mean_tokens and s.itl_mean_ms else None
+    return s.request_rate_per_s, decode_s
 
 
 def _inputs_summary(

@@ -13,7 +13,7 @@ from controller.loop import Reconciler, Runner
 from controller.protocols import PolicyContext, Proposal
 from controller.record import Outcome
 from controller.testing import FakeActuator, ManualClock, StaticMetricsSource
-from controller.types import SLO, ErrorClass, PoolRole, PoolSpec, Signals
+from controller.types import SLO, ErrorClass, Forecast, PoolRole, PoolSpec, Signal, Signals
 
 POOLS = {
     "prefill": PoolSpec("prefill", PoolRole.PREFILL, gpus_per_replica=4, min_replicas=1, max_replicas=8),
@@ -169,6 +169,35 @@ class TestReconciler:
         result = rec.run_once(1000.0)
         assert result.outcomes["prefill"].outcome is Outcome.DRY_RUN
         assert not [c for c in act.calls if c[0] == "set_target"]
+
+
+class TestForecastInputs:
+    def test_decode_forecaster_gets_littles_law_drivers(self) -> None:
+        """A decode-concurrency forecaster with observe_drivers gets request rate and OSL x mean ITL first."""
+        seen: list[tuple[str, float, object, object]] = []
+
+        class Recording:
+            name = "recording"
+
+            def __init__(self, signal: Signal) -> None:
+                self.signal = signal
+
+            def observe_drivers(self, t: float, rate: float | None, decode_s: float | None) -> None:
+                seen.append(("drivers", t, rate, decode_s))
+
+            def observe(self, t: float, value: float | None) -> None:
+                seen.append((self.signal.value, t, value, None))
+
+            def predict(self, horizon_s: float) -> Forecast:
+                return Forecast(1.0, {0.5: 1.0, 0.9: 1.0, 0.99: 1.0})
+
+        sig = Signals(**{**BUSY.as_dict(), "osl_mean_tokens": 200.0, "itl_mean_ms": 40.0})
+        rec, _, source = make(FixedPolicy({"prefill": 2, "decode": 2}), forecaster_factory=lambda p, s: Recording(s))
+        source.set("decode", sig)
+        rec.run_once(1000.0)
+        drivers = [e for e in seen if e[0] == "drivers"]
+        assert drivers == [("drivers", 1000.0, 4.0, pytest.approx(8.0))]
+        assert seen.index(drivers[0]) < seen.index(next(e for e in seen if e[0] == "decode_concurrency"))
 
 
 class TestRunner:
