@@ -16,6 +16,7 @@ from tests.helpers.fake_prometheus_api import EMPTY, FakePrometheusAPI, fake_pro
 
 HEALTHY: Mapping[str, Any] = {
     "prompt_tokens_per_s": 5000.0,
+    "generation_tokens_per_s": 300.0,
     "request_rate_per_s": 4.0,
     "isl_mean_tokens": 1250.0,
     "isl_p90_tokens": 2500.0,
@@ -24,8 +25,10 @@ HEALTHY: Mapping[str, Any] = {
     "running_requests": 12.0,
     "waiting_requests": 3.0,
     "kv_usage_ratio": 0.4,
+    "ttft_mean_ms": 0.25,
     "ttft_p50_ms": 0.2,
     "ttft_p99_ms": 0.9,
+    "itl_mean_ms": 0.025,
     "itl_p50_ms": 0.02,
     "itl_p99_ms": 0.045,
     "ready_replicas": 2.0,
