@@ -50,6 +50,8 @@ class PoolGuardState:
 
     history: tuple[tuple[float, int], ...] = ()
     zero_since_s: float | None = None
+    since_s: float | None = None
+    """When the guards first saw usable data for the pool: a scale-down waits until a whole window is known."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +95,16 @@ def stabilise(
     now: float,
     up_window_s: float,
     down_window_s: float,
+    since_s: float | None = None,
 ) -> Fired:
     """HPA-style windows: scale down only to the highest proposal of the last ``down_window_s``;
-    scale up only to the lowest proposal of the last ``up_window_s``."""
+    scale up only to the lowest proposal of the last ``up_window_s``.
+
+    With ``since_s`` (when proposals started to be recorded, e.g. after a restart), no scale-down happens before
+    a whole down window of proposals is known: an empty history is not evidence that fewer replicas suffice.
+    """
+    if proposed < current and since_s is not None and now - since_s < down_window_s:
+        return current, "scale_down_window"
     if proposed < current:
         recent = [v for t, v in history if now - t <= down_window_s] + [proposed]
         stable = min(current, max(recent))
@@ -182,6 +191,7 @@ def apply_guards(
 
     target, why = hold_on_bad_data(current, proposed, obs, now, settings.stale_after_s)
     data_ok = why is None
+    since = memory.since_s if memory.since_s is not None else (now if data_ok else None)
     if why:
         fired.append(why)
     if data_ok:
@@ -190,7 +200,7 @@ def apply_guards(
             fired.append(why)
         if why != "zero_traffic_to_min":
             stable, why = stabilise(
-                current, target, history, now, settings.scale_up_window_s, settings.scale_down_window_s
+                current, target, history, now, settings.scale_up_window_s, settings.scale_down_window_s, since
             )
             if why:
                 fired.append(why)
@@ -210,7 +220,7 @@ def apply_guards(
         fired.append(why)
     if data_ok:
         history = (*history, (now, proposed))
-    return target, tuple(fired), replace(memory, history=history, zero_since_s=zero_since)
+    return target, tuple(fired), replace(memory, history=history, zero_since_s=zero_since, since_s=since)
 
 
 def budget_cost_gpus(spec: PoolSpec, state: PoolState, target: int) -> int:

@@ -296,8 +296,16 @@ class TestApplyGuards:
 
     def test_scale_down_one_step_after_window(self) -> None:
         """After a sustained lower proposal the pool steps down by max_step_down."""
-        memory = PoolGuardState(history=((-250.0, 2),))
+        memory = PoolGuardState(history=((-250.0, 2),), since_s=-250.0)
         target, fired, _ = self.run(2, now=100.0, memory=memory)
+        assert (target, fired) == (3, ("max_step_down",))
+
+    def test_no_scale_down_before_a_window_is_known(self) -> None:
+        """Right after a start (empty memory) a lower proposal waits a whole window, then steps down."""
+        target, fired, memory = self.run(2, now=100.0)
+        assert (target, fired) == (4, ("scale_down_window",))
+        assert memory.since_s == 100.0
+        target, fired, _ = self.run(2, now=401.0, memory=memory)
         assert (target, fired) == (3, ("max_step_down",))
 
     def test_no_repeated_scale_up_while_starting(self) -> None:
