@@ -195,6 +195,8 @@ class Workload:
     isl_mean_tokens: float
     osl_mean_tokens: float
     isl_p90_tokens: float | None = None
+    arrival_cv2: float | None = None
+    """Measured arrival variability (squared CV, 1 = Poisson); None: ``CapacityParams.arrival_cv2``."""
 
     @property
     def isl_tail_tokens(self) -> float:
@@ -302,7 +304,7 @@ class ProfileCapacityModel:
         corr = corr or Correction()
         pf = self._prefill(w, corr)
         rate = self._rate(demand, w)
-        cv2 = self.params.arrival_cv2
+        cv2 = self._arrival_cv2(w)
         wait_s = mgc_wait_quantile_s(replicas, rate, pf.service_rate_per_s, slo.quantile, cv2, pf.cv2)
         service_ms = pf.tail_service_ms
         if slo.quantile < 0.9:
@@ -318,7 +320,7 @@ class ProfileCapacityModel:
         corr = corr or Correction()
         pf = self._prefill(w, corr)
         rate = self._rate(demand, w)
-        wait_s = mgc_wait_mean_s(replicas, rate, pf.service_rate_per_s, self.params.arrival_cv2, pf.cv2)
+        wait_s = mgc_wait_mean_s(replicas, rate, pf.service_rate_per_s, self._arrival_cv2(w), pf.cv2)
         service_ms = self.profile.prefill_ms(w.isl_mean_tokens, 1.0) * corr.prefill
         link = self.params.kv_link_bytes_per_s_per_gpu * self.profile.gpus_per_replica
         return wait_s * 1e3 + service_ms + w.isl_mean_tokens * self.profile.kv_bytes_per_token / link * 1e3
@@ -340,6 +342,9 @@ class ProfileCapacityModel:
         return (
             self.profile.decode_step_ms(b, w.isl_mean_tokens + w.osl_mean_tokens / 2.0) * (corr or Correction()).decode
         )
+
+    def _arrival_cv2(self, w: Workload) -> float:
+        return self.params.arrival_cv2 if w.arrival_cv2 is None else w.arrival_cv2
 
     @staticmethod
     def _rate(demand: Mapping[Signal, float], w: Workload) -> float:
@@ -456,7 +461,7 @@ class ProfileCapacityModel:
             mu = chunk / (s_m / 1e3) / max(1.0, w.isl_mean_tokens)
             if u <= 1.0 and rate < n * mu * self.params.max_utilization:
                 itl = u * s_m + (1.0 - u) * s_d
-                wait_s = mgc_wait_quantile_s(n, rate, mu, slo.quantile, self.params.arrival_cv2, pf.cv2)
+                wait_s = mgc_wait_quantile_s(n, rate, mu, slo.quantile, self._arrival_cv2(w), pf.cv2)
                 ttft = wait_s * 1e3 + math.ceil(w.isl_tail_tokens / chunk) * s_m
                 if itl <= limit and ttft <= slo.ttft_ms:
                     return CapacityEstimate(

@@ -3,27 +3,37 @@
 Each tick, per pool:
 1. demand = the forecast quantile at the pool's lead time (cold start + tick), never below what is observed
    now, times ``headroom``. The quantile is per role: ``prefill_forecast_quantile`` (default 0.5: the
-   queueing model already sizes for bursts within the tick and TTFT degrades gracefully),
-   ``decode_forecast_quantile`` and ``colocated_forecast_quantile`` (default 0.9: a decode pool past its
-   ITL-bound batch misses the ITL of every sequence it holds);
+   queueing model sizes for the variability around it), ``decode_forecast_quantile`` and
+   ``colocated_forecast_quantile`` (default 0.9: a decode pool past its ITL-bound batch misses the ITL of every
+   sequence it holds);
 2. replicas = the capacity model's answer for that demand and the request shape (ISL/OSL from the metrics),
-   with the online calibration factors applied;
-3. scale-down only when every need computed over the last ``scale_down_window_s`` fits in fewer replicas
-   (a sustained forecast that N-1 replicas hold the SLO with the load consolidated);
+   with the online calibration factors applied and the arrival variability *measured*: the index of
+   dispersion of per-tick request counts (``policies.dispersion``) is the queueing model's ca^2, so clumped or
+   bursty traffic gets the servers its queue needs and Poisson traffic does not pay for bursts it lacks;
+3. scale-down: the guards' stabilisation window (``guards.scale_down_window_s``, 300 s) lowers a target only
+   when every need of the window fits in fewer replicas (the forecast says N-1 hold the SLO with the load
+   consolidated); ``scale_down_window_s`` here adds a policy-level window on top (default 0: one window, not
+   two stacked);
 4. under a binding GPU budget, the split that maximises the worst pool's share of its need; the capacity moves
-   by role flips when the actuator supports them.
-Without a capacity model, or without any demand data, the policy holds and says why.
+   by role flips when the actuator supports them;
+5. optional SLO feedback (``slo_feedback``, off by default): a demand margin that steps up when a pool's
+   observed p99 misses its target and decays back (``policies.feedback``).
+The proposal counts starting replicas as capacity (``Proposal.counts_starting``). Without a capacity model, or
+without any demand data, the policy holds and says why.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from controller.calibration import CalibrationSettings, CalibrationState, has_calibration_sink, update
 from controller.capacity import ProfileCapacityModel, Workload
 from controller.policies.demand import pool_demand, split_budget, workload_from
+from controller.policies.dispersion import Dispersion
+from controller.policies.feedback import Margin, update_margin
 from controller.policies.params import Param, validate_params
 from controller.protocols import CapacityEstimate, PolicyContext, Proposal
 from controller.types import DataState, PoolRole, PoolSpec, RoleFlip, Signal, Signals
@@ -35,13 +45,19 @@ PARAMS: Mapping[str, Param] = {
     "prefill_forecast_quantile": Param(float, 0.5, lambda v: 0.5 <= v < 1.0, "must be in [0.5, 1)"),
     "decode_forecast_quantile": Param(float, 0.9, lambda v: 0.5 <= v < 1.0, "must be in [0.5, 1)"),
     "headroom": Param(float, 1.0, lambda v: 1.0 <= v <= 3.0, "must be in [1, 3]"),
-    "scale_down_window_s": Param(float, 600.0, lambda v: v >= 0, "must be >= 0"),
+    "scale_down_window_s": Param(float, 0.0, lambda v: v >= 0, "must be >= 0"),
     "calibrate": Param(bool, True),
     "calibration_alpha": Param(float, 0.2, lambda v: 0 < v <= 1, "must be in (0, 1]"),
     "calibration_min": Param(float, 0.5, lambda v: 0 < v <= 1, "must be in (0, 1]"),
     "calibration_max": Param(float, 2.0, lambda v: v >= 1, "must be >= 1"),
     "profile_off_threshold": Param(float, 0.3, lambda v: v > 0, "must be > 0"),
     "role_flips": Param(bool, True),
+    "measure_arrival_cv2": Param(bool, True),
+    "dispersion_half_life_s": Param(float, 1800.0, lambda v: v > 0, "must be > 0"),
+    "slo_feedback": Param(bool, False),
+    "feedback_step": Param(float, 0.15, lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    "feedback_half_life_s": Param(float, 1800.0, lambda v: v > 0, "must be > 0"),
+    "feedback_max": Param(float, 2.0, lambda v: v >= 1, "must be >= 1"),
     "isl_tokens": Param(float, 1024.0, lambda v: v > 0, "must be > 0"),
     "osl_tokens": Param(float, 256.0, lambda v: v > 0, "must be > 0"),
 }
@@ -117,12 +133,17 @@ class SloPolicy:
             return Proposal(targets=current, reasons=dict.fromkeys(current, why), state=ctx.state)
         state = dict(ctx.state)
         w = workload_from(ctx, state.get("workload", {}), self.defaults)
+        dispersion = self._dispersion(ctx, Dispersion.from_dict(state.get("dispersion")))
+        idc = dispersion.index() if self.params["measure_arrival_cv2"] else None
+        if idc is not None:
+            w = replace(w, arrival_cv2=idc)
         cal = CalibrationState.from_dict(state.get("calibration"))
         model = ctx.capacity if isinstance(ctx.capacity, ProfileCapacityModel) else None
         if model is not None:
             cal = self._calibrate(ctx, model, w, cal)
         headroom = self.params["headroom"]
 
+        margins = self._margins(ctx, state.get("margins", {}))
         needs: dict[str, int] = {}
         estimates: dict[str, dict[str, float]] = {}
         reasons: dict[str, str] = {}
@@ -133,7 +154,8 @@ class SloPolicy:
                 needs[name] = current[name]
                 reasons[name] = "hold: no forecast and no current metrics for this pool"
                 continue
-            demand = {s: v * headroom for s, v in demand.items()}
+            margin = margins[name].factor
+            demand = {s: v * headroom * margin for s, v in demand.items()}
             est: CapacityEstimate
             if model is not None:
                 est = model.replicas_needed(spec, demand, ctx.slo, workload=w, correction=cal.correction())
@@ -142,6 +164,11 @@ class SloPolicy:
             needs[name] = est.replicas
             reasons[name] = f"need {est.replicas} at forecast p{q * 100:g}: {est.reason}"
             estimates[name] = _estimate_dict(est, demand, cal)
+            estimates[name]["slo_margin"] = margin
+            if w.arrival_cv2 is not None:
+                estimates[name]["arrival_cv2"] = w.arrival_cv2
+            if margin > 1.0:
+                reasons[name] += f"; SLO feedback margin x{margin:.2f}"
             if cal.profile_off:
                 reasons[name] += f"; calibration: profile off (prefill x{cal.prefill:.2f}, decode x{cal.decode:.2f})"
 
@@ -165,10 +192,50 @@ class SloPolicy:
             },
             calibration=cal.to_dict(),
             needs=history,
+            margins={n: m.to_dict() for n, m in margins.items()},
+            dispersion=dispersion.to_dict(),
         )
         return Proposal(
             targets=targets, reasons=reasons, flips=flips, estimates=estimates, state=state, counts_starting=True
         )
+
+    def _dispersion(self, ctx: PolicyContext, d: Dispersion) -> Dispersion:
+        """Fold this tick's arrival rate (the first prefill or colocated pool with data) into the estimate."""
+        for name, spec in ctx.pools.items():
+            obs = ctx.observations.get(name)
+            if spec.role is PoolRole.DECODE or obs is None or obs.state is not DataState.OK:
+                continue
+            return d.observe(
+                ctx.now_s, obs.signals.request_rate_per_s, ctx.tick_s, self.params["dispersion_half_life_s"]
+            )
+        return d
+
+    def _margins(self, ctx: PolicyContext, past: Mapping[str, Any]) -> dict[str, Margin]:
+        """Each pool's SLO feedback margin after this tick's observed tail latency (see policies.feedback)."""
+        out: dict[str, Margin] = {}
+        for name, spec in ctx.pools.items():
+            m = Margin.from_dict(past.get(name) if isinstance(past, Mapping) else None)
+            if not self.params["slo_feedback"]:
+                out[name] = m
+                continue
+            obs = ctx.observations.get(name)
+            violated: bool | None = None
+            if obs is not None and obs.state is DataState.OK and ctx.states[name].ready >= 1:
+                s = obs.signals
+                ttft = s.ttft_p99_ms if spec.role is not PoolRole.DECODE else None
+                itl = s.itl_p99_ms if spec.role is not PoolRole.PREFILL else None
+                if ttft is not None or itl is not None:
+                    violated = (ttft or 0.0) > ctx.slo.ttft_ms or (itl or 0.0) > ctx.slo.itl_ms
+            out[name] = update_margin(
+                m,
+                now_s=ctx.now_s,
+                violated=violated,
+                step=self.params["feedback_step"],
+                half_life_s=self.params["feedback_half_life_s"],
+                max_factor=self.params["feedback_max"],
+                lead_time_s=ctx.lead_time_s(name),
+            )
+        return out
 
     def _sustained(
         self,

@@ -198,6 +198,46 @@ class TestSlo:
         assert SloPolicy().decide(ctx()).counts_starting
 
 
+class TestSloMeasuredInputs:
+    @staticmethod
+    def _run(rates: list[float], params: dict[str, Any] | None = None) -> Any:
+        policy = SloPolicy(params)
+        state: dict[str, Any] = {}
+        p = None
+        for i, r in enumerate(rates):
+            p = policy.decide(ctx(now=1000.0 + 30.0 * i, rate=r, state=state))
+            state = dict(p.state)
+        return p
+
+    def test_bursty_arrivals_raise_prefill_need(self) -> None:
+        """Tick counts far more dispersed than Poisson become the queueing model's ca^2 and more prefill."""
+        rng = np.random.default_rng(0)
+        steady = self._run([float(rng.poisson(300)) / 30.0 for _ in range(40)])
+        bursty = self._run([float(rng.poisson(300 * rng.gamma(4.0, 0.25))) / 30.0 for _ in range(40)])
+        assert steady.estimates["prefill"]["arrival_cv2"] < 2.0
+        assert bursty.estimates["prefill"]["arrival_cv2"] > 10.0
+        assert bursty.targets["prefill"] > steady.targets["prefill"]
+
+    def test_measurement_can_be_turned_off(self) -> None:
+        """measure_arrival_cv2=false keeps the configured ca^2."""
+        p = self._run([10.0, 20.0] * 20, {"measure_arrival_cv2": False})
+        assert "arrival_cv2" not in p.estimates["prefill"]
+
+    def test_slo_feedback_steps_margin_up_on_a_miss(self) -> None:
+        """With slo_feedback on, a prefill p99 over target raises that pool's margin and need."""
+        policy = SloPolicy({"slo_feedback": True, "measure_arrival_cv2": False})
+        calm = policy.decide(ctx(extra={"ttft_p99_ms": 500.0}))
+        missed = policy.decide(ctx(extra={"ttft_p99_ms": 2500.0}))
+        assert calm.estimates["prefill"]["slo_margin"] == 1.0
+        assert missed.estimates["prefill"]["slo_margin"] == pytest.approx(1.15)
+        assert missed.estimates["prefill"]["demand_request_rate"] > calm.estimates["prefill"]["demand_request_rate"]
+
+    def test_slo_feedback_off_by_default(self) -> None:
+        """The default policy does not add a margin after a miss."""
+        p = SloPolicy().decide(ctx(extra={"ttft_p99_ms": 2500.0}))
+        assert p.estimates["prefill"]["slo_margin"] == 1.0
+
+
 class TestReactive:
     def test_hpa_formula(self) -> None:
         """desired = ceil(ready x utilisation / target)."""
