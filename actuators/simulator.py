@@ -12,10 +12,25 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
+from actuators.base import CallLog, parse_params
 from controller.protocols import ActuationError
 from controller.types import ErrorClass, ReplicaInfo, ReplicaState, RoleFlip
 from simulator import Cluster, Pool
 from simulator.config import pools_by_name
+
+BACKEND = "simulator"
+
+
+class SimulatorActuatorParams(BaseModel):
+    """``actuator.params`` of the simulator actuator."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dry_run: bool = False
+    """Read the simulated cluster, log what would change, change nothing."""
+
 
 __all__ = ["SimulatorActuator"]
 
@@ -36,8 +51,8 @@ class SimulatorActuator:
         found = cluster if cluster is not None else resources.get("simulator")
         if not isinstance(found, Cluster):
             raise ValueError("SimulatorActuator needs a simulator Cluster (env.resources['simulator'])")
-        if params:
-            raise ValueError(f"SimulatorActuator takes no params, got {sorted(params)}")
+        self.params = parse_params(SimulatorActuatorParams, params or {}, BACKEND)
+        self.calls = CallLog(BACKEND, dry_run=self.params.dry_run)
         self.cluster = found
         self._lock = lock or resources.get("simulator_lock") or threading.RLock()
         self._pools = pools_by_name(pools)
@@ -65,7 +80,13 @@ class SimulatorActuator:
 
     def set_target(self, pool: str, replicas: int) -> None:
         """Grow with cold starts; shrink by cancelling starting replicas, then draining the least-loaded."""
-        with self._on(pool) as p:
+        with self.calls.call(pool, "set_target", replicas=replicas) as extra, self._on(pool) as p:
+            if replicas < 0:
+                raise ActuationError(f"target for {pool!r} must be >= 0, got {replicas}", ErrorClass.PERMANENT)
+            if self.params.dry_run:
+                self.calls.would(pool, "set_target", current=self.cluster.target(p), replicas=replicas)
+                extra["result"] = "dry_run"
+                return
             self.cluster.set_target(p, replicas)
 
     def replicas(self, pool: str) -> Sequence[ReplicaInfo]:
@@ -88,6 +109,10 @@ class SimulatorActuator:
         to_pool = self._pools.get(flip.to_pool)
         if to_pool is None:
             raise ActuationError(f"unknown pool {flip.to_pool!r}", ErrorClass.PERMANENT)
+        with self.calls.call(flip.from_pool, "flip_roles", to_pool=flip.to_pool, count=flip.count) as extra:
+            self._flip(flip, to_pool, extra)
+
+    def _flip(self, flip: RoleFlip, to_pool: Pool, extra: dict[str, Any]) -> None:
         with self._on(flip.from_pool) as p:
             ready = [v for v in self.cluster.replicas(p) if v.state.value == "ready" and v.pool is p]
             if len(ready) < flip.count:
@@ -95,16 +120,29 @@ class SimulatorActuator:
                     f"flip {flip.from_pool}->{flip.to_pool}: {flip.count} requested, {len(ready)} ready",
                     ErrorClass.TRANSIENT,
                 )
-            for v in sorted(ready, key=lambda v: (v.running + v.waiting, v.id))[: flip.count]:
+            chosen = sorted(ready, key=lambda v: (v.running + v.waiting, v.id))[: flip.count]
+            if self.params.dry_run:
+                self.calls.would(flip.from_pool, "flip_roles", replicas=[v.id for v in chosen], to_pool=flip.to_pool)
+                extra["result"] = "dry_run"
+                return
+            for v in chosen:
                 self.cluster.flip_role(v.id, to_pool)
 
     def drain(self, pool: str, replica_ids: Sequence[str]) -> None:
         """Drain these ready replicas; each stops once it has finished its work."""
-        with self._on(pool):
+        with self.calls.call(pool, "drain", replicas=list(replica_ids)) as extra, self._on(pool):
+            if self.params.dry_run:
+                self.calls.would(pool, "drain", replicas=list(replica_ids))
+                extra["result"] = "dry_run"
+                return
             for rid in replica_ids:
                 self.cluster.drain_replica(rid)
 
     def cancel_pending(self, pool: str, count: int) -> int:
         """Cancel up to ``count`` starting replicas (newest first)."""
-        with self._on(pool) as p:
+        with self.calls.call(pool, "cancel_pending", count=count) as extra, self._on(pool) as p:
+            if self.params.dry_run:
+                self.calls.would(pool, "cancel_pending", count=count)
+                extra["result"] = "dry_run"
+                return 0
             return self.cluster.cancel_starting(p, count)

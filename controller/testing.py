@@ -9,9 +9,12 @@ Use them to drive the Reconciler in tests and replays without any cluster::
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import structlog
 
 from controller.protocols import ActuationError
 from controller.types import (
@@ -25,6 +28,8 @@ from controller.types import (
 )
 
 __all__ = ["FakeActuator", "ManualClock", "StaticMetricsSource"]
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(slots=True)
@@ -138,6 +143,7 @@ class FakeActuator:
         self._clock: Callable[[], float] = clock or (lambda: 0.0)
         self.start_delay_s = float(params.get("start_delay_s", start_delay_s))
         self.drain_s = float(params.get("drain_s", drain_s))
+        self.dry_run = bool(params.get("dry_run", False))
         self._pools: dict[str, _FakePool] = {}
         self._seq = 0
         self.calls: list[tuple[str, str, int]] = []
@@ -191,8 +197,20 @@ class FakeActuator:
         self._settle(p)
         return [ReplicaInfo(id=r.id, pool=pool, state=r.state, since_s=r.since_s) for r in p.replicas]
 
+    def dry_run_view(self) -> FakeActuator:
+        """A dry-run actuator over the same in-memory pools: it reads them and changes nothing."""
+        view = copy.copy(self)
+        view.dry_run, view.calls = True, []
+        return view
+
     def set_target(self, pool: str, replicas: int) -> None:
         """Request ``replicas``; scale-down cancels starting replicas, then drains ready ones."""
+        if self.dry_run:
+            if replicas < 0:
+                raise ActuationError(f"negative target {replicas} for {pool}", ErrorClass.PERMANENT)
+            log.info("actuator_dry_run", backend="fake", pool=pool, op="set_target", replicas=replicas)
+            self._pool(pool)
+            return
         self.calls.append(("set_target", pool, replicas))
         pending = self._failures.get(pool)
         if pending:
@@ -222,6 +240,9 @@ class FakeActuator:
 
     def flip_roles(self, flip: RoleFlip) -> None:
         """Move replicas between pools in place (drain one, start one)."""
+        if self.dry_run:
+            log.info("actuator_dry_run", backend="fake", op="flip_roles", flip=str(flip))
+            return
         self.calls.append(("flip_roles", f"{flip.from_pool}->{flip.to_pool}", flip.count))
         src, dst = self._pool(flip.from_pool), self._pool(flip.to_pool)
         self._apply(flip.from_pool, src.target - flip.count)

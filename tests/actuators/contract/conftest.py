@@ -61,7 +61,7 @@ def _fake_revision(act: Any) -> Callable[[str], object]:
 
 def fake_backend() -> Backend:
     act = FakeActuator(dict.fromkeys(POOLS, 2))
-    return Backend("fake", act, lambda pool, n: None, _fake_revision(act), None, frozenset({"flip_roles"}))
+    return Backend("fake", act, lambda pool, n: None, _fake_revision(act), act.dry_run_view, frozenset({"flip_roles"}))
 
 
 def simulator_backend() -> Backend:
@@ -81,7 +81,12 @@ def simulator_backend() -> Backend:
         cluster.advance_to(clock["t"])
 
     return Backend(
-        "simulator", act, settle, _fake_revision(act), None, frozenset({"flip_roles", "drain", "cancel_pending"})
+        "simulator",
+        act,
+        settle,
+        _fake_revision(act),
+        lambda: sim.SimulatorActuator(pool_settings(), {"dry_run": True}, cluster=cluster),
+        frozenset({"flip_roles", "drain", "cancel_pending"}),
     )
 
 
