@@ -1,5 +1,5 @@
 """Wall time of one control tick (fetch, forecast every signal, decide, guard, actuate, record) with the
-default ``ensemble`` forecaster, with refits inline and on the background fit thread.
+default ``ensemble`` forecaster, with refits inline, on the fit thread and in the fit process.
 
     python bench/tick_latency.py [--scenario retail-day] [--hours 6] [--pause-ms 40]
 
@@ -32,10 +32,11 @@ from controller.plugins import PluginEnv
 from controller.replay import cluster_config, replay
 from controller.scenario import build_trace, resolve_scenarios
 from controller.sources.simulator import SimulatorMetricsSource
+from forecasting.fitting import FitMode
 from simulator import Cluster
 
 
-def run(scenario: str, hours: float, background: bool, pause_s: float) -> np.ndarray:
+def run(scenario: str, hours: float, mode: FitMode, pause_s: float) -> np.ndarray:
     """Tick durations in ms after the first hour."""
     sc = resolve_scenarios(scenario)[0]
     sc = sc.model_copy(update={"traffic": sc.traffic.model_copy(update={"duration_s": hours * 3600.0})})
@@ -50,7 +51,7 @@ def run(scenario: str, hours: float, background: bool, pause_s: float) -> np.nda
         env=PluginEnv(resources={"simulator": cluster}),
         source=SimulatorMetricsSource(pools, cluster=cluster),
         actuator=SimulatorActuator(pools, cluster=cluster),
-        background_fits=background,
+        fits=mode,
     )
     durations: list[tuple[float, float]] = []
 
@@ -75,10 +76,10 @@ def main() -> int:
     print(f"{args.scenario}, {args.hours:g} h replayed, 30 s ticks, {args.pause_ms:g} ms wall pause after each tick")
     print("| fits | ticks | p50 ms | p99 ms | max ms | ticks > 20 ms |")
     print("|---|---|---|---|---|---|")
-    for background in (False, True):
-        d = run(args.scenario, args.hours, background, args.pause_ms / 1000.0)
+    for mode in FitMode:
+        d = run(args.scenario, args.hours, mode, args.pause_ms / 1000.0)
         print(
-            f"| {'background' if background else 'inline'} | {d.size} | {np.percentile(d, 50):.1f} "
+            f"| {mode.value} | {d.size} | {np.percentile(d, 50):.1f} "
             f"| {np.percentile(d, 99):.1f} | {d.max():.0f} | {np.mean(d > 20.0):.1%} |",
             flush=True,
         )

@@ -14,6 +14,7 @@ from controller.record import Recorder
 from controller.settings import ExternalChange, Settings
 from controller.types import Signal
 from forecasting.base import Forecaster
+from forecasting.fitting import FitMode
 
 __all__ = ["Assembly", "build", "forecaster_factory", "validate_plugins"]
 
@@ -49,27 +50,35 @@ def _names_param(factory: Callable[..., Any], name: str) -> bool:
 
 
 def forecaster_factory(
-    settings: Settings, registry: Registry, *, background_fits: bool = False
+    settings: Settings, registry: Registry, *, fits: FitMode = FitMode.INLINE
 ) -> Callable[[str, Signal], Forecaster]:
     """A factory making one forecaster per (pool, signal) from ``settings.forecasting``.
 
-    ``background_fits`` moves the built-in forecasters' refits off the caller's thread (the daemon's tick).
+    ``fits`` says where the built-in forecasters refit: inline (replays) or off the caller's thread (the daemon).
     """
     factory = registry.load(PluginGroup.FORECASTERS, settings.forecasting.model)
     params = dict(settings.forecasting.params)
-    if background_fits and "background_fits" not in params and _is_builtin_forecaster(factory):
-        params["background_fits"] = True
+    if "fits" not in params and _is_builtin_forecaster(factory):
+        params["fits"] = FitMode(fits).value
     if "step_s" not in params and _accepts(factory, "step_s"):
         params["step_s"] = settings.tick_s
 
     takes_signal = "signal" not in params and _names_param(factory, "signal")
 
+    takes_horizons = "horizons_s" not in params and _is_builtin_forecaster(factory)
+    lead_s = {p.name: p.cold_start_s + settings.tick_s for p in settings.pools}
+
     def make(pool: str, signal: Signal) -> Forecaster:
-        del pool
-        try:
+        extra: dict[str, Any] = {}
+        if takes_signal:
             # A forecaster that knows its signal may add signal-specific members (the ensemble's Little's-law
             # model for decode concurrency).
-            fc: Forecaster = factory(**params, **({"signal": signal.value} if takes_signal else {}))
+            extra["signal"] = signal.value
+        if takes_horizons and pool in lead_s:
+            # Score (and keep residuals for) the one horizon the loop asks for: the pool's lead time.
+            extra["horizons_s"] = (lead_s[pool],)
+        try:
+            fc: Forecaster = factory(**params, **extra)
         except (TypeError, ValueError) as exc:
             raise PluginError(f"forecaster {settings.forecasting.model!r}: {exc}") from exc
         return fc
@@ -115,11 +124,12 @@ def build(
     recorder: Recorder | None = None,
     source: MetricsSource | None = None,
     actuator: Actuator | None = None,
-    background_fits: bool = False,
+    fits: FitMode = FitMode.INLINE,
 ) -> Assembly:
     """Build the Reconciler described by ``settings`` (``source``/``actuator`` may be injected).
 
-    ``background_fits``: forecaster refits off the tick (the daemon); replays leave it off (reproducible).
+    ``fits``: where forecaster refits run; the daemon passes ``settings.forecasting.fits``, replays keep them
+    inline (reproducible).
     """
     reg = registry or Registry()
     env = env or PluginEnv()
@@ -139,7 +149,7 @@ def build(
         policy_params=settings.policy.params,
         slo=settings.slo.to_slo(),
         tick_s=settings.tick_s,
-        forecaster_factory=forecaster_factory(settings, reg, background_fits=background_fits),
+        forecaster_factory=forecaster_factory(settings, reg, fits=fits),
         budget_gpus=settings.budget.max_gpus,
         capacity=build_capacity(settings),
         guard_settings=settings.guards.to_guard_settings(),

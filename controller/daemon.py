@@ -83,7 +83,7 @@ class Daemon:
             recorder=self.store,
             source=source,
             actuator=actuator,
-            background_fits=settings.forecasting.background_fits,
+            fits=settings.forecasting.fits,
         )
         self.rec = self.assembly.reconciler
         self.intent_resolutions = reconcile_intents(self.store, self.rec.actuator)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from controller.guards import GuardSettings
 from controller.types import SLO, PoolRole, PoolSpec
+from forecasting.fitting import FitMode
 
 __all__ = [
     "ActuatorSettings",
@@ -143,9 +144,10 @@ class ForecastingSettings(_Section):
 
     model: str = "ensemble"
     params: dict[str, Any] = Field(default_factory=dict)
-    background_fits: bool = True
-    """``pdscale serve``: statsmodels and scikit-learn refits run on a background thread, off the tick. Replays
-    (simulate, bench, plan) always fit inline, so their results are reproducible."""
+    fits: FitMode = FitMode.PROCESS
+    """Where ``pdscale serve`` runs statsmodels and scikit-learn refits: ``process`` (a spawned worker, off the
+    tick and off its interpreter), ``thread`` or ``inline``. Replays (simulate, bench, plan) always fit inline, so
+    their results are reproducible."""
 
 
 class GuardSection(_Section):

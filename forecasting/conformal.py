@@ -7,8 +7,11 @@ from collections import deque
 from statistics import NormalDist
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = ["ResidualTracker"]
+
+FloatArray = npt.NDArray[np.float64]
 
 
 class ResidualTracker:
@@ -25,6 +28,8 @@ class ResidualTracker:
         self.max_horizons = max_horizons
         self._pending: dict[int, dict[int, float]] = {}
         self._residuals: dict[int, deque[float]] = {}
+        self._offsets: dict[tuple[int, tuple[float, ...]], FloatArray] = {}
+        """Residual quantiles per (horizon, levels), valid until that horizon's next residual arrives."""
 
     @property
     def horizons(self) -> tuple[int, ...]:
@@ -48,6 +53,8 @@ class ResidualTracker:
             fc = pending.pop(k, None)
             if fc is not None and math.isfinite(actual):
                 self._residuals[h].append(actual - fc)
+                for stale in [c for c in self._offsets if c[0] == h]:
+                    del self._offsets[stale]
             if len(pending) > 4 * h + 16:  # forecasts whose target was skipped over
                 for key in [key for key in pending if key <= k]:
                     del pending[key]
@@ -57,18 +64,25 @@ class ResidualTracker:
         res = self._nearest(h)
         return len(res) if res is not None else 0
 
-    def _nearest(self, h: int) -> deque[float] | None:
+    def _nearest_key(self, h: int) -> int | None:
         if not self._residuals:
             return None
-        best = min(self._residuals, key=lambda x: (abs(x - h), x))
-        return self._residuals[best]
+        return min(self._residuals, key=lambda x: (abs(x - h), x))
+
+    def _nearest(self, h: int) -> deque[float] | None:
+        key = self._nearest_key(h)
+        return self._residuals[key] if key is not None else None
 
     def quantiles(self, point: float, h: int, qs: tuple[float, ...], sigma1: float) -> dict[float, float]:
         """Quantiles around ``point`` for ``h`` steps ahead, clipped at 0 and monotone in ``q``."""
-        res = self._nearest(h)
-        if res is not None and len(res) >= self.min_residuals:
-            arr = np.fromiter(res, dtype=float)
-            vals = [point + float(np.quantile(arr, q)) for q in qs]
+        key = self._nearest_key(h)
+        res = self._residuals[key] if key is not None else None
+        if key is not None and res is not None and len(res) >= self.min_residuals:
+            cached = self._offsets.get((key, qs))
+            if cached is None:  # once per step and horizon: every predict of the step reuses it
+                cached = np.quantile(np.fromiter(res, dtype=float), qs)
+                self._offsets[(key, qs)] = cached
+            vals = [point + float(v) for v in cached]
         else:
             s = sigma1 * math.sqrt(max(h, 1)) if math.isfinite(sigma1) else 0.0
             vals = [point + NormalDist().inv_cdf(min(max(q, 1e-6), 1 - 1e-6)) * s for q in qs]

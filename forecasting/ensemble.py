@@ -32,7 +32,7 @@ MEMBER_CLASSES: dict[str, type[GridForecaster]] = {
 }
 DEFAULT_MEMBERS: tuple[str, ...] = tuple(MEMBER_CLASSES)
 _LIGHT_MEMBERS: tuple[str, ...] = ("last_value", "seasonal_naive", "ewma", "holt", "holt_winters")
-_SHARED = ("step_s", "season_s", "history_s", "horizons_s", "quantiles", "residual_window", "background_fits")
+_SHARED = ("step_s", "season_s", "history_s", "horizons_s", "quantiles", "residual_window", "fits")
 
 
 class Ensemble(GridForecaster):

@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 from collections import deque
 
-import numpy as np
-
 __all__ = ["LevelShiftDetector"]
 
 
@@ -42,18 +40,19 @@ class LevelShiftDetector:
         self._window.append(value)
         if len(self._window) < self.recent + min(self.reference, 3 * self.recent):
             return False
-        vals = np.fromiter(self._window, dtype=float)
+        # Windows hold a few dozen values: sorting Python floats beats numpy's per-call overhead tenfold.
+        vals = list(self._window)
         ref, rec = vals[: -self.recent], vals[-self.recent :]
-        med = float(np.median(ref))
-        mad = 1.4826 * float(np.median(np.abs(ref - med)))
+        med = _median(ref)
+        mad = 1.4826 * _median([abs(v - med) for v in ref])
         noise = self._noise if math.isfinite(self._noise) else 0.0
         band = max(self.k_mad * mad, self.rel * abs(med), self.k_mad * noise, 1e-9)
-        diff = float(np.median(rec)) - med
-        same_side = bool(np.all((rec - med) * math.copysign(1.0, diff) > band / 2))
+        diff = _median(rec) - med
+        sign = math.copysign(1.0, diff)
+        same_side = all((v - med) * sign > band / 2 for v in rec)
         if abs(diff) > band and same_side:
-            kept = list(rec)
             self._window.clear()
-            self._window.extend(kept)
+            self._window.extend(rec)
             return True
         return False
 
@@ -62,3 +61,11 @@ class LevelShiftDetector:
         self._window.clear()
         self._noise = math.nan
         self._prev = math.nan
+
+
+def _median(values: list[float]) -> float:
+    """Median of a non-empty list (as numpy's: the mean of the two middle values for an even count)."""
+    v = sorted(values)
+    n = len(v)
+    mid = n // 2
+    return v[mid] if n % 2 else (v[mid - 1] + v[mid]) / 2.0

@@ -11,7 +11,7 @@ import structlog
 
 from forecasting.base import DEFAULT_QUANTILES, Forecast
 from forecasting.conformal import ResidualTracker
-from forecasting.fitting import BACKGROUND, INLINE, Fitter
+from forecasting.fitting import FitMode, Fitter, fitter_for
 from forecasting.grid import FloatArray, StepGrid
 from forecasting.level_shift import LevelShiftDetector
 
@@ -44,7 +44,7 @@ class GridForecaster(ABC):
         residual_window: int = 400,
         min_history_steps: int = 3,
         detect_level_shifts: bool = True,
-        background_fits: bool = False,
+        fits: FitMode | str = FitMode.INLINE,
     ) -> None:
         for q in (0.5, 0.9, 0.99):
             if q not in quantiles:
@@ -56,8 +56,8 @@ class GridForecaster(ABC):
         self.season_steps = max(1, round(season_s / step_s))
         self.quantile_levels = tuple(sorted(set(quantiles)))
         self.min_history_steps = min_history_steps
-        self.background_fits = bool(background_fits)
-        self.fitter: Fitter = BACKGROUND if background_fits else INLINE
+        self.fits = FitMode(fits)
+        self.fitter: Fitter = fitter_for(self.fits)
         self._grid = StepGrid(step_s, max(8, math.ceil(history_s / step_s)))
         self._tracker = ResidualTracker(window=residual_window)
         self._detector = LevelShiftDetector() if detect_level_shifts else None
@@ -66,6 +66,7 @@ class GridForecaster(ABC):
         self._cache: dict[int, float] = {}
         self._note = ""
         self._abs_diffs: deque[float] = deque(maxlen=120)
+        self._sigma1_cache: float | None = None
         self._prev = math.nan
         for hs in horizons_s:
             self._tracker.track(self._steps(hs))
@@ -176,6 +177,7 @@ class GridForecaster(ABC):
             self._n_finite += 1
             if math.isfinite(self._prev):
                 self._abs_diffs.append(abs(y - self._prev))
+                self._sigma1_cache = None
             self._prev = y
         self._update(k, y)
         if self._detector is not None and self._detector.update(y):
@@ -192,7 +194,12 @@ class GridForecaster(ABC):
         scaled to a standard deviation (median |d| = 0.6745 sd(d) for normal changes, sd(d) = sqrt(2) sigma)."""
         if not self._abs_diffs:
             return 0.0
-        return float(np.median(np.fromiter(self._abs_diffs, dtype=float))) / 0.6745 / math.sqrt(2)
+        if self._sigma1_cache is None:  # once per closed step
+            diffs = sorted(self._abs_diffs)
+            n, mid = len(diffs), len(diffs) // 2
+            median = diffs[mid] if n % 2 else (diffs[mid - 1] + diffs[mid]) / 2.0
+            self._sigma1_cache = median / 0.6745 / math.sqrt(2)
+        return self._sigma1_cache
 
     def _recent(self, n: int) -> FloatArray:
         return self._grid.recent(n)

@@ -12,6 +12,7 @@ import numpy.typing as npt
 import structlog
 
 from forecasting.fitting import FitJob
+from forecasting.forest import Forest
 from forecasting.grid import FloatArray
 from forecasting.online import GridForecaster
 from forecasting.smoothing import Ewma
@@ -71,10 +72,9 @@ def lag_features(y: FloatArray, first_index: int, h: int, season_steps: int) -> 
     return np.column_stack(cols), level
 
 
-def _boost(
-    x: FloatArray, target: FloatArray, levels: tuple[float, ...], max_iter: int
-) -> tuple[dict[float, Any], float]:
-    """One quantile-loss gradient-boosting model per level (pure: may run on the fit thread)."""
+def _boost(x: FloatArray, target: FloatArray, levels: tuple[float, ...], max_iter: int) -> tuple[Forest, float]:
+    """One quantile-loss gradient-boosting model per level, flattened for one-row scoring (pure: may run on the
+    fit thread)."""
     from sklearn.ensemble import HistGradientBoostingRegressor  # noqa: PLC0415 - heavy, load on first fit
 
     start = time.perf_counter()
@@ -93,7 +93,7 @@ def _boost(
                 random_state=0,
             )
             models[q] = m.fit(x, target)
-    return models, time.perf_counter() - start
+    return Forest.from_models(models), time.perf_counter() - start
 
 
 class QuantileGbm(GridForecaster):
@@ -121,11 +121,11 @@ class QuantileGbm(GridForecaster):
         self.min_train_rows = min_train_rows
         self.max_iter = max_iter
         self._fallback = Ewma(detect_level_shifts=False, horizons_s=(), step_s=self.step_s, history_s=8 * self.step_s)
-        self._models: dict[int, dict[float, Any]] = {}
+        self._models: dict[int, Forest] = {}
         self._fitted_at: dict[int, int] = {}
         self._columns: dict[int, npt.NDArray[np.bool_]] = {}
-        self._row_cache: dict[int, FloatArray] = {}
-        self._jobs: dict[int, tuple[FitJob[tuple[dict[float, Any], float]], int, npt.NDArray[np.bool_]]] = {}
+        self._pred_cache: dict[int, dict[float, float]] = {}
+        self._jobs: dict[int, tuple[FitJob[tuple[Forest, float]], int, npt.NDArray[np.bool_]]] = {}
         self.fit_seconds = 0.0
         self.n_fits = 0
 
@@ -134,7 +134,7 @@ class QuantileGbm(GridForecaster):
 
     def _update(self, k: int, y: float) -> None:
         self._fallback.observe(k * self.step_s, y)
-        self._row_cache = {}
+        self._pred_cache = {}
         self._collect()
         for h in self._tracker.horizons:
             last = self._fitted_at.get(h)
@@ -160,7 +160,7 @@ class QuantileGbm(GridForecaster):
         )  # a column with no value at all cannot be binned
         features, targets = x[rows][:, cols], target[rows]
         levels, max_iter = self.quantile_levels, self.max_iter
-        self._jobs[h] = (self.fitter.submit(lambda: _boost(features, targets, levels, max_iter)), k, cols)
+        self._jobs[h] = (self.fitter.submit(_boost, features, targets, levels, max_iter), k, cols)
 
     def _collect(self) -> None:
         """Take the fits that finished (all of them with the inline fitter)."""
@@ -177,7 +177,7 @@ class QuantileGbm(GridForecaster):
                 continue
             self.fit_seconds += seconds
             self._models[h], self._columns[h] = models, cols
-            self._row_cache.pop(h, None)
+            self._pred_cache.pop(h, None)
             self._note = ""
 
     def _row(self, h: int) -> tuple[FloatArray, float]:
@@ -207,29 +207,24 @@ class QuantileGbm(GridForecaster):
         return np.array([row], dtype=float), level
 
     def _predict_all(self, h: int) -> dict[float, float] | None:
+        """Every quantile level's forecast ``h`` steps ahead (NaN without a level), cached per step."""
         if not self._models:
             return None
-        key = min(self._models, key=lambda x: (abs(x - h), x))
-        x, level = self._row(h)
-        if not math.isfinite(level):
-            return None
-        x = x[:, self._columns[key]]
-        with single_thread():
-            return {q: level + float(m.predict(x)[0]) for q, m in self._models[key].items()}
-
-    def _point(self, h: int) -> float:
-        if not self._models:
-            return self._fallback.point(h)
-        if h not in self._row_cache:
+        if h not in self._pred_cache:
             key = min(self._models, key=lambda x: (abs(x - h), x))
             x, level = self._row(h)
-            x = x[:, self._columns[key]]
-            with single_thread():
-                self._row_cache[h] = np.array([level + float(self._models[key][0.5].predict(x)[0])])
-        return float(self._row_cache[h][0])
+            preds = self._models[key].predict_row(x[0, self._columns[key]])
+            self._pred_cache[h] = {q: level + v for q, v in preds.items()}
+        return self._pred_cache[h]
+
+    def _point(self, h: int) -> float:
+        out = self._predict_all(h)
+        if out is None:
+            return self._fallback.point(h)
+        return out.get(0.5, math.nan)
 
     def _native_quantiles(self, h: int) -> dict[float, float] | None:
         out = self._predict_all(h)
-        if out is None:
+        if out is None or not all(math.isfinite(v) for v in out.values()):
             return None
         return {q: max(0.0, v) for q, v in out.items()}

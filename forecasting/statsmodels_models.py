@@ -24,7 +24,7 @@ from forecasting.online import GridForecaster
 from forecasting.smoothing import Holt
 from forecasting.threads import single_thread
 
-__all__ = ["Arima", "HoltWinters"]
+__all__ = ["Arima", "HoltWinters", "fit_arima", "fit_holt_winters"]
 
 log = structlog.get_logger(__name__)
 
@@ -89,8 +89,8 @@ class _FittedModel(GridForecaster):
         due = (not self._fitted and retry_ok) or self._since_fit >= self.refit_every_steps
         if self._job is None and due and available >= self._needed():
             window = _fill_gaps(self._grid.recent(min(available, self.max_fit_steps)))
-            compute = self._compute
-            self._job = (self.fitter.submit(lambda: _timed(compute, window, k)), k, self._generation)
+            fn, args = self._fit_task(window, k)
+            self._job = (self.fitter.submit(_timed, fn, args), k, self._generation)
             self._since_fit = 0
             self._collect(k + 1)  # an inline fit applies now, with the state as of step k
         elif not self._fitted and self._job is None and not self._note.startswith("fit failed"):
@@ -139,8 +139,9 @@ class _FittedModel(GridForecaster):
     def _needed(self) -> int:
         return self.min_fit_steps
 
-    def _compute(self, y: FloatArray, k: int) -> Any:
-        """Fit on ``y`` (the window ending at step ``k``); pure, may run on the fit thread."""
+    def _fit_task(self, y: FloatArray, k: int) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        """A module-level function and its arguments that fit on ``y`` (the window ending at step ``k``): pure,
+        picklable, so it may run on the fit thread or in the fit process."""
         raise NotImplementedError
 
     def _apply(self, result: Any, k: int) -> None:
@@ -154,11 +155,11 @@ class _FittedModel(GridForecaster):
         raise NotImplementedError
 
 
-def _timed(compute: Callable[[FloatArray, int], Any], y: FloatArray, k: int) -> tuple[Any, float]:
+def _timed(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[Any, float]:
     start = time.perf_counter()
     with warnings.catch_warnings(record=True), single_thread():
         warnings.simplefilter("ignore")
-        result = compute(y, k)
+        result = fn(*args)
     return result, time.perf_counter() - start
 
 
@@ -185,30 +186,8 @@ class HoltWinters(_FittedModel):
     def _needed(self) -> int:
         return max(self.min_fit_steps, 2 * self.season_steps + 1)
 
-    def _compute(self, y: FloatArray, k: int) -> Any:
-        from statsmodels.tsa.holtwinters import ExponentialSmoothing  # noqa: PLC0415 - heavy, load on first fit
-
-        s = self.season_steps
-        res = ExponentialSmoothing(
-            y,
-            trend="add",
-            damped_trend=True,
-            seasonal="add",
-            seasonal_periods=s,
-            initialization_method="heuristic",
-        ).fit()
-        p = res.params
-        params = (
-            float(p["smoothing_level"]),
-            float(p["smoothing_trend"]),
-            float(p["smoothing_seasonal"]),
-            float(p["damping_trend"]),
-        )
-        if not all(math.isfinite(v) for v in params):
-            raise ValueError("non-finite smoothing parameters")
-        season = np.zeros(s)
-        season[np.arange(k - s + 1, k + 1) % s] = np.asarray(res.season, dtype=float)[-s:]
-        return params, float(res.level[-1]), float(res.trend[-1]), season
+    def _fit_task(self, y: FloatArray, k: int) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        return fit_holt_winters, (y, k, self.season_steps)
 
     def _apply(self, result: Any, k: int) -> None:
         self._params, self._level, self._trend, self._season = result
@@ -273,19 +252,8 @@ class Arima(_FittedModel):
         self._levels: FloatArray = np.zeros(d)  # newest first: the last d observed (or filled) levels
         self._path: FloatArray = np.empty(0)
 
-    def _compute(self, y: FloatArray, k: int) -> Any:
-        from statsmodels.tsa.statespace.sarimax import SARIMAX  # noqa: PLC0415 - heavy, load on first fit
-
-        p, d, q = self.order
-        res = SARIMAX(y, order=self.order).fit(disp=False)
-        ar, ma = np.asarray(res.arparams, dtype=float), np.asarray(res.maparams, dtype=float)
-        resid = np.asarray(res.resid, dtype=float)
-        if not (np.all(np.isfinite(ar)) and np.all(np.isfinite(ma)) and np.all(np.isfinite(resid[-max(q, 1) :]))):
-            raise ValueError("non-finite ARIMA parameters")
-        w = np.diff(y, n=d) if d else y
-        if w.size < p or resid.size < q:
-            raise ValueError("too few steps for the ARIMA order")
-        return ar, ma, w[::-1][:p].copy(), resid[::-1][:q].copy(), y[::-1][:d].copy()
+    def _fit_task(self, y: FloatArray, k: int) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        return fit_arima, (y, self.order)
 
     def _apply(self, result: Any, k: int) -> None:
         self._ar, self._ma, self._w, self._eps, self._levels = result
@@ -337,3 +305,48 @@ class Arima(_FittedModel):
                     levels = np.concatenate(([y_next], levels[:-1]))
             self._path = path
         return float(self._path[h - 1])
+
+
+def fit_holt_winters(y: FloatArray, k: int, season_steps: int) -> Any:
+    """Additive damped Holt-Winters on ``y`` (ending at step ``k``): smoothing parameters, level, trend and the
+    seasonal state indexed by step modulo ``season_steps``."""
+    from statsmodels.tsa.holtwinters import ExponentialSmoothing  # noqa: PLC0415 - heavy, load on first fit
+
+    s = season_steps
+    res = ExponentialSmoothing(
+        y,
+        trend="add",
+        damped_trend=True,
+        seasonal="add",
+        seasonal_periods=s,
+        initialization_method="heuristic",
+    ).fit()
+    p = res.params
+    params = (
+        float(p["smoothing_level"]),
+        float(p["smoothing_trend"]),
+        float(p["smoothing_seasonal"]),
+        float(p["damping_trend"]),
+    )
+    if not all(math.isfinite(v) for v in params):
+        raise ValueError("non-finite smoothing parameters")
+    season = np.zeros(s)
+    season[np.arange(k - s + 1, k + 1) % s] = np.asarray(res.season, dtype=float)[-s:]
+    return params, float(res.level[-1]), float(res.trend[-1]), season
+
+
+def fit_arima(y: FloatArray, order: tuple[int, int, int]) -> Any:
+    """ARIMA ``order`` on ``y`` with statsmodels SARIMAX: AR and MA coefficients and the recursion's seed state
+    (newest first: the last p differenced values, q residuals and d levels)."""
+    from statsmodels.tsa.statespace.sarimax import SARIMAX  # noqa: PLC0415 - heavy, load on first fit
+
+    p, d, q = order
+    res = SARIMAX(y, order=order).fit(disp=False)
+    ar, ma = np.asarray(res.arparams, dtype=float), np.asarray(res.maparams, dtype=float)
+    resid = np.asarray(res.resid, dtype=float)
+    if not (np.all(np.isfinite(ar)) and np.all(np.isfinite(ma)) and np.all(np.isfinite(resid[-max(q, 1) :]))):
+        raise ValueError("non-finite ARIMA parameters")
+    w = np.diff(y, n=d) if d else y
+    if w.size < p or resid.size < q:
+        raise ValueError("too few steps for the ARIMA order")
+    return ar, ma, w[::-1][:p].copy(), resid[::-1][:q].copy(), y[::-1][:d].copy()

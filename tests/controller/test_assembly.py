@@ -7,7 +7,7 @@ from controller.plugins import Registry
 from controller.settings import load_settings
 from controller.types import Signal
 from forecasting.ensemble import Ensemble
-from forecasting.fitting import BACKGROUND, INLINE
+from forecasting.fitting import INLINE, FitMode, fitter_for
 
 EXAMPLE = "examples/simulator.yaml"
 
@@ -24,13 +24,13 @@ class TestForecasterFactory:
         assert "little_law" not in prefill.member_names
 
     def test_fits_inline_unless_asked(self) -> None:
-        """Replays fit inline (reproducible); the daemon's factory moves fits to the background thread."""
+        """Replays fit inline (reproducible); the daemon's factory moves fits to the shared fit process."""
         settings = load_settings(EXAMPLE)
         inline = forecaster_factory(settings, Registry())("prefill", Signal.PREFILL_TPS)
-        background = forecaster_factory(settings, Registry(), background_fits=True)("prefill", Signal.PREFILL_TPS)
+        background = forecaster_factory(settings, Registry(), fits=FitMode.PROCESS)("prefill", Signal.PREFILL_TPS)
         assert isinstance(inline, Ensemble)
         assert isinstance(background, Ensemble)
         assert inline.fitter is INLINE
         assert all(m.fitter is INLINE for m in inline.members)
-        assert background.fitter is BACKGROUND
-        assert all(m.fitter is BACKGROUND for m in background.members)
+        assert background.fitter is fitter_for(FitMode.PROCESS)
+        assert all(m.fitter is fitter_for(FitMode.PROCESS) for m in background.members)

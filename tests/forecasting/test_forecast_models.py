@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
+from forecasting import statsmodels_models
 from forecasting.backtest import backtest, score
 from forecasting.base import Forecaster
 from forecasting.ensemble import Ensemble
@@ -18,7 +19,7 @@ from forecasting.naive import LastValue, SeasonalNaive
 from forecasting.online import GridForecaster
 from forecasting.quantile import QuantileGbm
 from forecasting.smoothing import Ewma, Holt
-from forecasting.statsmodels_models import Arima, HoltWinters
+from forecasting.statsmodels_models import Arima, HoltWinters, fit_arima
 
 if TYPE_CHECKING:
     from .conftest import Feeder, SineFactory
@@ -139,11 +140,11 @@ class TestFallback:
 
         calls: list[int] = []
 
-        def boom(self: Arima, y: np.ndarray, k: int) -> None:
-            calls.append(k)
+        def boom(y: np.ndarray, order: tuple[int, int, int]) -> None:
+            calls.append(len(y))
             raise np.linalg.LinAlgError("singular")
 
-        monkeypatch.setattr(Arima, "_compute", boom)
+        monkeypatch.setattr(statsmodels_models, "fit_arima", boom)
         m = Arima(step_s=60.0, season_s=HOUR)
         with capture_logs() as logs:
             feed(m, sine(100, 60))
@@ -219,8 +220,7 @@ class TestArimaRecursion:
         m = Arima(step_s=60.0, horizons_s=(300.0,), refit_every_steps=10_000, min_fit_steps=200)
         m._detector = None  # keep the fitted state: compare the recursion alone
         windows: list[np.ndarray] = []
-        fit = m._compute
-        m._compute = lambda w, k: (windows.append(w.copy()), fit(w, k))[1]  # type: ignore[method-assign]
+        m._fit_task = lambda w, k: (windows.append(w.copy()), (fit_arima, (w, m.order)))[1]  # type: ignore[method-assign]
         for i, v in enumerate(y):
             m.observe(i * 60.0, None if math.isnan(v) else float(v))
         assert len(windows) == 1
@@ -233,18 +233,17 @@ class TestArimaRecursion:
 
 class TestBackgroundFits:
     def test_fit_runs_off_the_observing_thread(self, feed: Feeder, sine: SineFactory) -> None:
-        """With background fits, observe returns while a fit is still running; the model holds its fallback."""
+        """With fits on the fit thread, observe returns while a fit still runs; the model holds its fallback."""
         import threading
 
         release = threading.Event()
-        m = Arima(step_s=60.0, season_s=HOUR, background_fits=True)
-        real = m._compute
+        m = Arima(step_s=60.0, season_s=HOUR, fits="thread")
 
-        def slow(y: np.ndarray, k: int) -> object:
+        def slow(y: np.ndarray, order: tuple[int, int, int]) -> object:
             release.wait(timeout=30)
-            return real(y, k)
+            return fit_arima(y, order)
 
-        m._compute = slow  # type: ignore[method-assign]
+        m._fit_task = lambda y, k: (slow, (y, m.order))  # type: ignore[method-assign]
         feed(m, sine(40, 60))
         assert m._job is not None
         assert not m._job[0].done()
@@ -253,6 +252,21 @@ class TestBackgroundFits:
         m._job[0].result()
         feed(m, sine(1, 60), start=40)
         assert m.predict(300.0).ready
+
+    def test_fit_process_gives_inline_forecasts(self, sine: SineFactory) -> None:
+        """Fits in the spawned fit process (pickled in and out) give the forecasts inline fits give."""
+        y = sine(200, 60, noise=3.0)
+        kw = {"step_s": 60.0, "season_s": HOUR, "horizons_s": (300.0,)}
+        inline, remote = Arima(**kw), Arima(fits="process", **kw)
+        for i, v in enumerate(y):
+            inline.observe(i * 60.0, float(v))
+            remote.observe(i * 60.0, float(v))
+            if remote._job is not None:
+                remote._job[0].result()  # wait for the worker: the next step applies the fit
+        remote.observe(len(y) * 60.0, None)
+        inline.observe(len(y) * 60.0, None)
+        assert remote.n_fits == inline.n_fits > 0
+        assert remote.point(5) == pytest.approx(inline.point(5), rel=1e-9)
 
     @pytest.mark.parametrize("cls", [Arima, HoltWinters, QuantileGbm])
     def test_late_fit_catches_up_to_inline(self, cls: type[GridForecaster], sine: SineFactory) -> None:
@@ -280,8 +294,8 @@ class _Deferred:
     def __init__(self) -> None:
         self.jobs: list[_Job] = []
 
-    def submit(self, fn: Any) -> _Job:
-        job = _Job(fn)
+    def submit(self, fn: Any, *args: Any) -> _Job:
+        job = _Job(lambda: fn(*args))
         self.jobs.append(job)
         return job
 
@@ -303,3 +317,53 @@ class _Job:
 
     def result(self) -> Any:
         return self.value
+
+
+class TestFitProcess:
+    def test_dead_worker_fails_its_fits_and_restarts(self) -> None:
+        """Fits held by a fit process that dies fail (the model falls back); the next fit starts a new worker."""
+        import os
+        import signal
+
+        from forecasting.fitting import FitWorkerError, ProcessFitter
+
+        fitter = ProcessFitter()
+        try:
+            assert fitter.submit(pow, 2, 10).result() == 1024
+            proc = fitter._proc
+            assert proc is not None
+            job = fitter.submit(__import__("time").sleep, 30)
+            os.kill(proc.pid, signal.SIGKILL)
+            with pytest.raises(FitWorkerError):
+                job.result()
+            assert fitter.submit(pow, 3, 3).result() == 27
+            assert fitter._proc is not None
+            assert fitter._proc.pid != proc.pid
+        finally:
+            fitter.shutdown()
+
+    def test_submit_does_not_wait_for_a_busy_worker(self) -> None:
+        """A large job queued behind a running fit returns at once (the pipe is fed by a writer thread)."""
+        import time
+
+        from forecasting.fitting import ProcessFitter
+
+        fitter = ProcessFitter()
+        try:
+            busy = fitter.submit(time.sleep, 2)
+            big = fitter.submit(len, b"x" * (8 << 20))  # far more than a pipe buffer holds
+            assert not busy.done()
+            assert big.result() == 8 << 20
+        finally:
+            fitter.shutdown()
+
+    def test_fit_error_comes_back(self) -> None:
+        """An exception raised by a fit in the worker is re-raised by result()."""
+        from forecasting.fitting import ProcessFitter
+
+        fitter = ProcessFitter()
+        try:
+            with pytest.raises(ZeroDivisionError):
+                fitter.submit(divmod, 1, 0).result()
+        finally:
+            fitter.shutdown()
