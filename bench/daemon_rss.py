@@ -3,7 +3,8 @@
     python bench/daemon_rss.py --ticks 60
 
 Starts the daemon as a subprocess on examples/simulator.yaml, waits for N ticks (scale_decision log lines / 2),
-reads VmRSS and VmHWM from /proc/PID/status, checks Ray was not imported, then stops it with SIGTERM.
+reads VmRSS and VmHWM from /proc/PID/status (and of the fit worker process, when one runs), checks Ray was
+not imported, then stops it with SIGTERM.
 Target: RSS < 250 MB.
 """
 
@@ -26,6 +27,23 @@ def _status(pid: int) -> dict[str, str]:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         k, _, v = line.partition(":")
         out[k] = v.strip()
+    return out
+
+
+def _fit_workers(parent: int) -> list[int]:
+    """Child processes of ``parent`` running ``forecasting.fit_worker``."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            cmdline = (d / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == parent and b"forecasting.fit_worker" in cmdline:
+            out.append(int(d.name))
     return out
 
 
@@ -53,11 +71,16 @@ def main() -> int:
                     time.sleep(0.2)
                 st = _status(proc.pid)
                 maps = Path(f"/proc/{proc.pid}/maps").read_text()
+                workers = [_status(pid) for pid in _fit_workers(proc.pid)]
             finally:
                 proc.send_signal(signal.SIGTERM)
                 rc = proc.wait(timeout=60)
     ray = "ray/" in maps and "_raylet" in maps
     print(f"daemon RSS after {args.ticks} ticks: VmRSS={st['VmRSS']} VmHWM={st['VmHWM']} ray_loaded={ray} exit={rc}")
+    for w in workers:
+        print(f"fit worker process (forecasting.fits=process): VmRSS={w['VmRSS']} VmHWM={w['VmHWM']}")
+    if not workers:
+        print("no fit worker process running (no fit was due yet, or forecasting.fits is not process)")
     return 0
 
 
