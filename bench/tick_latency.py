@@ -24,14 +24,10 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from actuators.simulator import SimulatorActuator
 from controller import bench_run
-from controller.assembly import build
 from controller.bench import scenario_spec
-from controller.plugins import PluginEnv
-from controller.replay import cluster_config, replay
+from controller.replay import replay
 from controller.scenario import build_trace, resolve_scenarios
-from controller.sources.simulator import SimulatorMetricsSource
 from forecasting.fitting import FitMode
 from simulator import Cluster
 
@@ -42,27 +38,17 @@ def run(scenario: str, hours: float, mode: FitMode, pause_s: float) -> np.ndarra
     sc = sc.model_copy(update={"traffic": sc.traffic.model_copy(update={"duration_s": hours * 3600.0})})
     trace = build_trace(sc)
     spec = replace(scenario_spec(sc), forecaster="ensemble")
-    initial = bench_run.warm_start(trace, spec)
-    settings = bench_run._settings(spec, "slo", initial)
-    cluster = Cluster(cluster_config(settings, bench_run._perf(spec)), trace)
-    pools = {p.name: p for p in settings.pools}
-    asm = build(
-        settings,
-        env=PluginEnv(resources={"simulator": cluster}),
-        source=SimulatorMetricsSource(pools, cluster=cluster),
-        actuator=SimulatorActuator(pools, cluster=cluster),
-        fits=mode,
-    )
+    cluster, reconciler = bench_run.control_loop(trace, spec, "slo", bench_run.warm_start(trace, spec), fits=mode)
     durations: list[tuple[float, float]] = []
 
     def on_tick(t: float, _cluster: Cluster) -> None:
-        last = asm.reconciler.last
+        last = reconciler.last
         if last is not None:
             durations.append((t, last.duration_s * 1000.0))
         if pause_s > 0:
             time.sleep(pause_s)
 
-    replay(asm.reconciler, cluster, tick_s=spec.tick_s, on_tick=on_tick)
+    replay(reconciler, cluster, tick_s=spec.tick_s, on_tick=on_tick)
     return np.array([d for t, d in durations if t >= 3600.0])
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "RunOutcome",
     "RunSpec",
     "Timeline",
+    "control_loop",
     "run_policy",
     "simulate_static",
     "timeline_of",
@@ -298,35 +299,49 @@ def simulate_static(trace: Any, spec: RunSpec, sizes: Mapping[str, int]) -> Any:
     return Cluster(cfg, trace).finish()
 
 
-def run_policy(trace: Any, spec: RunSpec, policy: str, initial: Mapping[str, int]) -> RunOutcome:
-    """Replay ``trace`` under ``policy`` starting from ``initial`` replicas per pool (``static``: held there)."""
+def control_loop(trace: Any, spec: RunSpec, policy: str, initial: Mapping[str, int], *, fits: str = "inline") -> Any:
+    """The simulated cluster and the control loop that drives it for one run: ``(cluster, reconciler)``.
+
+    ``oracle`` gets the trace's exact future and a capacity model of the simulated hardware; ``fits`` is where the
+    forecasters refit (``inline`` for reproducible runs).
+    """
     from actuators.simulator import SimulatorActuator  # noqa: PLC0415
     from controller.assembly import build  # noqa: PLC0415
     from controller.plugins import PluginEnv  # noqa: PLC0415
     from controller.policies.oracle import OraclePolicy  # noqa: PLC0415
-    from controller.replay import cluster_config, replay  # noqa: PLC0415
+    from controller.replay import cluster_config  # noqa: PLC0415
     from controller.sources.simulator import SimulatorMetricsSource  # noqa: PLC0415
+    from forecasting.fitting import FitMode  # noqa: PLC0415
     from simulator import Cluster  # noqa: PLC0415
 
-    started = time.perf_counter()
     settings = _settings(spec, policy, initial)
+    cluster = Cluster(cluster_config(settings, _perf(spec)), trace)
+    pools = {p.name: p for p in settings.pools}
+    asm = build(
+        settings,
+        env=PluginEnv(resources={"simulator": cluster}),
+        source=SimulatorMetricsSource(pools, cluster=cluster),
+        actuator=SimulatorActuator(pools, cluster=cluster),
+        fits=FitMode(fits),
+    )
+    if policy == "oracle":
+        asm.reconciler.policy = OraclePolicy({"demand": oracle_demand_for(trace, spec)})
+        asm.reconciler.capacity = hardware_capacity(spec)
+    return cluster, asm.reconciler
+
+
+def run_policy(trace: Any, spec: RunSpec, policy: str, initial: Mapping[str, int]) -> RunOutcome:
+    """Replay ``trace`` under ``policy`` starting from ``initial`` replicas per pool (``static``: held there)."""
+    from controller.replay import replay  # noqa: PLC0415
+
+    started = time.perf_counter()
     if policy == "static":
         result = simulate_static(
-            trace, spec, {r: settings.pools[i].initial_replicas for i, r in enumerate(spec.roles())}
+            trace, spec, {r: max(1, min(spec.max_replicas, int(initial[r]))) for r in spec.roles()}
         )
     else:
-        cluster = Cluster(cluster_config(settings, _perf(spec)), trace)
-        pools = {p.name: p for p in settings.pools}
-        asm = build(
-            settings,
-            env=PluginEnv(resources={"simulator": cluster}),
-            source=SimulatorMetricsSource(pools, cluster=cluster),
-            actuator=SimulatorActuator(pools, cluster=cluster),
-        )
-        if policy == "oracle":
-            asm.reconciler.policy = OraclePolicy({"demand": oracle_demand_for(trace, spec)})
-            asm.reconciler.capacity = hardware_capacity(spec)
-        result = replay(asm.reconciler, cluster, tick_s=spec.tick_s)
+        cluster, reconciler = control_loop(trace, spec, policy, initial)
+        result = replay(reconciler, cluster, tick_s=spec.tick_s)
     row = result.to_json()
     tl = timeline_of(result)
     peak = {f"{p}_replicas_peak": int(np.max(v)) if len(v) else 0 for p, v in tl.replicas.items()}
