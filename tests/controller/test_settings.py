@@ -39,6 +39,13 @@ class TestLoad:
         with pytest.raises(SettingsError, match=r"cfg\.yaml: tick_s: Input should be a valid number"):
             parse_settings(data, "cfg.yaml")
 
+    def test_unknown_fit_mode_lists_the_choices(self) -> None:
+        """forecasting.fits must be inline, thread or process; anything else is named with the choices."""
+        data = minimal()
+        data["forecasting"] = {"model": "ensemble", "fits": "gpu"}
+        with pytest.raises(SettingsError, match=r"cfg\.yaml: forecasting\.fits: .*'inline', 'thread' or 'process'"):
+            parse_settings(data, "cfg.yaml")
+
     def test_invalid_yaml_reports_line(self, tmp_path: Path) -> None:
         """Broken YAML syntax is reported with file, line and column."""
         f = tmp_path / "broken.yaml"
