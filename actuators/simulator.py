@@ -81,9 +81,9 @@ class SimulatorActuator:
     def set_target(self, pool: str, replicas: int) -> None:
         """Grow with cold starts; shrink by cancelling starting replicas, then draining the least-loaded."""
         with self.calls.call(pool, "set_target", replicas=replicas) as extra, self._on(pool) as p:
-            if replicas < 0:
-                raise ActuationError(f"target for {pool!r} must be >= 0, got {replicas}", ErrorClass.PERMANENT)
             if self.params.dry_run:
+                if replicas < 0:  # what the cluster would refuse
+                    raise ActuationError(f"set_target needs n >= 0, got {replicas}", ErrorClass.PERMANENT)
                 self.calls.would(pool, "set_target", current=self.cluster.target(p), replicas=replicas)
                 extra["result"] = "dry_run"
                 return
