@@ -28,25 +28,19 @@ class Assembly:
     env: PluginEnv
 
 
-def _accepts(factory: Callable[..., Any], name: str) -> bool:
+def _accepts(factory: Callable[..., Any], name: str, *, via_kwargs: bool = True) -> bool:
+    """Whether ``factory`` takes ``name``: by name, or (``via_kwargs``) through ``**kwargs``."""
     try:
         sig = inspect.signature(factory)
     except (TypeError, ValueError):
         return False
-    return name in sig.parameters or any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    return name in sig.parameters or (via_kwargs and any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()))
 
 
 def _is_builtin_forecaster(factory: Callable[..., Any]) -> bool:
     from forecasting.online import GridForecaster  # noqa: PLC0415
 
     return isinstance(factory, type) and issubclass(factory, GridForecaster)
-
-
-def _names_param(factory: Callable[..., Any], name: str) -> bool:
-    try:
-        return name in inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def forecaster_factory(
@@ -63,7 +57,7 @@ def forecaster_factory(
     if "step_s" not in params and _accepts(factory, "step_s"):
         params["step_s"] = settings.tick_s
 
-    takes_signal = "signal" not in params and _names_param(factory, "signal")
+    takes_signal = "signal" not in params and _accepts(factory, "signal", via_kwargs=False)
 
     takes_horizons = "horizons_s" not in params and _is_builtin_forecaster(factory)
     lead_s = {p.name: p.cold_start_s + settings.tick_s for p in settings.pools}
