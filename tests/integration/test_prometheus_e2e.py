@@ -243,6 +243,8 @@ TICK_S = 10.0
 PHASE1_S, END_S = 120.0, 300.0
 RATE1, RATE2 = 2.0, 9.0
 ISL, OSL = 2048, 64
+SCRAPE_SHIFTS_S = tuple(k * SPEEDUP for k in range(-2, 3))
+"""Offsets (simulated seconds) of up to two scrape intervals (1 s wall) either side of a sample time."""
 
 
 def _step_trace() -> Any:
@@ -363,6 +365,14 @@ def test_simulated_cluster_through_prometheus_scales_up(tmp_path: Path) -> None:
         start = min(history, key=lambda h: abs(h[0] - (end[0] - w)))
         return start[1] | {"_t": start[0]}, end[1] | {"_t": end[0]}
 
+    def ttft_p50_s(t_s: float) -> float | None:
+        """The true median TTFT over the rate window that ends at t_s (simulated seconds)."""
+        m0, m1 = (snap["prefill"] for snap in truth_at(t_s))
+        counts = tuple(
+            a - b for a, b in zip(m1.ttft_seconds.cumulative_counts, m0.ttft_seconds.cumulative_counts, strict=True)
+        )
+        return histogram_quantile(0.5, m1.ttft_seconds.bounds, counts)
+
     checked = 0
     for tick in ok:
         obs = tick.observations["prefill"]
@@ -378,12 +388,12 @@ def test_simulated_cluster_through_prometheus_scales_up(tmp_path: Path) -> None:
         assert obs.signals.isl_mean_tokens == pytest.approx(ISL, rel=0.02)
         assert obs.signals.ready_replicas is not None
         assert abs(obs.signals.ready_replicas - m1.ready_replicas) <= 1
-        counts = tuple(
-            a - b for a, b in zip(m1.ttft_seconds.cumulative_counts, m0.ttft_seconds.cumulative_counts, strict=True)
-        )
-        p50 = histogram_quantile(0.5, m1.ttft_seconds.bounds, counts)
-        if p50 is not None and obs.signals.ttft_p50_ms is not None:
-            assert obs.signals.ttft_p50_ms == pytest.approx(p50 * 1000.0, rel=0.5)
+        if obs.signals.ttft_p50_ms is not None:
+            # TTFT moves fast while a queue drains, and Prometheus's window ends on scrapes, not on the sample
+            # time: the truth is the range of p50s over windows shifted by up to two scrape intervals.
+            p50s = [q for shift in SCRAPE_SHIFTS_S if (q := ttft_p50_s(sample_sim_s + shift)) is not None]
+            if p50s:
+                assert 0.5 * min(p50s) * 1000.0 <= obs.signals.ttft_p50_ms <= 1.5 * max(p50s) * 1000.0
         dec = tick.observations["decode"]
         if dec.state is DataState.OK and dec.signals.kv_usage_ratio is not None:
             assert abs(dec.signals.kv_usage_ratio - after["decode"].kv_cache_usage_perc) <= 0.15
