@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from actuators.base import (
+from pdscale.actuators.base import (
     ActuatorParams,
     CallLog,
     ExternalChangeDetector,
@@ -27,9 +27,9 @@ from actuators.base import (
     retrying,
     unknown_pool,
 )
-from actuators.nodegroups import GPUS_PER_INSTANCE, Node, NodeGroup, NodeSizing, NodeState, plan_nodes
-from controller.protocols import ActuationError
-from controller.types import ErrorClass, ReplicaInfo, ReplicaState
+from pdscale.actuators.nodegroups import GPUS_PER_INSTANCE, Node, NodeGroup, NodeSizing, NodeState, plan_nodes
+from pdscale.controller.core.protocols import ActuationError
+from pdscale.controller.core.types import ErrorClass, ReplicaInfo, ReplicaState
 
 __all__ = ["AsgProvider", "AwsAsgActuator", "AwsAsgParams", "AwsAsgPoolAddress", "classify_aws_error"]
 

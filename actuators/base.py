@@ -15,8 +15,8 @@ import structlog
 import tenacity
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from controller.protocols import ActuationError
-from controller.types import ErrorClass
+from pdscale.controller.core.protocols import ActuationError
+from pdscale.controller.core.types import ErrorClass
 
 __all__ = [
     "ActuatorParams",

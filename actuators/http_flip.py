@@ -28,9 +28,9 @@ from typing import Any
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from actuators.base import ActuatorParams, CallLog, classify_http_status, parse_params, retrying, unknown_pool
-from controller.protocols import ActuationError, Actuator
-from controller.types import ErrorClass, ReplicaInfo, ReplicaState, RoleFlip
+from pdscale.actuators.base import ActuatorParams, CallLog, classify_http_status, parse_params, retrying, unknown_pool
+from pdscale.controller.core.protocols import ActuationError, Actuator
+from pdscale.controller.core.types import ErrorClass, ReplicaInfo, ReplicaState, RoleFlip
 
 __all__ = ["BaseScaler", "HttpRoleFlipActuator", "HttpRoleFlipParams"]
 
@@ -92,7 +92,7 @@ class HttpRoleFlipActuator:
                     "(e.g. {name: kubernetes, params: {...}})",
                     ErrorClass.PERMANENT,
                 )
-            from controller.plugins import PluginGroup, Registry
+            from pdscale.controller.runtime.plugins import PluginGroup, Registry
 
             base = Registry().create(PluginGroup.ACTUATORS, self.params.base.name, pools, self.params.base.params, env)
         self.base: Actuator = base

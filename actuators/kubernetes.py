@@ -21,7 +21,7 @@ from typing import Any, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from actuators.base import (
+from pdscale.actuators.base import (
     ActuatorParams,
     CallLog,
     ExternalChangeDetector,
@@ -32,8 +32,8 @@ from actuators.base import (
     retrying,
     unknown_pool,
 )
-from controller.protocols import ActuationError
-from controller.types import ErrorClass, ReplicaInfo, ReplicaState
+from pdscale.controller.core.protocols import ActuationError
+from pdscale.controller.core.types import ErrorClass, ReplicaInfo, ReplicaState
 
 __all__ = [
     "CUSTOM_RESOURCE_VERBS",

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from actuators.base import (
+from pdscale.actuators.base import (
     ActuatorParams,
     CallLog,
     ExternalChangeDetector,
@@ -27,9 +27,9 @@ from actuators.base import (
     retrying,
     unknown_pool,
 )
-from controller.protocols import ActuationError
-from controller.settings import SecretRef
-from controller.types import ErrorClass, ReplicaInfo, ReplicaState
+from pdscale.controller.core.protocols import ActuationError
+from pdscale.controller.core.types import ErrorClass, ReplicaInfo, ReplicaState
+from pdscale.controller.runtime.settings import SecretRef
 
 __all__ = ["RayServeActuator", "RayServeParams", "RayServePoolAddress", "replica_state"]
 

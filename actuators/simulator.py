@@ -1,6 +1,7 @@
 """Actuator over the embedded cluster simulator: scaling, role flips, drains and cancels act on a Cluster.
 
-The Cluster is shared through ``env.resources["simulator"]`` (built by ``controller.replay.ensure_cluster``);
+The Cluster is shared through ``env.resources["simulator"]`` (built by
+``pdscale.controller.runtime.replay.ensure_cluster``);
 ``env.resources["simulator_lock"]`` (an RLock), when present, guards calls against a thread advancing it.
 Controller pool names map to simulator pools by role (prefill, decode, colocated).
 """
@@ -14,11 +15,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from actuators.base import CallLog, parse_params
-from controller.protocols import ActuationError
-from controller.types import ErrorClass, ReplicaInfo, ReplicaState, RoleFlip
-from simulator import Cluster, Pool
-from simulator.config import pools_by_name
+from pdscale.actuators.base import CallLog, parse_params
+from pdscale.controller.core.protocols import ActuationError
+from pdscale.controller.core.types import ErrorClass, ReplicaInfo, ReplicaState, RoleFlip
+from pdscale.simulator import Cluster, Pool
+from pdscale.simulator.config import pools_by_name
 
 BACKEND = "simulator"
 

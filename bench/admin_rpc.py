@@ -19,8 +19,8 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller.admin._gen import admin_pb2 as pb
-from controller.admin._gen import admin_pb2_grpc as pb_grpc
+from pdscale.controller.admin._gen import admin_pb2 as pb
+from pdscale.controller.admin._gen import admin_pb2_grpc as pb_grpc
 from tests.controller.test_admin_api import AUTH, TOKEN, Harness, _settings
 
 

@@ -31,7 +31,7 @@ def _status(pid: int) -> dict[str, str]:
 
 
 def _fit_workers(parent: int) -> list[int]:
-    """Child processes of ``parent`` running ``forecasting.fit_worker``."""
+    """Child processes of ``parent`` running ``pdscale.forecasting.fit_worker``."""
     out = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -42,7 +42,7 @@ def _fit_workers(parent: int) -> list[int]:
         except OSError:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == parent and b"forecasting.fit_worker" in cmdline:
+        if ppid == parent and b"pdscale.forecasting.fit_worker" in cmdline:
             out.append(int(d.name))
     return out
 
@@ -57,7 +57,8 @@ def main() -> int:
         log = Path(tmp) / "serve.log"
         cfg = Path(tmp) / "c.yaml"
         cfg.write_text(Path(args.config).read_text().replace("speedup: 60", f"speedup: {args.speedup:g}"))
-        cmd = [sys.executable, "-m", "controller.cli", "--log-format", "json", "serve", "--config", str(cfg),
+        cmd = [sys.executable, "-m", "pdscale.controller.cli.main", "--log-format", "json", "serve",
+               "--config", str(cfg),
                "--state", str(Path(tmp) / "s.db"),
                "--admin-listen", "127.0.0.1:0", "--telemetry-listen", "127.0.0.1:0"]  # fmt: skip
         with log.open("w") as out:

@@ -22,10 +22,10 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from forecasting.backtest import backtest, score
-from forecasting.base import Signal
-from forecasting.cli import make_model
-from forecasting.signals import DecodeTimeModel, SignalSeries, build_signals, series_from_rate
+from pdscale.forecasting.backtest import backtest, score
+from pdscale.forecasting.base import Signal
+from pdscale.forecasting.cli import make_model
+from pdscale.forecasting.signals import DecodeTimeModel, SignalSeries, build_signals, series_from_rate
 
 TRACES = Path(os.environ.get("PDSCALE_TRACES", "/work/shared/data/traces"))
 ITL = DecodeTimeModel(itl_ms=40.0)

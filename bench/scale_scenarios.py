@@ -2,7 +2,7 @@
 
     python bench/scale_scenarios.py retail-day --gpus 48 [--verify]
 
-The capacity model's answer for the trace's peak demand (``controller.planner.model_estimate``) is
+The capacity model's answer for the trace's peak demand (``pdscale.controller.lab.planner.model_estimate``) is
 bisected over ``traffic.rate_scale``; ``--verify`` then runs the planner's simulator search
 (``search_static_split``) at the scale found and prints the split to record as the scenario's ``static``.
 The scenario files in bench/scenarios/ say which figures this script printed for them.
@@ -16,9 +16,9 @@ import time
 
 import structlog
 
-from controller.bench import scenario_spec
-from controller.planner import model_estimate, search_static_split
-from controller.scenario import SCENARIO_DIR, Scenario, build_trace, load_scenario
+from pdscale.controller.lab.bench import scenario_spec
+from pdscale.controller.lab.planner import model_estimate, search_static_split
+from pdscale.controller.lab.scenario import SCENARIO_DIR, Scenario, build_trace, load_scenario
 
 
 def _with_scale(sc: Scenario, scale: float) -> Scenario:

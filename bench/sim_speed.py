@@ -17,15 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from simulator import Cluster, ClusterConfig, Mode
-from simulator.perf import load_perf_model
+from pdscale.simulator import Cluster, ClusterConfig, Mode
+from pdscale.simulator.perf import load_perf_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "traces"
 
 
 class DayTrace:
-    """Arrays sorted by arrival (the shape simulator.traces.Trace has)."""
+    """Arrays sorted by arrival (the shape pdscale.simulator.traces.Trace has)."""
 
     def __init__(self, arrival_s: np.ndarray, input_tokens: np.ndarray, output_tokens: np.ndarray) -> None:
         self.arrival_s = arrival_s

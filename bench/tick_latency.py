@@ -24,12 +24,12 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller import bench_run
-from controller.bench import scenario_spec
-from controller.replay import replay
-from controller.scenario import build_trace, resolve_scenarios
-from forecasting.fitting import FitMode
-from simulator import Cluster
+from pdscale.controller.lab import bench_run
+from pdscale.controller.lab.bench import scenario_spec
+from pdscale.controller.lab.scenario import build_trace, resolve_scenarios
+from pdscale.controller.runtime.replay import replay
+from pdscale.forecasting.fitting import FitMode
+from pdscale.simulator import Cluster
 
 
 def run(scenario: str, hours: float, mode: FitMode, pause_s: float) -> np.ndarray:

@@ -1,12 +1,11 @@
 """The pdscale daemon: control loop + admin API + own telemetry, over a SQLite state store.
 
-Start-up order: open the store; build the Reconciler (``controller.assembly.build``) with the store as its
-recorder; settle actuation intents a crash left open (never repeating a call); restore pause state, overrides and
-runtime policy/SLO/budget changes; start the admin server and /metrics; tick until SIGTERM/SIGINT, which finish
-the current tick, persist and exit 0. SIGHUP reloads the settings file: a bad file keeps the running settings
-and logs why. With the embedded simulator the loop runs on the simulator's clock, ``speedup`` times faster than
-wall time.
-"""
+Start-up order: open the store; build the Reconciler (``pdscale.controller.runtime.assembly.build``) with the store
+as its recorder; settle actuation intents a crash left open (never repeating a call); restore pause state,
+overrides and runtime policy/SLO/budget changes; start the admin server and /metrics; tick until SIGTERM/SIGINT,
+which finish the current tick, persist and exit 0. SIGHUP reloads the settings file: a bad file keeps the running
+settings and logs why. With the embedded simulator the loop runs on the simulator's clock, ``speedup`` times faster
+than wall time."""
 
 from __future__ import annotations
 
@@ -18,18 +17,18 @@ from typing import Any
 
 import structlog
 
-from controller.admin.controls import AdminError, Controls
-from controller.admin.hub import DecisionHub
-from controller.admin.server import AdminServer, start_admin_server
-from controller.admin.servicer import AdminServicer, RuntimeView
-from controller.assembly import build, validate_plugins
-from controller.loop import Runner, TickResult
-from controller.plugins import PluginEnv, PluginError, Registry
-from controller.protocols import Actuator, MetricsSource
-from controller.record import DecisionRecord
-from controller.settings import Settings, SettingsError, load_settings
-from controller.store import SqliteStore, reconcile_intents
-from controller.telemetry import Telemetry, TelemetryServer
+from pdscale.controller.admin.controls import AdminError, Controls
+from pdscale.controller.admin.hub import DecisionHub
+from pdscale.controller.admin.server import AdminServer, start_admin_server
+from pdscale.controller.admin.servicer import AdminServicer, RuntimeView
+from pdscale.controller.core.protocols import Actuator, MetricsSource
+from pdscale.controller.runtime.assembly import build, validate_plugins
+from pdscale.controller.runtime.loop import Runner, TickResult
+from pdscale.controller.runtime.plugins import PluginEnv, PluginError, Registry
+from pdscale.controller.runtime.record import DecisionRecord
+from pdscale.controller.runtime.settings import Settings, SettingsError, load_settings
+from pdscale.controller.runtime.store import SqliteStore, reconcile_intents
+from pdscale.controller.runtime.telemetry import Telemetry, TelemetryServer
 
 __all__ = ["LIVE_SECTIONS", "Daemon"]
 

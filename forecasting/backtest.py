@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from forecasting.base import Forecaster
-from forecasting.grid import FloatArray
-from forecasting.metrics import coverage, mase, naive_scale, pinball, smape
+from pdscale.forecasting.base import Forecaster
+from pdscale.forecasting.grid import FloatArray
+from pdscale.forecasting.metrics import coverage, mase, naive_scale, pinball, smape
 
 __all__ = ["BacktestResult", "ModelScore", "backtest", "score"]
 

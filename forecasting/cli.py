@@ -8,13 +8,13 @@ import math
 import sys
 from typing import Any
 
-from forecasting.backtest import backtest, score
-from forecasting.base import Signal
-from forecasting.ensemble import MEMBER_CLASSES, Ensemble
-from forecasting.grid import FloatArray
-from forecasting.online import GridForecaster
-from forecasting.series_io import SeriesFormatError, read_series, read_trace
-from forecasting.signals import DecodeTimeModel, build_signals
+from pdscale.forecasting.backtest import backtest, score
+from pdscale.forecasting.base import Signal
+from pdscale.forecasting.ensemble import MEMBER_CLASSES, Ensemble
+from pdscale.forecasting.grid import FloatArray
+from pdscale.forecasting.online import GridForecaster
+from pdscale.forecasting.series_io import SeriesFormatError, read_series, read_trace
+from pdscale.forecasting.signals import DecodeTimeModel, build_signals
 
 __all__ = ["ALL_MODELS", "add_parser", "main", "make_model", "run", "run_backtests"]
 
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m forecasting.cli forecast backtest ...``"""
+    """``python -m pdscale.forecasting.cli forecast backtest ...``"""
     parser = argparse.ArgumentParser(prog="pdscale")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

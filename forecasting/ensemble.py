@@ -8,14 +8,14 @@ from typing import Any
 import numpy as np
 import structlog
 
-from forecasting.base import Signal
-from forecasting.grid import FloatArray
-from forecasting.little import LittleLawConcurrency
-from forecasting.naive import LastValue, SeasonalNaive
-from forecasting.online import GridForecaster
-from forecasting.quantile import QuantileGbm
-from forecasting.smoothing import Ewma, Holt
-from forecasting.statsmodels_models import Arima, HoltWinters
+from pdscale.forecasting.base import Signal
+from pdscale.forecasting.grid import FloatArray
+from pdscale.forecasting.little import LittleLawConcurrency
+from pdscale.forecasting.naive import LastValue, SeasonalNaive
+from pdscale.forecasting.online import GridForecaster
+from pdscale.forecasting.quantile import QuantileGbm
+from pdscale.forecasting.smoothing import Ewma, Holt
+from pdscale.forecasting.statsmodels_models import Arima, HoltWinters
 
 __all__ = ["DEFAULT_MEMBERS", "MEMBER_CLASSES", "Ensemble"]
 

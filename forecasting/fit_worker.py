@@ -1,4 +1,4 @@
-"""The fit process: ``python -m forecasting.fit_worker`` runs fits sent by ``forecasting.fitting`` over its pipes.
+"""The fit process: ``python -m pdscale.forecasting.fit_worker`` runs the fits ``pdscale.forecasting.fitting`` sends.
 
 Frames are a 4-byte big-endian length and a pickle, both ways: ``(job_id, fn, args)`` in, ``(job_id, ok, value
 or exception)`` out. Native thread pools are held to one thread before numpy loads. The parent is the only peer

@@ -3,7 +3,7 @@
 - ``inline``: on the closing step, on the caller's thread. Deterministic; backtests and replays use it.
 - ``thread``: one shared background thread. Off the tick, but a fit holds the GIL for most of its run, so a
   tick that overlaps it runs at about half speed.
-- ``process``: one shared worker process (``python -m forecasting.fit_worker``, a fresh interpreter: never a
+- ``process``: one shared worker process (``python -m pdscale.forecasting.fit_worker``, a fresh interpreter: never a
   fork of the daemon, which runs gRPC threads, and no re-import of the caller's main module). Off the tick and
   off its interpreter; the daemon's default. The worker starts at the first fit and is restarted if it dies
   (the fits it held fail and are retried on their refit schedule); its fits are single-threaded like the
@@ -148,7 +148,10 @@ class ProcessFitter:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "forecasting.fit_worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+            [sys.executable, "-m", "pdscale.forecasting.fit_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
         )
         jobs: queue.SimpleQueue[tuple[int, Callable[..., Any], tuple[Any, ...]] | None] = queue.SimpleQueue()
         threading.Thread(target=self._write, args=(proc, jobs), name="pdscale-fit-writer", daemon=True).start()
@@ -156,7 +159,7 @@ class ProcessFitter:
         self._proc, self._queue = proc, jobs
 
     def _write(self, proc: subprocess.Popen[bytes], jobs: queue.SimpleQueue[Any]) -> None:
-        from forecasting.fit_worker import write_frame  # noqa: PLC0415
+        from pdscale.forecasting.fit_worker import write_frame  # noqa: PLC0415
 
         assert proc.stdin is not None
         while (job := jobs.get()) is not None:
@@ -176,7 +179,7 @@ class ProcessFitter:
             future.set_exception(exc)
 
     def _read(self, proc: subprocess.Popen[bytes]) -> None:
-        from forecasting.fit_worker import read_frame  # noqa: PLC0415
+        from pdscale.forecasting.fit_worker import read_frame  # noqa: PLC0415
 
         assert proc.stdout is not None
         while True:

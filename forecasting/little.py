@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from forecasting.online import GridForecaster
-from forecasting.smoothing import Ewma
+from pdscale.forecasting.online import GridForecaster
+from pdscale.forecasting.smoothing import Ewma
 
 __all__ = ["LittleLawConcurrency"]
 

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from forecasting.grid import FloatArray
+from pdscale.forecasting.grid import FloatArray
 
 __all__ = ["coverage", "mase", "naive_scale", "pinball", "smape"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from forecasting.online import GridForecaster
+from pdscale.forecasting.online import GridForecaster
 
 __all__ = ["LastValue", "SeasonalNaive"]
 

@@ -9,11 +9,11 @@ from collections import deque
 import numpy as np
 import structlog
 
-from forecasting.base import DEFAULT_QUANTILES, Forecast
-from forecasting.conformal import ResidualTracker
-from forecasting.fitting import FitMode, Fitter, fitter_for
-from forecasting.grid import FloatArray, StepGrid
-from forecasting.level_shift import LevelShiftDetector
+from pdscale.forecasting.base import DEFAULT_QUANTILES, Forecast
+from pdscale.forecasting.conformal import ResidualTracker
+from pdscale.forecasting.fitting import FitMode, Fitter, fitter_for
+from pdscale.forecasting.grid import FloatArray, StepGrid
+from pdscale.forecasting.level_shift import LevelShiftDetector
 
 __all__ = ["GridForecaster"]
 

@@ -11,12 +11,12 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from forecasting.fitting import FitJob
-from forecasting.forest import Forest
-from forecasting.grid import FloatArray
-from forecasting.online import GridForecaster
-from forecasting.smoothing import Ewma
-from forecasting.threads import single_thread
+from pdscale.forecasting.fitting import FitJob
+from pdscale.forecasting.forest import Forest
+from pdscale.forecasting.grid import FloatArray
+from pdscale.forecasting.online import GridForecaster
+from pdscale.forecasting.smoothing import Ewma
+from pdscale.forecasting.threads import single_thread
 
 __all__ = ["QuantileGbm", "lag_features"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from forecasting.grid import FloatArray
+from pdscale.forecasting.grid import FloatArray
 
 __all__ = ["SeriesFormatError", "read_series", "read_trace"]
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from forecasting.base import Signal
-from forecasting.grid import FloatArray
+from pdscale.forecasting.base import Signal
+from pdscale.forecasting.grid import FloatArray
 
 __all__ = ["DecodeTimeModel", "SignalSeries", "build_signals", "series_from_rate"]
 

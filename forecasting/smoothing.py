@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from forecasting.grid import FloatArray
-from forecasting.online import GridForecaster
+from pdscale.forecasting.grid import FloatArray
+from pdscale.forecasting.online import GridForecaster
 
 __all__ = ["Ewma", "Holt"]
 

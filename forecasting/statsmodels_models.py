@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import structlog
 
-from forecasting.fitting import FitJob
-from forecasting.grid import FloatArray
-from forecasting.online import GridForecaster
-from forecasting.smoothing import Holt
-from forecasting.threads import single_thread
+from pdscale.forecasting.fitting import FitJob
+from pdscale.forecasting.grid import FloatArray
+from pdscale.forecasting.online import GridForecaster
+from pdscale.forecasting.smoothing import Holt
+from pdscale.forecasting.threads import single_thread
 
 __all__ = ["Arima", "HoltWinters", "fit_arima", "fit_holt_winters"]
 

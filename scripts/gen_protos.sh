@@ -2,4 +2,4 @@
 # Regenerate controller/admin/_gen from protos/ (needs grpcio-tools).
 set -eu
 cd "$(dirname "$0")/.."
-exec python -m controller.admin.protogen "$@"
+exec python -m pdscale.controller.admin.protogen "$@"

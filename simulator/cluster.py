@@ -17,11 +17,11 @@ import time
 
 import structlog
 
-from simulator.config import ClusterConfig, Pool, ReplicaState, TraceLike
-from simulator.engine import Engine
-from simulator.metrics import PoolMetrics
-from simulator.replica import Activity, Replica, ReplicaView
-from simulator.results import SimResult, build_result
+from pdscale.simulator.config import ClusterConfig, Pool, ReplicaState, TraceLike
+from pdscale.simulator.engine import Engine
+from pdscale.simulator.metrics import PoolMetrics
+from pdscale.simulator.replica import Activity, Replica, ReplicaView
+from pdscale.simulator.results import SimResult, build_result
 
 __all__ = ["Cluster"]
 

@@ -73,7 +73,7 @@ DROP_CODES: dict[DropReason, int] = {DropReason.EXCEEDS_KV_CAPACITY: 1, DropReas
 
 
 class PerfLike(Protocol):
-    """What the simulator needs from a performance model (simulator.perf.PerfModel satisfies it)."""
+    """What the simulator needs from a performance model (pdscale.simulator.perf.PerfModel satisfies it)."""
 
     @property
     def model(self) -> str: ...
@@ -88,7 +88,7 @@ class PerfLike(Protocol):
 
 
 class TraceLike(Protocol):
-    """What the simulator needs from a trace (simulator.traces.Trace satisfies it): arrays sorted by arrival."""
+    """What the simulator needs from a trace (pdscale.simulator.traces.Trace satisfies it): arrays sorted by arrival."""
 
     @property
     def arrival_s(self) -> npt.NDArray[np.float64]: ...

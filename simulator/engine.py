@@ -15,10 +15,10 @@ from array import array
 from collections import deque
 from operator import attrgetter
 
-from simulator.config import DROP_CODES, ClusterConfig, DropReason, Mode, Pool, ReplicaState, TraceLike
-from simulator.histogram import LogHistogram
-from simulator.metrics import PoolStats
-from simulator.replica import Activity, Replica
+from pdscale.simulator.config import DROP_CODES, ClusterConfig, DropReason, Mode, Pool, ReplicaState, TraceLike
+from pdscale.simulator.histogram import LogHistogram
+from pdscale.simulator.metrics import PoolStats
+from pdscale.simulator.replica import Activity, Replica
 
 __all__ = ["Engine"]
 
@@ -38,7 +38,7 @@ _load_key = attrgetter("load")
 
 
 class Engine:
-    """Simulation state and event handlers; `simulator.cluster.Cluster` adds the public API."""
+    """Simulation state and event handlers; `pdscale.simulator.cluster.Cluster` adds the public API."""
 
     def __init__(self, config: ClusterConfig, trace: TraceLike) -> None:
         self.config = config

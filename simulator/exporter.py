@@ -19,9 +19,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import structlog
 
-from simulator.config import Pool
-from simulator.histogram import HistogramSnapshot
-from simulator.metrics import PoolMetrics
+from pdscale.simulator.config import Pool
+from pdscale.simulator.histogram import HistogramSnapshot
+from pdscale.simulator.metrics import PoolMetrics
 
 __all__ = ["CONTENT_TYPE", "SimExporter", "render_metrics"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from simulator.config import Pool
-from simulator.histogram import (
+from pdscale.simulator.config import Pool
+from pdscale.simulator.histogram import (
     ITL_BUCKETS_S,
     TTFT_BUCKETS_S,
     BucketHistogram,

@@ -2,7 +2,7 @@
 
 A replica is `tp` H100 SXM GPUs running one model with tensor parallelism. Times come from roofline terms
 (weights and KV cache read at HBM bandwidth, matrix FLOPs at the dense peak) divided by efficiencies and
-plus overheads that `simulator.perf_fit` fits to measured H100 data (Splitwise, Llama-2-70B, TP 2/4/8).
+plus overheads that `pdscale.simulator.perf_fit` fits to measured H100 data (Splitwise, Llama-2-70B, TP 2/4/8).
 The parameters live in `simulator/data/perf_params.json`; docs/perf-model.md gives the equations.
 
 Every method is plain float arithmetic on precomputed coefficients, cheap enough to call millions of times.
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from simulator.profile import ProfilePerfModel
+    from pdscale.simulator.profile import ProfilePerfModel
 
 __all__ = [
     "DEFAULT_GPU_MEMORY_UTILIZATION",
@@ -200,7 +200,7 @@ class PerfModel:
 
 def default_params_path() -> Path:
     """The parameter file shipped with pdscale."""
-    return Path(str(resources.files("simulator") / "data" / "perf_params.json"))
+    return Path(str(resources.files("pdscale.simulator") / "data" / "perf_params.json"))
 
 
 def load_params(params_path: Path | None = None) -> dict[str, Any]:
@@ -388,8 +388,8 @@ COEFFICIENT_NAMES = (
 def load_profile_perf_model(
     csv_path: str | Path, kv_bytes_per_token: int, max_kv_tokens: int, gpus_per_replica: int
 ) -> ProfilePerfModel:
-    """A model that interpolates a measured profile table instead of the roofline (see simulator.profile)."""
-    from simulator.profile import load_profile_csv  # noqa: PLC0415 - profile imports this module
+    """A model that interpolates a measured profile table instead of the roofline (see pdscale.simulator.profile)."""
+    from pdscale.simulator.profile import load_profile_csv  # noqa: PLC0415 - profile imports this module
 
     return load_profile_csv(
         csv_path,

@@ -2,7 +2,7 @@
 
 pdscale perf --model llama-3.1-70b --tp 4 --prompt-tokens 2048 --batch 1 --context 2048 --json -
 pdscale perf --model llama-3.1-70b --tp 4 --export-profile profile.json
-python -m simulator.perf_cli ...   (the same, without the pdscale entry point)
+python -m pdscale.simulator.perf_cli ...   (the same, without the pdscale entry point)
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from simulator.perf import DTYPES, PerfModel, PerfModelError, load_perf_model
-from simulator.profile import ProfileError, ProfilePerfModel, export_profile, load_profile_csv
+from pdscale.simulator.perf import DTYPES, PerfModel, PerfModelError, load_perf_model
+from pdscale.simulator.profile import ProfileError, ProfilePerfModel, export_profile, load_profile_csv
 
 __all__ = ["add_parser", "build_parser", "main", "perf_report", "run"]
 
@@ -68,7 +68,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """A standalone parser with the same options (for `python -m simulator.perf_cli`)."""
+    """A standalone parser with the same options (for `python -m pdscale.simulator.perf_cli`)."""
     parser = argparse.ArgumentParser(prog="pdscale perf", description=__doc__.splitlines()[0])
     _configure(parser)
     return parser
@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `python -m simulator.perf_cli`."""
+    """Entry point of `python -m pdscale.simulator.perf_cli`."""
     return run(build_parser().parse_args(argv))
 
 

@@ -1,7 +1,7 @@
 """Fit the H100 performance model to measured data and report its error on every measured row.
 
-    python -m simulator.perf_fit --out simulator/data/perf_params.json   # refit and write the parameter file
-    python -m simulator.perf_fit --report                                # error table of the shipped parameters
+    python -m pdscale.simulator.perf_fit --out simulator/data/perf_params.json   # refit and write the parameter file
+    python -m pdscale.simulator.perf_fit --report                                # error table of the shipped parameters
 
 The data is the Splitwise H100 profile of Llama-2-70B (bf16, vLLM, tensor parallel 2/4/8), shipped as
 `simulator/data/splitwise_h100_llama2_70b.csv`. Each tensor-parallel degree gets its own efficiencies, fitted by
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from simulator.perf import COEFFICIENT_NAMES, PerfModel, build_perf_model, model_shape
+from pdscale.simulator.perf import COEFFICIENT_NAMES, PerfModel, build_perf_model, model_shape
 
 __all__ = [
     "BASE_PARAMS",
@@ -168,7 +168,7 @@ class RowError:
 
 def calibration_csv_path() -> Path:
     """The shipped Splitwise H100 measurements."""
-    return Path(str(resources.files("simulator") / "data" / "splitwise_h100_llama2_70b.csv"))
+    return Path(str(resources.files("pdscale.simulator") / "data" / "splitwise_h100_llama2_70b.csv"))
 
 
 def load_calibration_rows(path: Path | None = None) -> list[CalibrationRow]:
@@ -319,7 +319,7 @@ def _print_report(params: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry: refit (`--out`) and/or print the error table (`--report`)."""
-    parser = argparse.ArgumentParser(prog="python -m simulator.perf_fit", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pdscale.simulator.perf_fit", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="write the fitted parameter file here")
     parser.add_argument("--report", action="store_true", help="print the error table of the shipped parameters")
     args = parser.parse_args(argv)
@@ -330,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out.write_text(json.dumps(params, indent=2) + "\n", encoding="utf-8")
         _print_report(params)
     elif args.report:
-        from simulator.perf import load_params  # noqa: PLC0415
+        from pdscale.simulator.perf import load_params  # noqa: PLC0415
 
         _print_report(load_params())
     return 0

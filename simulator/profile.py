@@ -8,7 +8,7 @@ Two file formats:
   `prefill` rows give prompt_tokens, batch and time_ms; `decode` rows give batch, context_tokens (per sequence)
   and time_ms. Repeated points are averaged.
 
-Both load into a `ProfilePerfModel` with the methods of `simulator.perf.PerfModel`, interpolating the table:
+Both load into a `ProfilePerfModel` with the methods of `pdscale.simulator.perf.PerfModel`, interpolating the table:
 piecewise linear along the inner axis (prompt length, context per sequence) and along batch, linear
 extrapolation past the largest measured point, clamped at the smallest.
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from simulator.config import Pool, ReplicaState
+from pdscale.simulator.config import Pool, ReplicaState
 
 __all__ = ["Activity", "Replica", "ReplicaView"]
 

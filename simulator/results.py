@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from simulator.config import DROP_CODES, Pool
+from pdscale.simulator.config import DROP_CODES, Pool
 
 if TYPE_CHECKING:
-    from simulator.engine import Engine
+    from pdscale.simulator.engine import Engine
 
 __all__ = ["PoolSample", "SimResult", "build_result"]
 

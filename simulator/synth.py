@@ -16,7 +16,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from simulator.traces import RateCurve, Trace, TraceError
+from pdscale.simulator.traces import RateCurve, Trace, TraceError
 
 __all__ = ["DEFAULT_BURST_PERIOD_S", "synthesize"]
 

@@ -128,7 +128,7 @@ class RateCurve:
 
 
 def _data_dir() -> Path:
-    return Path(str(resources.files("simulator") / "data" / "traces"))
+    return Path(str(resources.files("pdscale.simulator") / "data" / "traces"))
 
 
 def _sorted_trace(

@@ -15,12 +15,12 @@ from typing import Any
 
 import structlog
 
-from controller.decide import ALL_POOLS
-from controller.loop import Reconciler
-from controller.plugins import PluginError, PluginGroup, Registry, UnknownPluginError
-from controller.protocols import Policy
-from controller.store import SqliteStore
-from controller.types import SLO, Override, OverrideMode
+from pdscale.controller.core.decide import ALL_POOLS
+from pdscale.controller.core.protocols import Policy
+from pdscale.controller.core.types import SLO, Override, OverrideMode
+from pdscale.controller.runtime.loop import Reconciler
+from pdscale.controller.runtime.plugins import PluginError, PluginGroup, Registry, UnknownPluginError
+from pdscale.controller.runtime.store import SqliteStore
 
 __all__ = ["AdminError", "Controls", "ErrorKind"]
 

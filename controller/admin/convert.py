@@ -8,9 +8,9 @@ from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 
-from controller.admin._gen import admin_pb2 as pb
-from controller.record import DecisionRecord
-from controller.types import SLO, Forecast, Override, OverrideMode, PoolSpec, Signal
+from pdscale.controller.admin._gen import admin_pb2 as pb
+from pdscale.controller.core.types import SLO, Forecast, Override, OverrideMode, PoolSpec, Signal
+from pdscale.controller.runtime.record import DecisionRecord
 
 __all__ = [
     "MODE_FROM_PB",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from controller.record import DecisionRecord
+from pdscale.controller.runtime.record import DecisionRecord
 
 __all__ = ["DecisionHub"]
 

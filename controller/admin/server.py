@@ -11,10 +11,10 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from controller.admin._gen import admin_pb2, admin_pb2_grpc
-from controller.admin.auth import SERVICE, TokenAuthInterceptor
-from controller.admin.servicer import AdminServicer
-from controller.settings import AdminSettings, SettingsError, TLSSettings
+from pdscale.controller.admin._gen import admin_pb2, admin_pb2_grpc
+from pdscale.controller.admin.auth import SERVICE, TokenAuthInterceptor
+from pdscale.controller.admin.servicer import AdminServicer
+from pdscale.controller.runtime.settings import AdminSettings, SettingsError, TLSSettings
 
 __all__ = ["AdminServer", "is_loopback", "server_credentials", "start_admin_server"]
 

@@ -19,15 +19,15 @@ from typing import Any, TypeVar
 import grpc
 import structlog
 
-from controller.admin import convert
-from controller.admin._gen import admin_pb2 as pb
-from controller.admin._gen import admin_pb2_grpc as pb_grpc
-from controller.admin.controls import AdminError, Controls, ErrorKind
-from controller.admin.hub import DecisionHub
-from controller.decide import ALL_POOLS, DecideInput, decide
-from controller.plugins import PluginGroup
-from controller.record import DecisionRecord, Outcome, PoolOutcome
-from controller.types import DataState, Override
+from pdscale.controller.admin import convert
+from pdscale.controller.admin._gen import admin_pb2 as pb
+from pdscale.controller.admin._gen import admin_pb2_grpc as pb_grpc
+from pdscale.controller.admin.controls import AdminError, Controls, ErrorKind
+from pdscale.controller.admin.hub import DecisionHub
+from pdscale.controller.core.decide import ALL_POOLS, DecideInput, decide
+from pdscale.controller.core.types import DataState, Override
+from pdscale.controller.runtime.plugins import PluginGroup
+from pdscale.controller.runtime.record import DecisionRecord, Outcome, PoolOutcome
 
 __all__ = ["AdminServicer", "RuntimeView"]
 

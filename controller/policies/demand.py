@@ -7,9 +7,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from controller.capacity import Workload
-from controller.protocols import PolicyContext
-from controller.types import DataState, PoolRole, PoolSpec, Signal
+from pdscale.controller.core.capacity import Workload
+from pdscale.controller.core.protocols import PolicyContext
+from pdscale.controller.core.types import DataState, PoolRole, PoolSpec, Signal
 
 __all__ = ["ROLE_SIGNALS", "observed_demand", "pool_demand", "split_budget", "workload_from"]
 

@@ -18,11 +18,11 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from controller.capacity import ProfileCapacityModel, Workload
-from controller.policies.demand import workload_from
-from controller.policies.params import Param, validate_params
-from controller.protocols import PolicyContext, Proposal
-from controller.types import DataState, PoolRole, Signal
+from pdscale.controller.core.capacity import ProfileCapacityModel, Workload
+from pdscale.controller.core.protocols import PolicyContext, Proposal
+from pdscale.controller.core.types import DataState, PoolRole, Signal
+from pdscale.controller.policies.demand import workload_from
+from pdscale.controller.policies.params import Param, validate_params
 
 __all__ = ["DynamoLikePolicy"]
 

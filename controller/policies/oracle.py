@@ -2,7 +2,7 @@
 
 Parameters:
     demand: an object with ``peak(pool, start_s, end_s) -> Mapping[Signal, float]`` (and optionally
-        ``workload(start_s, end_s, default) -> Workload``), e.g. ``controller.oracle_demand.OracleDemand``
+        ``workload(start_s, end_s, default) -> Workload``), e.g. ``pdscale.controller.lab.oracle_demand.OracleDemand``
         built from the replayed trace. Replays run the oracle with cold start 0 (instant scaling).
     isl_tokens, osl_tokens: request shape when the demand object gives none.
 Each tick, each pool gets what the capacity model needs for the peak demand of ``[now, now + lead time]``.
@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from controller.capacity import ProfileCapacityModel, Workload
-from controller.policies.params import Param, validate_params
-from controller.protocols import PolicyContext, Proposal
+from pdscale.controller.core.capacity import ProfileCapacityModel, Workload
+from pdscale.controller.core.protocols import PolicyContext, Proposal
+from pdscale.controller.policies.params import Param, validate_params
 
 __all__ = ["OraclePolicy"]
 
@@ -37,7 +37,7 @@ class OraclePolicy:
         if demand is None or not callable(getattr(demand, "peak", None)):
             raise ValueError(
                 "oracle policy: parameter 'demand' must be an object with peak(pool, start_s, end_s) "
-                "(see controller.oracle_demand.build_oracle_demand)"
+                "(see pdscale.controller.lab.oracle_demand.build_oracle_demand)"
             )
         self.demand = demand
         self.defaults = Workload(self.params["isl_tokens"], self.params["osl_tokens"])

@@ -14,9 +14,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from controller.policies.params import Param, validate_params
-from controller.protocols import PolicyContext, Proposal
-from controller.types import DataState, PoolRole, Signals
+from pdscale.controller.core.protocols import PolicyContext, Proposal
+from pdscale.controller.core.types import DataState, PoolRole, Signals
+from pdscale.controller.policies.params import Param, validate_params
 
 __all__ = ["ReactivePolicy"]
 

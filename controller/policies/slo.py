@@ -29,14 +29,14 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from controller.calibration import CalibrationSettings, CalibrationState, has_calibration_sink, update
-from controller.capacity import ProfileCapacityModel, Workload
-from controller.policies.demand import pool_demand, split_budget, workload_from
-from controller.policies.dispersion import Dispersion
-from controller.policies.feedback import Margin, update_margin
-from controller.policies.params import Param, validate_params
-from controller.protocols import CapacityEstimate, PolicyContext, Proposal
-from controller.types import DataState, PoolRole, PoolSpec, RoleFlip, Signal, Signals
+from pdscale.controller.core.calibration import CalibrationSettings, CalibrationState, has_calibration_sink, update
+from pdscale.controller.core.capacity import ProfileCapacityModel, Workload
+from pdscale.controller.core.protocols import CapacityEstimate, PolicyContext, Proposal
+from pdscale.controller.core.types import DataState, PoolRole, PoolSpec, RoleFlip, Signal, Signals
+from pdscale.controller.policies.demand import pool_demand, split_budget, workload_from
+from pdscale.controller.policies.dispersion import Dispersion
+from pdscale.controller.policies.feedback import Margin, update_margin
+from pdscale.controller.policies.params import Param, validate_params
 
 __all__ = ["SloPolicy"]
 

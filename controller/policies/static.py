@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from controller.protocols import PolicyContext, Proposal
+from pdscale.controller.core.protocols import PolicyContext, Proposal
 
 __all__ = ["StaticPolicy"]
 

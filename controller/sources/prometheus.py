@@ -1,7 +1,7 @@
 """A MetricsSource reading vLLM, SGLang or Dynamo metrics from Prometheus' HTTP API (instant queries).
 
-Per pool and tick it runs one instant query per signal (``controller.sources.promql`` presets, each overridable)
-and turns the answers into ``controller.types.Signals``. Robustness follows the KEDA Prometheus scaler:
+Per pool and tick it runs one instant query per signal (``pdscale.controller.sources.promql`` presets, each overridable)
+and turns the answers into ``pdscale.controller.core.types.Signals``. Robustness follows the KEDA Prometheus scaler:
 
 - an empty, multi-series, NaN or Inf answer to a *required* signal makes the pool MISSING, with a reason that
   names the signal and the query; never a zero. Other signals are left ``None`` and listed in the reason;
@@ -26,8 +26,9 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from controller.settings import SecretRef
-from controller.sources.promql import (
+from pdscale.controller.core.types import DataState, PoolObservation, PoolRole, Signals
+from pdscale.controller.runtime.settings import SecretRef
+from pdscale.controller.sources.promql import (
     DEFAULT_REQUIRED,
     FRESHNESS,
     PRESETS,
@@ -40,11 +41,10 @@ from controller.sources.promql import (
     render_selector,
     template_error,
 )
-from controller.types import DataState, PoolObservation, PoolRole, Signals
 
 if TYPE_CHECKING:
-    from controller.plugins import PluginEnv
-    from controller.settings import PoolSettings
+    from pdscale.controller.runtime.plugins import PluginEnv
+    from pdscale.controller.runtime.settings import PoolSettings
 
 __all__ = [
     "PoolSelector",

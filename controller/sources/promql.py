@@ -18,7 +18,7 @@ from string import Template
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from controller.types import PoolRole
+from pdscale.controller.core.types import PoolRole
 
 __all__ = [
     "DEFAULT_REQUIRED",
@@ -75,7 +75,7 @@ SIGNAL_KINDS: Mapping[str, SignalKind] = {
     "prefill_utilization": SignalKind.GAUGE,
     "decode_utilization": SignalKind.GAUGE,
 }
-"""Every ``controller.types.Signals`` field a query can fill, in the order they are queried (rates first)."""
+"""Every ``pdscale.controller.core.types.Signals`` field a query can fill, in query order (rates first)."""
 
 _BASE = ("request_rate_per_s", "running_requests", "waiting_requests", "ready_replicas")
 DEFAULT_REQUIRED: Mapping[PoolRole, tuple[str, ...]] = {

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from controller.types import DataState, PoolObservation, Signals
-from simulator import Cluster, Pool, PoolMetrics
-from simulator.config import pools_by_name
-from simulator.histogram import HistogramSnapshot
+from pdscale.controller.core.types import DataState, PoolObservation, Signals
+from pdscale.simulator import Cluster, Pool, PoolMetrics
+from pdscale.simulator.config import pools_by_name
+from pdscale.simulator.histogram import HistogramSnapshot
 
 __all__ = ["SimulatorMetricsSource", "histogram_quantile"]
 

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from actuators.http_flip import HttpRoleFlipActuator
-from controller.plugins import PluginEnv
-from controller.protocols import ActuationError
-from controller.settings import PoolSettings
-from controller.testing import FakeActuator
-from controller.types import ErrorClass, PoolRole, RoleFlip
+from pdscale.actuators.http_flip import HttpRoleFlipActuator
+from pdscale.controller.core.protocols import ActuationError
+from pdscale.controller.core.types import ErrorClass, PoolRole, RoleFlip
+from pdscale.controller.runtime.plugins import PluginEnv
+from pdscale.controller.runtime.settings import PoolSettings
+from pdscale.testing import FakeActuator
 
 
 class Engine(BaseHTTPRequestHandler):

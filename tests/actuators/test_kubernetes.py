@@ -9,15 +9,15 @@ from typing import Any
 import pytest
 import yaml
 
-from actuators.kubernetes import (
+from pdscale.actuators.kubernetes import (
     CUSTOM_RESOURCE_VERBS,
     DELETION_COST_ANNOTATION,
     RBAC_RULES,
     KubernetesActuator,
 )
-from controller.plugins import PluginEnv
-from controller.protocols import ActuationError
-from controller.types import ErrorClass, ReplicaState
+from pdscale.controller.core.protocols import ActuationError
+from pdscale.controller.core.types import ErrorClass, ReplicaState
+from pdscale.controller.runtime.plugins import PluginEnv
 from tests.helpers.k8s_emulator import K8sEmulator, running_emulator, write_kubeconfig
 
 pytestmark = pytest.mark.integration_k8s

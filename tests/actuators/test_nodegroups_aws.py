@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 import requests
 
-from actuators.nodegroups import NodeSizing, plan_nodes
-from controller.plugins import PluginEnv
-from controller.protocols import ActuationError
-from controller.settings import PoolSettings
-from controller.types import ErrorClass, PoolRole, ReplicaState
+from pdscale.actuators.nodegroups import NodeSizing, plan_nodes
+from pdscale.controller.core.protocols import ActuationError
+from pdscale.controller.core.types import ErrorClass, PoolRole, ReplicaState
+from pdscale.controller.runtime.plugins import PluginEnv
+from pdscale.controller.runtime.settings import PoolSettings
 from tests.helpers.ray_cluster import free_port
 
 P5 = NodeSizing(gpus_per_node=8, gpus_per_replica=4, headroom_nodes=1, max_step_nodes=2, min_interval_s=60.0)
@@ -98,7 +98,7 @@ class Clock:
 
 
 def make(url: str, clock: Clock, occupied: int = 0, **address: Any) -> Any:
-    from actuators.aws import AwsAsgActuator
+    from pdscale.actuators.aws import AwsAsgActuator
 
     pools = {
         "decode": PoolSettings(

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from actuators.ray_serve import RayServeActuator, replica_state
-from controller.protocols import ActuationError
-from controller.types import ErrorClass, ReplicaState
+from pdscale.actuators.ray_serve import RayServeActuator, replica_state
+from pdscale.controller.core.protocols import ActuationError
+from pdscale.controller.core.types import ErrorClass, ReplicaState
 
 APPS: dict[str, Any] = {
     "proxy_location": "EveryNode",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from actuators.simulator import SimulatorActuator
-from controller.protocols import ActuationError, Actuator, can_cancel_pending, can_drain, can_flip_roles
-from controller.types import ReplicaState, RoleFlip
-from simulator import Cluster, ClusterConfig
+from pdscale.actuators.simulator import SimulatorActuator
+from pdscale.controller.core.protocols import ActuationError, Actuator, can_cancel_pending, can_drain, can_flip_roles
+from pdscale.controller.core.types import ReplicaState, RoleFlip
+from pdscale.simulator import Cluster, ClusterConfig
 from tests.simulator.cluster_fixtures import StandInPerf, fixed_trace
 
 POOLS = {"p": "prefill", "d": "decode"}

@@ -1,4 +1,4 @@
-"""Contract every MetricsSource honours: static (controller.testing), prometheus, simulator.
+"""Contract every MetricsSource honours: static (pdscale.testing), prometheus, simulator.
 
 Each implementation is built through a small harness that can make it healthy or make it lose its data;
 the same checks then run over all of them.
@@ -13,10 +13,10 @@ from typing import Any, Protocol
 
 import pytest
 
-from controller.protocols import MetricsSource
-from controller.settings import PoolSettings
-from controller.testing import StaticMetricsSource
-from controller.types import DataState, PoolObservation, PoolRole, Signals
+from pdscale.controller.core.protocols import MetricsSource
+from pdscale.controller.core.types import DataState, PoolObservation, PoolRole, Signals
+from pdscale.controller.runtime.settings import PoolSettings
+from pdscale.testing import StaticMetricsSource
 
 POOLS: Mapping[str, PoolSettings] = {
     r.value: PoolSettings(name=r.value, role=r, gpus_per_replica=4, max_replicas=4, selector={"role": r.value})
@@ -55,7 +55,7 @@ class StaticHarness:
 
 class PrometheusHarness:
     def __init__(self) -> None:
-        from controller.sources.prometheus import PrometheusMetricsSource
+        from pdscale.controller.sources.prometheus import PrometheusMetricsSource
         from tests.helpers.fake_prometheus_api import FakePrometheusAPI
 
         self.api = FakePrometheusAPI().start()
@@ -82,9 +82,9 @@ class PrometheusHarness:
 class SimulatorHarness:
     def __init__(self) -> None:
         try:
-            from controller.sources.simulator import SimulatorMetricsSource
-            from simulator import Cluster, ClusterConfig
-            from simulator.perf import load_perf_model
+            from pdscale.controller.sources.simulator import SimulatorMetricsSource
+            from pdscale.simulator import Cluster, ClusterConfig
+            from pdscale.simulator.perf import load_perf_model
             from tests.simulator.cluster_fixtures import poisson_trace
         except ImportError as exc:  # pragma: no cover - depends on the simulator being present
             pytest.skip(f"simulator metrics source unavailable: {exc}")

@@ -13,22 +13,22 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from controller.admin._gen import admin_pb2 as pb
-from controller.admin._gen import admin_pb2_grpc as pb_grpc
-from controller.admin.controls import Controls
-from controller.admin.convert import dict_to_struct
-from controller.admin.hub import DecisionHub
-from controller.admin.server import AdminServer, start_admin_server
-from controller.admin.servicer import AdminServicer, RuntimeView
-from controller.guards import GuardSettings
-from controller.loop import Reconciler
-from controller.plugins import Registry
-from controller.policies.static import StaticPolicy
-from controller.record import DecisionRecord
-from controller.settings import AdminSettings, SecretRef
-from controller.store import SqliteStore
-from controller.testing import FakeActuator, ManualClock, StaticMetricsSource
-from controller.types import SLO, PoolRole, PoolSpec, Signals
+from pdscale.controller.admin._gen import admin_pb2 as pb
+from pdscale.controller.admin._gen import admin_pb2_grpc as pb_grpc
+from pdscale.controller.admin.controls import Controls
+from pdscale.controller.admin.convert import dict_to_struct
+from pdscale.controller.admin.hub import DecisionHub
+from pdscale.controller.admin.server import AdminServer, start_admin_server
+from pdscale.controller.admin.servicer import AdminServicer, RuntimeView
+from pdscale.controller.core.guards import GuardSettings
+from pdscale.controller.core.types import SLO, PoolRole, PoolSpec, Signals
+from pdscale.controller.policies.static import StaticPolicy
+from pdscale.controller.runtime.loop import Reconciler
+from pdscale.controller.runtime.plugins import Registry
+from pdscale.controller.runtime.record import DecisionRecord
+from pdscale.controller.runtime.settings import AdminSettings, SecretRef
+from pdscale.controller.runtime.store import SqliteStore
+from pdscale.testing import FakeActuator, ManualClock, StaticMetricsSource
 
 TOKEN = "s3cret-token"
 AUTH = (("authorization", f"Bearer {TOKEN}"),)

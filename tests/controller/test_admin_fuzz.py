@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controller.admin._gen import admin_pb2 as pb
-from controller.admin._gen import admin_pb2_grpc as pb_grpc
-from controller.admin.convert import dict_to_struct
+from pdscale.controller.admin._gen import admin_pb2 as pb
+from pdscale.controller.admin._gen import admin_pb2_grpc as pb_grpc
+from pdscale.controller.admin.convert import dict_to_struct
 from tests.controller.test_admin_api import AUTH, TOKEN, Harness, _settings
 
 ALLOWED = {

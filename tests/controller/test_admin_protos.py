@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controller.admin.protogen import GEN_DIR, generate
+from pdscale.controller.admin.protogen import GEN_DIR, generate
 
 
 def test_generated_stubs_are_in_sync(tmp_path: Path) -> None:

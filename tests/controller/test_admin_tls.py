@@ -13,9 +13,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from controller.admin._gen import admin_pb2 as pb
-from controller.admin._gen import admin_pb2_grpc as pb_grpc
-from controller.settings import TLSSettings
+from pdscale.controller.admin._gen import admin_pb2 as pb
+from pdscale.controller.admin._gen import admin_pb2_grpc as pb_grpc
+from pdscale.controller.runtime.settings import TLSSettings
 from tests.controller.test_admin_api import TOKEN, Harness, _settings
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from controller.assembly import forecaster_factory
-from controller.plugins import Registry
-from controller.settings import load_settings
-from controller.types import Signal
-from forecasting.ensemble import Ensemble
-from forecasting.fitting import INLINE, FitMode, fitter_for
+from pdscale.controller.core.types import Signal
+from pdscale.controller.runtime.assembly import forecaster_factory
+from pdscale.controller.runtime.plugins import Registry
+from pdscale.controller.runtime.settings import load_settings
+from pdscale.forecasting.ensemble import Ensemble
+from pdscale.forecasting.fitting import INLINE, FitMode, fitter_for
 
 EXAMPLE = "examples/simulator.yaml"
 

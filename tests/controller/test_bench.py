@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import structlog
 
-from controller.bench import BenchError, parse_policies, run_grid
-from controller.cli import main
-from controller.scenario import load_scenario
+from pdscale.controller.cli.main import main
+from pdscale.controller.lab.bench import BenchError, parse_policies, run_grid
+from pdscale.controller.lab.scenario import load_scenario
 
 TINY = """\
 name: tiny
@@ -131,7 +131,7 @@ def test_missing_ray_is_a_clear_error(scenario_dir: Path, monkeypatch: pytest.Mo
 
 def test_markdown_replaces_between_markers(tmp_path: Path) -> None:
     """Regenerating a document keeps the text around the bench markers and replaces the table."""
-    from controller.report import BENCH_BEGIN, BENCH_END, write_bench_markdown
+    from pdscale.controller.lab.report import BENCH_BEGIN, BENCH_END, write_bench_markdown
 
     doc = tmp_path / "doc.md"
     doc.write_text(f"# Title\n{BENCH_BEGIN}\nold table\n{BENCH_END}\nfooter\n", encoding="utf-8")
@@ -155,7 +155,7 @@ def test_static_without_split_is_planned(tmp_path: Path) -> None:
 
 def test_failing_run_is_reported_not_fatal(scenario_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run that raises becomes a row with its error; the other runs still complete."""
-    from controller import bench
+    from pdscale.controller.lab import bench
 
     real = bench.run_request
 

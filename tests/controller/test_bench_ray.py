@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.bench import run_grid
-from controller.scenario import load_scenario
+from pdscale.controller.lab.bench import run_grid
+from pdscale.controller.lab.scenario import load_scenario
 
 pytestmark = pytest.mark.integration_ray
 

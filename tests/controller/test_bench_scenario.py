@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.scenario import (
+from pdscale.controller.lab.scenario import (
     SCENARIO_DIR,
     ScenarioError,
     available_scenarios,

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from controller.capacity import (
+from pdscale.controller.core.capacity import (
     CapacityParams,
     Correction,
     DecodePoint,
@@ -16,8 +16,8 @@ from controller.capacity import (
     ProfileCapacityModel,
     Workload,
 )
-from controller.queueing import erlang_c, lognormal_cv2, mgc_wait_quantile_s
-from controller.types import SLO, PoolRole, PoolSpec, Signal
+from pdscale.controller.core.queueing import erlang_c, lognormal_cv2, mgc_wait_quantile_s
+from pdscale.controller.core.types import SLO, PoolRole, PoolSpec, Signal
 from tests.helpers.capacity_profiles import decode_ms, prefill_ms, small_profile
 
 SLO_ = SLO(ttft_ms=1000.0, itl_ms=50.0)

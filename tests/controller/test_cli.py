@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.cli import COMMANDS, main
+from pdscale.controller.cli.main import COMMANDS, main
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "simulator.yaml"
 
@@ -26,7 +26,7 @@ class TestCli:
     def test_console_script_runs(self) -> None:
         """The installed `pdscale` console script answers --help."""
         proc = subprocess.run(
-            [sys.executable, "-m", "controller.cli", "--help"], capture_output=True, text=True, check=False
+            [sys.executable, "-m", "pdscale.controller.cli.main", "--help"], capture_output=True, text=True, check=False
         )
         assert proc.returncode == 0
         assert "simulate" in proc.stdout

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import yaml
 
-from controller.daemon import Daemon
-from controller.settings import load_settings
-from controller.types import Override, OverrideMode
+from pdscale.controller.core.types import Override, OverrideMode
+from pdscale.controller.daemon import Daemon
+from pdscale.controller.runtime.settings import load_settings
 
 BASE = {
     "tick_s": 0.05,
@@ -103,7 +103,16 @@ def test_sighup_bad_then_sigterm_subprocess(tmp_path: Path) -> None:
     log = tmp_path / "serve.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "controller.cli", "--log-format", "json", "serve", "--config", str(path)],
+            [
+                sys.executable,
+                "-m",
+                "pdscale.controller.cli.main",
+                "--log-format",
+                "json",
+                "serve",
+                "--config",
+                str(path),
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},

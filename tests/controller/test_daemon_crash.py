@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.store import IntentOutcome, SqliteStore
+from pdscale.controller.runtime.store import IntentOutcome, SqliteStore
 
 HELPER = Path(__file__).resolve().parents[1] / "helpers" / "crash_daemon.py"
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,10 +1,10 @@
-"""Table tests for every guard in controller.guards, and the actuator semantics the guards rely on."""
+"""Table tests for every guard in pdscale.controller.core.guards, and the actuator semantics the guards rely on."""
 
 from __future__ import annotations
 
 import pytest
 
-from controller.guards import (
+from pdscale.controller.core.guards import (
     GuardSettings,
     PoolGuardState,
     apply_bounds,
@@ -18,8 +18,7 @@ from controller.guards import (
     stabilise,
     zero_traffic,
 )
-from controller.testing import FakeActuator, ManualClock
-from controller.types import (
+from pdscale.controller.core.types import (
     DataState,
     Override,
     OverrideMode,
@@ -30,6 +29,7 @@ from controller.types import (
     ReplicaState,
     Signals,
 )
+from pdscale.testing import FakeActuator, ManualClock
 
 SPEC = PoolSpec("p", PoolRole.PREFILL, gpus_per_replica=4, min_replicas=1, max_replicas=10)
 

@@ -1,4 +1,4 @@
-"""Property tests of the guarded decision step (controller.decide.decide) over random inputs."""
+"""Property tests of the guarded decision step (pdscale.controller.core.decide.decide) over random inputs."""
 
 from __future__ import annotations
 
@@ -8,12 +8,22 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.capacity import ProfileCapacityModel
-from controller.decide import DecideInput, decide
-from controller.guards import GuardSettings, GuardState, PoolGuardState, budget_cost_gpus
-from controller.policies.slo import SloPolicy
-from controller.protocols import PolicyContext, Proposal
-from controller.types import SLO, DataState, Forecast, PoolObservation, PoolRole, PoolSpec, PoolState, Signal, Signals
+from pdscale.controller.core.capacity import ProfileCapacityModel
+from pdscale.controller.core.decide import DecideInput, decide
+from pdscale.controller.core.guards import GuardSettings, GuardState, PoolGuardState, budget_cost_gpus
+from pdscale.controller.core.protocols import PolicyContext, Proposal
+from pdscale.controller.core.types import (
+    SLO,
+    DataState,
+    Forecast,
+    PoolObservation,
+    PoolRole,
+    PoolSpec,
+    PoolState,
+    Signal,
+    Signals,
+)
+from pdscale.controller.policies.slo import SloPolicy
 from tests.helpers.capacity_profiles import small_profile
 
 NAMES = ("prefill", "decode")

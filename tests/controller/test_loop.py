@@ -8,12 +8,12 @@ from collections.abc import Mapping
 import pytest
 from structlog.testing import capture_logs
 
-from controller.guards import GuardSettings
-from controller.loop import Reconciler, Runner
-from controller.protocols import PolicyContext, Proposal
-from controller.record import Outcome
-from controller.testing import FakeActuator, ManualClock, StaticMetricsSource
-from controller.types import SLO, ErrorClass, Forecast, PoolRole, PoolSpec, Signal, Signals
+from pdscale.controller.core.guards import GuardSettings
+from pdscale.controller.core.protocols import PolicyContext, Proposal
+from pdscale.controller.core.types import SLO, ErrorClass, Forecast, PoolRole, PoolSpec, Signal, Signals
+from pdscale.controller.runtime.loop import Reconciler, Runner
+from pdscale.controller.runtime.record import Outcome
+from pdscale.testing import FakeActuator, ManualClock, StaticMetricsSource
 
 POOLS = {
     "prefill": PoolSpec("prefill", PoolRole.PREFILL, gpus_per_replica=4, min_replicas=1, max_replicas=8),

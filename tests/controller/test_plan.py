@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import structlog
 
-from controller.bench_run import RunSpec
-from controller.cli import main
-from controller.planner import make_plan, search_static_split, short_prompt_share
-from controller.types import SLO
-from simulator.traces import Trace
+from pdscale.controller.cli.main import main
+from pdscale.controller.core.types import SLO
+from pdscale.controller.lab.bench_run import RunSpec
+from pdscale.controller.lab.planner import make_plan, search_static_split, short_prompt_share
+from pdscale.simulator.traces import Trace
 
 SPEC = RunSpec(model="llama-3.1-70b", tp=4, slo=SLO(ttft_ms=1000.0, itl_ms=50.0, quantile=0.99), forecaster="ewma")
 
@@ -154,7 +154,7 @@ def test_cli_missing_trace_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_colocated_search_picks_a_chunk_that_meets() -> None:
     """The colocated search returns a fleet that meets the target and names its chunk size."""
-    from controller.planner import COLOCATED_TOKEN_BUDGETS, search_colocated
+    from pdscale.controller.lab.planner import COLOCATED_TOKEN_BUDGETS, search_colocated
 
     found = search_colocated(_trace(600, 120.0, 800, 120), SPEC, 0.99, probe=12)
     assert found.met

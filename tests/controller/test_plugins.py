@@ -6,8 +6,14 @@ from importlib.metadata import EntryPoint
 
 import pytest
 
-from controller.plugins import DuplicatePluginError, PluginError, PluginGroup, Registry, UnknownPluginError
-from controller.policies.static import StaticPolicy
+from pdscale.controller.policies.static import StaticPolicy
+from pdscale.controller.runtime.plugins import (
+    DuplicatePluginError,
+    PluginError,
+    PluginGroup,
+    Registry,
+    UnknownPluginError,
+)
 
 
 class TestRegistry:

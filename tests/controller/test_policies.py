@@ -8,16 +8,26 @@ from typing import Any
 import numpy as np
 import pytest
 
-from controller.capacity import ProfileCapacityModel, Workload
-from controller.oracle_demand import build_oracle_demand
-from controller.plugins import PluginGroup, Registry
-from controller.policies.demand import split_budget
-from controller.policies.dynamo_like import DynamoLikePolicy
-from controller.policies.oracle import OraclePolicy
-from controller.policies.reactive import ReactivePolicy
-from controller.policies.slo import SloPolicy
-from controller.protocols import PolicyContext
-from controller.types import SLO, DataState, Forecast, PoolObservation, PoolRole, PoolSpec, PoolState, Signal, Signals
+from pdscale.controller.core.capacity import ProfileCapacityModel, Workload
+from pdscale.controller.core.protocols import PolicyContext
+from pdscale.controller.core.types import (
+    SLO,
+    DataState,
+    Forecast,
+    PoolObservation,
+    PoolRole,
+    PoolSpec,
+    PoolState,
+    Signal,
+    Signals,
+)
+from pdscale.controller.lab.oracle_demand import build_oracle_demand
+from pdscale.controller.policies.demand import split_budget
+from pdscale.controller.policies.dynamo_like import DynamoLikePolicy
+from pdscale.controller.policies.oracle import OraclePolicy
+from pdscale.controller.policies.reactive import ReactivePolicy
+from pdscale.controller.policies.slo import SloPolicy
+from pdscale.controller.runtime.plugins import PluginGroup, Registry
 from tests.helpers.capacity_profiles import small_profile
 
 MODEL = ProfileCapacityModel(small_profile())

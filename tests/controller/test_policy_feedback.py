@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from controller.policies.dispersion import Dispersion
-from controller.policies.feedback import Margin, update_margin
+from pdscale.controller.policies.dispersion import Dispersion
+from pdscale.controller.policies.feedback import Margin, update_margin
 
 STEP = {"step": 0.15, "half_life_s": 1800.0, "max_factor": 2.0, "lead_time_s": 330.0}
 

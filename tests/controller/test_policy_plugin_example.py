@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.plugins import PluginError, PluginGroup, Registry
-from controller.protocols import PolicyContext
-from controller.types import SLO, DataState, PoolObservation, PoolRole, PoolSpec, PoolState, Signals
+from pdscale.controller.core.protocols import PolicyContext
+from pdscale.controller.core.types import SLO, DataState, PoolObservation, PoolRole, PoolSpec, PoolState, Signals
+from pdscale.controller.runtime.plugins import PluginError, PluginGroup, Registry
 
 PLUGIN = Path(__file__).resolve().parents[2] / "examples" / "policy-plugin"
 

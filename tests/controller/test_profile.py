@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import pytest
 
-from controller.profile import (
+from pdscale.controller.runtime.profile import (
     LoggedCapacityModel,
     ProfileError,
     build_capacity_model,
@@ -16,7 +16,7 @@ from controller.profile import (
     load_profile,
     profile_to_json,
 )
-from controller.settings import Settings
+from pdscale.controller.runtime.settings import Settings
 from tests.helpers.capacity_profiles import small_profile
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from actuators.simulator import SimulatorActuator
-from controller.loop import Reconciler
-from controller.policies.static import StaticPolicy
-from controller.replay import replay
-from controller.sources.simulator import SimulatorMetricsSource
-from controller.types import SLO, PoolRole, PoolSpec
-from simulator import Cluster, ClusterConfig, Pool
+from pdscale.actuators.simulator import SimulatorActuator
+from pdscale.controller.core.types import SLO, PoolRole, PoolSpec
+from pdscale.controller.policies.static import StaticPolicy
+from pdscale.controller.runtime.loop import Reconciler
+from pdscale.controller.runtime.replay import replay
+from pdscale.controller.sources.simulator import SimulatorMetricsSource
+from pdscale.simulator import Cluster, ClusterConfig, Pool
 from tests.simulator.cluster_fixtures import StandInPerf, poisson_trace
 
 

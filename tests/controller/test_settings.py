@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller.settings import SecretRef, SettingsError, load_settings, parse_settings
+from pdscale.controller.runtime.settings import SecretRef, SettingsError, load_settings, parse_settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "simulator.yaml"
 

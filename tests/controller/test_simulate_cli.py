@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller.cli import main
-from controller.plugins import PluginEnv
-from controller.replay import ensure_cluster
-from controller.settings import load_settings
+from pdscale.controller.cli.main import main
+from pdscale.controller.runtime.plugins import PluginEnv
+from pdscale.controller.runtime.replay import ensure_cluster
+from pdscale.controller.runtime.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "simulator.yaml"

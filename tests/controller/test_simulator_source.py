@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from controller.sources.simulator import SimulatorMetricsSource, histogram_quantile
-from controller.types import DataState
-from simulator import Cluster, ClusterConfig, Pool
+from pdscale.controller.core.types import DataState
+from pdscale.controller.sources.simulator import SimulatorMetricsSource, histogram_quantile
+from pdscale.simulator import Cluster, ClusterConfig, Pool
 from tests.simulator.cluster_fixtures import StandInPerf, fixed_trace, poisson_trace
 
 

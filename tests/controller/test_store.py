@@ -7,12 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from controller.loop import Reconciler
-from controller.protocols import PolicyContext, Proposal
-from controller.record import DecisionRecord, Outcome, PoolOutcome
-from controller.store import IntentOutcome, SqliteStore, StoreError, reconcile_intents
-from controller.testing import FakeActuator, ManualClock, StaticMetricsSource
-from controller.types import SLO, Decision, Override, OverrideMode, PoolDecision, PoolRole, PoolSpec, RoleFlip, Signals
+from pdscale.controller.core.protocols import PolicyContext, Proposal
+from pdscale.controller.core.types import (
+    SLO,
+    Decision,
+    Override,
+    OverrideMode,
+    PoolDecision,
+    PoolRole,
+    PoolSpec,
+    RoleFlip,
+    Signals,
+)
+from pdscale.controller.runtime.loop import Reconciler
+from pdscale.controller.runtime.record import DecisionRecord, Outcome, PoolOutcome
+from pdscale.controller.runtime.store import IntentOutcome, SqliteStore, StoreError, reconcile_intents
+from pdscale.testing import FakeActuator, ManualClock, StaticMetricsSource
 
 POOLS = {
     "prefill": PoolSpec("prefill", PoolRole.PREFILL, gpus_per_replica=4, min_replicas=1, max_replicas=8),

@@ -10,11 +10,11 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.loop import Reconciler
-from controller.policies.static import StaticPolicy
-from controller.telemetry import METRIC_NAMES, Telemetry, TelemetryServer
-from controller.testing import FakeActuator, ManualClock, StaticMetricsSource
-from controller.types import SLO, PoolRole, PoolSpec, Signals
+from pdscale.controller.core.types import SLO, PoolRole, PoolSpec, Signals
+from pdscale.controller.policies.static import StaticPolicy
+from pdscale.controller.runtime.loop import Reconciler
+from pdscale.controller.runtime.telemetry import METRIC_NAMES, Telemetry, TelemetryServer
+from pdscale.testing import FakeActuator, ManualClock, StaticMetricsSource
 
 CATALOG = Path(__file__).resolve().parents[2] / "deploy" / "metrics-catalog.yaml"
 POOLS = {

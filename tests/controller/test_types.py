@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from controller.types import Signal, Signals
+from pdscale.controller.core.types import Signal, Signals
 
 
 class TestSignals:

@@ -138,7 +138,7 @@ class TestBuildContext:
         """The allow-list sends pyproject.toml and package sources, not tests, data or .git."""
         patterns = _dockerignore()
         assert dockerignore_allows("pyproject.toml", patterns)
-        assert dockerignore_allows("controller/cli.py", patterns)
+        assert dockerignore_allows("controller/cli/main.py", patterns)
         assert dockerignore_allows("simulator/data/perf.csv", patterns)
         for path in ("tests/deploy/test_x.py", ".git/HEAD", "bench/run.py", ".venv/bin/python", "deploy/render.py"):
             assert not dockerignore_allows(path, patterns), path
@@ -156,9 +156,9 @@ class TestBuildContext:
         ).stdout.splitlines()
         context = tmp_path / "context"
         for path in tracked:
-            if dockerignore_allows(path, patterns) and (REPO / path).is_file():
+            if dockerignore_allows(path, patterns) and ((REPO / path).is_file() or (REPO / path).is_symlink()):
                 (context / path).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(REPO / path, context / path)
+                shutil.copy2(REPO / path, context / path, follow_symlinks=False)  # pdscale/* link the folders
         result = subprocess.run(
             [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), "."],
             cwd=context,
@@ -172,5 +172,5 @@ class TestBuildContext:
         with zipfile.ZipFile(wheel) as archive:
             names = archive.namelist()
             (entry_points,) = [n for n in names if n.endswith("entry_points.txt")]
-            assert "pdscale = controller.cli:main" in archive.read(entry_points).decode()
-        assert "controller/cli.py" in names
+            assert "pdscale = pdscale.controller.cli.main:main" in archive.read(entry_points).decode()
+        assert "pdscale/controller/cli/main.py" in names

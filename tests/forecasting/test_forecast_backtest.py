@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from forecasting.backtest import backtest, score
-from forecasting.ensemble import Ensemble
-from forecasting.metrics import coverage, mase, naive_scale, pinball, smape
-from forecasting.naive import LastValue
+from pdscale.forecasting.backtest import backtest, score
+from pdscale.forecasting.ensemble import Ensemble
+from pdscale.forecasting.metrics import coverage, mase, naive_scale, pinball, smape
+from pdscale.forecasting.naive import LastValue
 
 if TYPE_CHECKING:
     from .conftest import SineFactory

@@ -1,4 +1,4 @@
-"""``pdscale forecast backtest`` through forecasting.cli."""
+"""``pdscale forecast backtest`` through pdscale.forecasting.cli."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from forecasting.cli import main
+from pdscale.forecasting.cli import main
 
 
 def _write_series(path: Path, n: int = 120) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.ensemble import HistGradientBoostingRegressor
 
-from forecasting.forest import Forest
+from pdscale.forecasting.forest import Forest
 
 
 class TestForest:

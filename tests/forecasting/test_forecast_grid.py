@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from forecasting.grid import StepGrid
+from pdscale.forecasting.grid import StepGrid
 
 
 class TestStepGrid:

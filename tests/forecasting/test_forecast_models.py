@@ -11,15 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from forecasting import statsmodels_models
-from forecasting.backtest import backtest, score
-from forecasting.base import Forecaster
-from forecasting.ensemble import Ensemble
-from forecasting.naive import LastValue, SeasonalNaive
-from forecasting.online import GridForecaster
-from forecasting.quantile import QuantileGbm
-from forecasting.smoothing import Ewma, Holt
-from forecasting.statsmodels_models import Arima, HoltWinters, fit_arima
+from pdscale.forecasting import statsmodels_models
+from pdscale.forecasting.backtest import backtest, score
+from pdscale.forecasting.base import Forecaster
+from pdscale.forecasting.ensemble import Ensemble
+from pdscale.forecasting.naive import LastValue, SeasonalNaive
+from pdscale.forecasting.online import GridForecaster
+from pdscale.forecasting.quantile import QuantileGbm
+from pdscale.forecasting.smoothing import Ewma, Holt
+from pdscale.forecasting.statsmodels_models import Arima, HoltWinters, fit_arima
 
 if TYPE_CHECKING:
     from .conftest import Feeder, SineFactory
@@ -325,7 +325,7 @@ class TestFitProcess:
         import os
         import signal
 
-        from forecasting.fitting import FitWorkerError, ProcessFitter
+        from pdscale.forecasting.fitting import FitWorkerError, ProcessFitter
 
         fitter = ProcessFitter()
         try:
@@ -346,7 +346,7 @@ class TestFitProcess:
         """A large job queued behind a running fit returns at once (the pipe is fed by a writer thread)."""
         import time
 
-        from forecasting.fitting import ProcessFitter
+        from pdscale.forecasting.fitting import ProcessFitter
 
         fitter = ProcessFitter()
         try:
@@ -359,7 +359,7 @@ class TestFitProcess:
 
     def test_fit_error_comes_back(self) -> None:
         """An exception raised by a fit in the worker is re-raised by result()."""
-        from forecasting.fitting import ProcessFitter
+        from pdscale.forecasting.fitting import ProcessFitter
 
         fitter = ProcessFitter()
         try:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forecasting.backtest import backtest, score
-from forecasting.base import Signal
-from forecasting.ensemble import Ensemble
-from forecasting.little import LittleLawConcurrency
-from forecasting.signals import DecodeTimeModel, build_signals, series_from_rate
+from pdscale.forecasting.backtest import backtest, score
+from pdscale.forecasting.base import Signal
+from pdscale.forecasting.ensemble import Ensemble
+from pdscale.forecasting.little import LittleLawConcurrency
+from pdscale.forecasting.signals import DecodeTimeModel, build_signals, series_from_rate
 
 
 def _brute(

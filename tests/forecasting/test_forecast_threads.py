@@ -6,7 +6,7 @@ import importlib
 
 from threadpoolctl import threadpool_info
 
-from forecasting.threads import single_thread
+from pdscale.forecasting.threads import single_thread
 
 
 class TestSingleThread:

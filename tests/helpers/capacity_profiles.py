@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller.capacity import DecodePoint, PrefillPoint, Profile
+from pdscale.controller.core.capacity import DecodePoint, PrefillPoint, Profile
 
 __all__ = ["decode_ms", "prefill_ms", "small_profile"]
 

@@ -15,10 +15,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from controller.daemon import Daemon
-from controller.settings import parse_settings
-from controller.testing import StaticMetricsSource
-from controller.types import ReplicaInfo, ReplicaState, Signals
+from pdscale.controller.core.types import ReplicaInfo, ReplicaState, Signals
+from pdscale.controller.daemon import Daemon
+from pdscale.controller.runtime.settings import parse_settings
+from pdscale.testing import StaticMetricsSource
 
 
 class FileActuator:

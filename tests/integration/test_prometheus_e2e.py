@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from controller.guards import GuardSettings
-from controller.loop import Reconciler, Runner, TickResult
-from controller.protocols import PolicyContext, Proposal
-from controller.settings import PoolSettings
-from controller.sources.prometheus import PrometheusMetricsSource
-from controller.testing import FakeActuator
-from controller.types import SLO, DataState, PoolRole
+from pdscale.controller.core.guards import GuardSettings
+from pdscale.controller.core.protocols import PolicyContext, Proposal
+from pdscale.controller.core.types import SLO, DataState, PoolRole
+from pdscale.controller.runtime.loop import Reconciler, Runner, TickResult
+from pdscale.controller.runtime.settings import PoolSettings
+from pdscale.controller.sources.prometheus import PrometheusMetricsSource
+from pdscale.testing import FakeActuator
 from tests.helpers.prometheus_server import PrometheusServer, TextExporter, require_prometheus
 
 pytestmark = pytest.mark.integration_prometheus
@@ -248,7 +248,7 @@ SCRAPE_SHIFTS_S = tuple(k * SPEEDUP for k in range(-2, 3))
 
 
 def _step_trace() -> Any:
-    from simulator.traces import Trace
+    from pdscale.simulator.traces import Trace
 
     rng = np.random.default_rng(7)
     a1 = np.sort(rng.uniform(0.0, PHASE1_S, rng.poisson(RATE1 * PHASE1_S)))
@@ -262,12 +262,12 @@ def test_simulated_cluster_through_prometheus_scales_up(tmp_path: Path) -> None:
     """Simulator exporter -> Prometheus -> source -> Reconciler/Runner: observations match ground truth and the
     load step scales a pool up."""
     require_prometheus()
-    from actuators.simulator import SimulatorActuator
-    from controller.policies.reactive import ReactivePolicy
-    from controller.sources.simulator import histogram_quantile
-    from simulator import Cluster, ClusterConfig, Pool
-    from simulator.exporter import SimExporter
-    from simulator.perf import load_perf_model
+    from pdscale.actuators.simulator import SimulatorActuator
+    from pdscale.controller.policies.reactive import ReactivePolicy
+    from pdscale.controller.sources.simulator import histogram_quantile
+    from pdscale.simulator import Cluster, ClusterConfig, Pool
+    from pdscale.simulator.exporter import SimExporter
+    from pdscale.simulator.perf import load_perf_model
 
     cluster = Cluster(
         ClusterConfig(

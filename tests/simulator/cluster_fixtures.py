@@ -38,7 +38,7 @@ class StandInPerf:
 
 @dataclass(frozen=True, slots=True)
 class StandInTrace:
-    """Arrays sorted by arrival, like simulator.traces.Trace."""
+    """Arrays sorted by arrival, like pdscale.simulator.traces.Trace."""
 
     arrival_s: npt.NDArray[np.float64]
     input_tokens: npt.NDArray[np.int64]

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from simulator import Cluster, ClusterConfig, DropReason, Mode, Pool, ReplicaState
+from pdscale.simulator import Cluster, ClusterConfig, DropReason, Mode, Pool, ReplicaState
 from tests.simulator.cluster_fixtures import StandInPerf, fixed_trace, poisson_trace
 
 

@@ -10,8 +10,8 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from simulator import Cluster, ClusterConfig, Pool
-from simulator.exporter import CONTENT_TYPE, SimExporter, render_metrics
+from pdscale.simulator import Cluster, ClusterConfig, Pool
+from pdscale.simulator.exporter import CONTENT_TYPE, SimExporter, render_metrics
 from tests.simulator.cluster_fixtures import StandInPerf, poisson_trace
 
 

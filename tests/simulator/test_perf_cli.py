@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from simulator.perf import load_perf_model
-from simulator.perf_cli import add_parser, main
+from pdscale.simulator.perf import load_perf_model
+from pdscale.simulator.perf_cli import add_parser, main
 
 ARGS = ["--model", "llama-3.1-70b", "--tp", "4", "--prompt-tokens", "2048", "--batch", "1", "--context", "2048"]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from simulator.perf import PerfModel, PerfModelError, known_models, load_params, load_perf_model
-from simulator.perf_fit import SET_ASIDE, fit_params, load_calibration_rows, row_errors
+from pdscale.simulator.perf import PerfModel, PerfModelError, known_models, load_params, load_perf_model
+from pdscale.simulator.perf_fit import SET_ASIDE, fit_params, load_calibration_rows, row_errors
 
 # (line, phase) of splitwise_h100_llama2_70b.csv (header = line 1) that contradict their neighbours.
 EXPECTED_SET_ASIDE = {

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from simulator.perf import load_perf_model, load_profile_perf_model
-from simulator.profile import (
+from pdscale.simulator.perf import load_perf_model, load_profile_perf_model
+from pdscale.simulator.profile import (
     DECODE_BATCHES,
     DECODE_CONTEXTS,
     PREFILL_BATCHES,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.synth import synthesize
-from simulator.traces import RateCurve, Trace, TraceError, bundled_trace, load_rate_curve
+from pdscale.simulator.synth import synthesize
+from pdscale.simulator.traces import RateCurve, Trace, TraceError, bundled_trace, load_rate_curve
 
 
 def _lengths() -> Trace:

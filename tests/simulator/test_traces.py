@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
-from simulator.traces import Trace, TraceError, bundled_trace, load_rate_curve, load_trace
+from pdscale.simulator.traces import Trace, TraceError, bundled_trace, load_rate_curve, load_trace
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:

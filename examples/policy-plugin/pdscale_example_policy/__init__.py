@@ -11,8 +11,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from controller.protocols import PolicyContext, Proposal
-from controller.types import DataState, PoolRole
+from pdscale.api import DataState, PolicyContext, PoolRole, Proposal
 
 __all__ = ["FixedRatioPolicy"]
 

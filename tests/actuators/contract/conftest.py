@@ -18,10 +18,10 @@ from typing import Any, ClassVar
 import pytest
 import requests
 
-from controller.plugins import PluginEnv
-from controller.settings import PoolSettings
-from controller.testing import FakeActuator
-from controller.types import PoolRole
+from pdscale.controller.core.types import PoolRole
+from pdscale.controller.runtime.plugins import PluginEnv
+from pdscale.controller.runtime.settings import PoolSettings
+from pdscale.testing import FakeActuator
 
 POOLS = ("prefill", "decode")
 
@@ -65,8 +65,10 @@ def fake_backend() -> Backend:
 
 
 def simulator_backend() -> Backend:
-    sim = pytest.importorskip("actuators.simulator", reason="actuators.simulator is not in this checkout yet")
-    from simulator import Cluster, ClusterConfig
+    sim = pytest.importorskip(
+        "pdscale.actuators.simulator", reason="pdscale.actuators.simulator is not in this checkout yet"
+    )
+    from pdscale.simulator import Cluster, ClusterConfig
     from tests.simulator.cluster_fixtures import StandInPerf, fixed_trace
 
     cluster = Cluster(
@@ -91,7 +93,7 @@ def simulator_backend() -> Backend:
 
 
 def kubernetes_backend(tmp_path: Path) -> Iterator[Backend]:
-    from actuators.kubernetes import KubernetesActuator
+    from pdscale.actuators.kubernetes import KubernetesActuator
     from tests.helpers.k8s_emulator import running_emulator, write_kubeconfig
 
     with running_emulator() as (emu, url):
@@ -146,7 +148,7 @@ def fake_engine() -> Iterator[tuple[str, dict[str, str]]]:
 
 
 def http_flip_backend(engine_url: str) -> Backend:
-    from actuators.http_flip import HttpRoleFlipActuator
+    from pdscale.actuators.http_flip import HttpRoleFlipActuator
 
     base = FakeActuator(dict.fromkeys(POOLS, 2))
     env = PluginEnv(resources={"base_actuator": base})
@@ -172,7 +174,7 @@ def ray_serve_head() -> Iterator[Any]:
 
 
 def ray_backend(head: Any) -> Backend:
-    from actuators.ray_serve import RayServeActuator
+    from pdscale.actuators.ray_serve import RayServeActuator
     from tests.helpers.ray_cluster import wait_running
 
     names = {"prefill": "Prefill", "decode": "Decode"}
@@ -202,7 +204,7 @@ def aws_backend(monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
     boto3 = pytest.importorskip("boto3")
     from moto.server import ThreadedMotoServer
 
-    from actuators.aws import AwsAsgActuator
+    from pdscale.actuators.aws import AwsAsgActuator
     from tests.helpers.ray_cluster import free_port
 
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from controller.protocols import (
+from pdscale.controller.core.protocols import (
     ActuationError,
     Actuator,
     SupportsCancelPending,
@@ -14,7 +14,7 @@ from controller.protocols import (
     can_drain,
     can_flip_roles,
 )
-from controller.types import ErrorClass, ReplicaState
+from pdscale.controller.core.types import ErrorClass, ReplicaState
 from tests.actuators.contract.conftest import Backend
 
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from controller.plugins import PluginError, PluginGroup, Registry
-from controller.settings import PoolSettings
-from controller.sources.prometheus import PrometheusConfigError, PrometheusMetricsSource
-from controller.types import DataState, PoolRole
+from pdscale.controller.core.types import DataState, PoolRole
+from pdscale.controller.runtime.plugins import PluginError, PluginGroup, Registry
+from pdscale.controller.runtime.settings import PoolSettings
+from pdscale.controller.sources.prometheus import PrometheusConfigError, PrometheusMetricsSource
 from tests.helpers.fake_prometheus_api import EMPTY, FakePrometheusAPI, fake_prometheus_api
 
 HEALTHY: Mapping[str, Any] = {

@@ -1,0 +1,57 @@
+"""``pdscale serve``: run the daemon from a settings file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``serve``."""
+    p = subparsers.add_parser(
+        "serve",
+        help="run the daemon: control loop, admin API, /metrics",
+        description="Run the control loop with the admin gRPC API and /metrics, /healthz, /readyz. "
+        "SIGTERM stops after the current tick; SIGHUP reloads the settings file.",
+    )
+    p.add_argument("--config", required=True, metavar="FILE", help="YAML settings file")
+    p.add_argument("--max-ticks", type=int, default=None, metavar="N", help="stop after N ticks (tests, benches)")
+    p.add_argument("--admin-listen", default=None, metavar="HOST:PORT", help="override admin.listen")
+    p.add_argument("--telemetry-listen", default=None, metavar="HOST:PORT", help="override telemetry.listen")
+    p.add_argument("--state", default=None, metavar="PATH", help="override state.path (SQLite file)")
+
+
+def apply_overrides(settings: Any, args: argparse.Namespace) -> Any:
+    """Settings with the command line's listen/state overrides applied."""
+    updates: dict[str, Any] = {}
+    if getattr(args, "admin_listen", None):
+        updates["admin"] = settings.admin.model_copy(update={"listen": args.admin_listen})
+    if getattr(args, "telemetry_listen", None):
+        updates["telemetry"] = settings.telemetry.model_copy(update={"listen": args.telemetry_listen})
+    if getattr(args, "state", None):
+        updates["state"] = settings.state.model_copy(update={"path": args.state})
+    return settings.model_copy(update=updates) if updates else settings
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the daemon; 0 on a clean stop, 1 on bad settings or a start-up failure."""
+    import asyncio  # noqa: PLC0415
+
+    from pdscale.controller.daemon import Daemon  # noqa: PLC0415
+    from pdscale.controller.runtime.plugins import PluginError  # noqa: PLC0415
+    from pdscale.controller.runtime.settings import SettingsError, load_settings  # noqa: PLC0415
+    from pdscale.controller.runtime.store import StoreError  # noqa: PLC0415
+
+    if args.max_ticks is not None and args.max_ticks < 1:
+        sys.stderr.write(f"--max-ticks must be >= 1, got {args.max_ticks}\n")
+        return 2
+    try:
+        settings = apply_overrides(load_settings(args.config), args)
+        daemon = Daemon(settings, config_path=args.config, max_ticks=args.max_ticks)
+        return asyncio.run(daemon.run())
+    except (SettingsError, PluginError, StoreError, ValueError) as exc:
+        sys.stderr.write(f"pdscale serve: {exc}\n")
+        return 1

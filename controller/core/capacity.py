@@ -1,0 +1,479 @@
+"""Capacity model: replicas a pool needs for a demand at its SLO, from a measured performance profile.
+
+Pure core: no I/O, no simulator import. A :class:`Profile` (tables of prefill and decode step times of one
+replica, loaded by ``pdscale.controller.runtime.profile``) is interpolated; queueing math comes from
+``pdscale.controller.core.queueing``.
+See docs/capacity.md for the equations and their limits.
+
+- Prefill: requests arrive at ``lambda`` req/s with the forecast prompt-length mix. A replica fills batches up to
+  ``token_budget`` prompt tokens, so under load it serves ``k = budget // ISL`` prompts per batch time. TTFT at
+  the SLO quantile = M/G/c waiting-time quantile + prefill time of a long (p90) prompt + KV transfer.
+- Decode: the largest batch whose step time meets the ITL target (times ``itl_headroom``) and whose KV fits;
+  replicas = concurrency / that batch.
+- Colocated: decode steps of batch ``b`` carry a prefill chunk; the chunk is the largest that keeps the stalled
+  step within the ITL target, prefill throughput is what those chunks carry, TTFT as for prefill.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from pdscale.controller.core.protocols import CapacityEstimate
+from pdscale.controller.core.queueing import lognormal_cv2, mgc_wait_mean_s, mgc_wait_quantile_s
+from pdscale.controller.core.types import SLO, PoolRole, PoolSpec, Signal
+
+__all__ = [
+    "PROFILE_FORMAT",
+    "CapacityParams",
+    "Correction",
+    "DecodePoint",
+    "KvReservation",
+    "PrefillPoint",
+    "Profile",
+    "ProfileCapacityModel",
+    "Workload",
+]
+
+PROFILE_FORMAT = "pdscale-profile/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class PrefillPoint:
+    """Measured time to prefill ``batch`` prompts of ``prompt_tokens`` each, together."""
+
+    prompt_tokens: int
+    batch: int
+    time_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class DecodePoint:
+    """Measured time of one decode step of ``batch`` sequences holding ``context_tokens`` each."""
+
+    batch: int
+    context_tokens: int
+    time_ms: float
+
+
+def _interp(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
+    """Piecewise linear; flat below the first point, linear (non-decreasing) extrapolation above the last."""
+    if len(xs) == 1 or x <= xs[0]:
+        return ys[0]
+    if x >= xs[-1]:
+        slope = max(0.0, (ys[-1] - ys[-2]) / (xs[-1] - xs[-2]))
+        return ys[-1] + slope * (x - xs[-1])
+    i = bisect.bisect_right(xs, x)
+    x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
+    return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Surface:
+    """A 2-D table time(batch, x) as one curve over x per measured batch size."""
+
+    batches: tuple[float, ...]
+    curves: tuple[tuple[tuple[float, ...], tuple[float, ...]], ...]
+
+    @staticmethod
+    def build(points: Sequence[tuple[int, int, float]]) -> _Surface:
+        by_batch: dict[int, dict[int, list[float]]] = {}
+        for batch, x, t in points:
+            by_batch.setdefault(batch, {}).setdefault(x, []).append(t)
+        batches = sorted(by_batch)
+        curves = []
+        for b in batches:
+            xs = sorted(by_batch[b])
+            curves.append((tuple(float(x) for x in xs), tuple(sum(by_batch[b][x]) / len(by_batch[b][x]) for x in xs)))
+        return _Surface(batches=tuple(float(b) for b in batches), curves=tuple(curves))
+
+    def at(self, batch: float, x: float) -> float:
+        bs = self.batches
+        if len(bs) == 1 or batch <= bs[0]:
+            return max(0.0, _interp(*self.curves[0], x))
+        i = bisect.bisect_right(bs, batch)
+        i = min(max(i, 1), len(bs) - 1)  # bracketing pair, or the last pair to extrapolate
+        lo, hi = _interp(*self.curves[i - 1], x), _interp(*self.curves[i], x)
+        return max(0.0, _interp((bs[i - 1], bs[i]), (lo, hi), batch))
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """Step times of one replica, as measured (format ``pdscale-profile/v1``)."""
+
+    model: str
+    tp: int
+    dtype: str
+    gpus_per_replica: int
+    kv_bytes_per_token: int
+    max_kv_tokens: int
+    prefill: tuple[PrefillPoint, ...]
+    decode: tuple[DecodePoint, ...]
+    _prefill: _Surface = field(init=False, repr=False, compare=False)
+    _decode: _Surface = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.prefill or not self.decode:
+            raise ValueError("profile needs at least one prefill and one decode measurement")
+        if self.gpus_per_replica < 1 or self.max_kv_tokens < 1 or self.kv_bytes_per_token < 1:
+            raise ValueError("profile gpus_per_replica, max_kv_tokens and kv_bytes_per_token must be >= 1")
+        for p in self.prefill:
+            if p.prompt_tokens < 1 or p.batch < 1 or not (math.isfinite(p.time_ms) and p.time_ms > 0):
+                raise ValueError(f"prefill point {p}: prompt_tokens, batch and time_ms must be positive")
+        for d in self.decode:
+            if d.batch < 1 or d.context_tokens < 0 or not (math.isfinite(d.time_ms) and d.time_ms > 0):
+                raise ValueError(f"decode point {d}: batch and time_ms must be positive, context_tokens >= 0")
+        object.__setattr__(
+            self, "_prefill", _Surface.build([(p.batch, p.prompt_tokens, p.time_ms) for p in self.prefill])
+        )
+        object.__setattr__(
+            self, "_decode", _Surface.build([(d.batch, d.context_tokens, d.time_ms) for d in self.decode])
+        )
+
+    def prefill_ms(self, prompt_tokens: float, batch: float = 1.0) -> float:
+        """Time to prefill ``batch`` prompts of ``prompt_tokens`` together (interpolated).
+
+        With a single measured batch size, other batch sizes scale by total tokens.
+        """
+        s = self._prefill
+        if len(s.batches) == 1 and batch != s.batches[0]:
+            b0 = s.batches[0]
+            return s.at(b0, prompt_tokens * batch / b0)
+        return s.at(batch, prompt_tokens)
+
+    def decode_step_ms(self, batch: float, context_tokens: float) -> float:
+        """One decode step of ``batch`` sequences of ``context_tokens`` each (interpolated)."""
+        return self._decode.at(batch, context_tokens)
+
+
+class KvReservation(StrEnum):
+    """How much KV a running sequence holds for the fit check."""
+
+    FULL = "full"
+    """ISL + OSL: engines that reserve a sequence's whole KV at admission (and pdscale's simulator)."""
+    AVERAGE = "average"
+    """ISL + OSL/2: paged engines, on average over a sequence's life."""
+
+
+@dataclass(frozen=True, slots=True)
+class CapacityParams:
+    """Tunables of the capacity model (``capacity.params`` in the settings file)."""
+
+    token_budget: int = 8192
+    """Prompt tokens a prefill replica batches together."""
+    colocated_token_budget: int = 2048
+    """Largest prefill chunk mixed into a colocated decode step."""
+    max_running_seqs: int = 256
+    max_utilization: float = 0.9
+    """Never plan a pool above this utilisation, whatever the queueing model says."""
+    arrival_cv2: float = 1.0
+    """Squared coefficient of variation of inter-arrival times (1.0: Poisson)."""
+    itl_headroom: float = 0.9
+    """Decode batches are sized so the step time stays within this fraction of the ITL target."""
+    kv_reservation: KvReservation = KvReservation.FULL
+    kv_link_bytes_per_s_per_gpu: float = 50e9
+    default_isl_tokens: float = 1024.0
+    default_osl_tokens: float = 256.0
+
+    def __post_init__(self) -> None:
+        if self.token_budget < 1 or self.colocated_token_budget < 1 or self.max_running_seqs < 1:
+            raise ValueError("capacity params: token budgets and max_running_seqs must be >= 1")
+        if not 0.0 < self.max_utilization <= 1.0:
+            raise ValueError(f"capacity params: max_utilization must be in (0, 1], got {self.max_utilization}")
+        if not 0.0 < self.itl_headroom <= 1.0:
+            raise ValueError(f"capacity params: itl_headroom must be in (0, 1], got {self.itl_headroom}")
+        if self.arrival_cv2 < 0 or self.kv_link_bytes_per_s_per_gpu <= 0:
+            raise ValueError("capacity params: arrival_cv2 must be >= 0 and kv_link_bytes_per_s_per_gpu > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """Request shape the pool serves: prompt length mean and p90, output length mean."""
+
+    isl_mean_tokens: float
+    osl_mean_tokens: float
+    isl_p90_tokens: float | None = None
+    arrival_cv2: float | None = None
+    """Measured arrival variability (squared CV, 1 = Poisson); None: ``CapacityParams.arrival_cv2``."""
+
+    @property
+    def isl_tail_tokens(self) -> float:
+        """The long-prompt length the TTFT tail is sized for (p90, or 2x mean if unknown)."""
+        return max(self.isl_mean_tokens, self.isl_p90_tokens or 2.0 * self.isl_mean_tokens)
+
+    @property
+    def isl_cv2(self) -> float:
+        """Squared coefficient of variation of prompt length (log-normal fit to mean and p90)."""
+        if self.isl_p90_tokens is None:
+            return 1.0
+        return lognormal_cv2(self.isl_mean_tokens, self.isl_p90_tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class Correction:
+    """Online calibration factors multiplying the profile's prefill and decode times (1.0 = as profiled)."""
+
+    prefill: float = 1.0
+    decode: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Prefill:
+    service_rate_per_s: float
+    tail_service_ms: float
+    transfer_ms: float
+    cv2: float
+
+
+class ProfileCapacityModel:
+    """A :class:`pdscale.controller.core.protocols.CapacityModel` over a :class:`Profile`."""
+
+    def __init__(self, profile: Profile, params: CapacityParams | None = None) -> None:
+        self.profile = profile
+        self.params = params or CapacityParams()
+
+    # -- building blocks ------------------------------------------------------------------------------
+    def workload(self, demand: Mapping[Signal, float], hint: Workload | None = None) -> Workload:
+        """The workload to size for: ``hint``, else ISL from prefill tokens / request rate, else defaults."""
+        if hint is not None:
+            return hint
+        tps, rate = demand.get(Signal.PREFILL_TPS), demand.get(Signal.REQUEST_RATE)
+        isl = tps / rate if tps and rate else self.params.default_isl_tokens
+        return Workload(isl_mean_tokens=isl, osl_mean_tokens=self.params.default_osl_tokens)
+
+    def _prefill(self, w: Workload, corr: Correction) -> _Prefill:
+        p, prof = self.params, self.profile
+        isl = max(1.0, w.isl_mean_tokens)
+        per_batch = max(1.0, math.floor(p.token_budget / isl))
+        if isl <= p.token_budget:
+            batch_ms = prof.prefill_ms(isl, per_batch) * corr.prefill
+        else:
+            batch_ms = prof.prefill_ms(isl, 1.0) * corr.prefill
+        tail_ms = prof.prefill_ms(w.isl_tail_tokens, 1.0) * corr.prefill
+        link = p.kv_link_bytes_per_s_per_gpu * prof.gpus_per_replica
+        transfer_ms = w.isl_tail_tokens * prof.kv_bytes_per_token / link * 1e3
+        return _Prefill(per_batch / (batch_ms / 1e3), tail_ms, transfer_ms, w.isl_cv2)
+
+    def prefill_throughput_tps(self, isl_tokens: float, corr: Correction | None = None) -> float:
+        """Prompt tokens/s one replica prefills when kept busy with prompts of ``isl_tokens``."""
+        pf = self._prefill(Workload(isl_tokens, self.params.default_osl_tokens), corr or Correction())
+        return pf.service_rate_per_s * isl_tokens
+
+    def _kv_tokens_per_seq(self, w: Workload) -> float:
+        if self.params.kv_reservation is KvReservation.FULL:
+            return w.isl_mean_tokens + w.osl_mean_tokens
+        return w.isl_mean_tokens + w.osl_mean_tokens / 2.0
+
+    def decode_batch(self, itl_ms: float, w: Workload, corr: Correction | None = None) -> int:
+        """The largest batch a replica decodes within ``itl_ms`` x headroom whose KV fits (0 if even 1 does not)."""
+        corr = corr or Correction()
+        ctx_tokens = w.isl_mean_tokens + w.osl_mean_tokens / 2.0
+        kv_cap = math.floor(self.profile.max_kv_tokens / max(1.0, self._kv_tokens_per_seq(w)))
+        hi = min(self.params.max_running_seqs, kv_cap)
+        limit = itl_ms * self.params.itl_headroom
+        lo, best = 1, 0
+        while lo <= hi:  # step time grows with batch: binary search
+            mid = (lo + hi) // 2
+            if self.profile.decode_step_ms(mid, ctx_tokens) * corr.decode <= limit:
+                best, lo = mid, mid + 1
+            else:
+                hi = mid - 1
+        return best
+
+    def decode_throughput_tps(self, itl_ms: float, w: Workload, corr: Correction | None = None) -> float:
+        """Output tokens/s one replica generates at the ITL-constrained batch."""
+        corr = corr or Correction()
+        b = self.decode_batch(itl_ms, w, corr)
+        if b == 0:
+            return 0.0
+        step = self.profile.decode_step_ms(b, w.isl_mean_tokens + w.osl_mean_tokens / 2.0) * corr.decode
+        return b / step * 1e3
+
+    # -- predictions at a given size ------------------------------------------------------------------
+    def predict_ttft_ms(
+        self, replicas: int, demand: Mapping[Signal, float], slo: SLO, w: Workload, corr: Correction | None = None
+    ) -> float:
+        """TTFT at the SLO quantile for a prefill pool of ``replicas`` (``inf`` if overloaded).
+
+        Quantiles >= 0.9 add the service time of a p90 prompt, lower ones that of a mean prompt.
+        """
+        if replicas < 1:
+            return math.inf
+        corr = corr or Correction()
+        pf = self._prefill(w, corr)
+        rate = self._rate(demand, w)
+        cv2 = self._arrival_cv2(w)
+        wait_s = mgc_wait_quantile_s(replicas, rate, pf.service_rate_per_s, slo.quantile, cv2, pf.cv2)
+        service_ms = pf.tail_service_ms
+        if slo.quantile < 0.9:
+            service_ms = self.profile.prefill_ms(w.isl_mean_tokens, 1.0) * corr.prefill
+        return wait_s * 1e3 + service_ms + pf.transfer_ms
+
+    def predict_ttft_mean_ms(
+        self, replicas: int, demand: Mapping[Signal, float], w: Workload, corr: Correction | None = None
+    ) -> float:
+        """Mean TTFT of a prefill pool of ``replicas``: mean M/G/c wait + a mean prompt's prefill + KV transfer."""
+        if replicas < 1:
+            return math.inf
+        corr = corr or Correction()
+        pf = self._prefill(w, corr)
+        rate = self._rate(demand, w)
+        wait_s = mgc_wait_mean_s(replicas, rate, pf.service_rate_per_s, self._arrival_cv2(w), pf.cv2)
+        service_ms = self.profile.prefill_ms(w.isl_mean_tokens, 1.0) * corr.prefill
+        link = self.params.kv_link_bytes_per_s_per_gpu * self.profile.gpus_per_replica
+        return wait_s * 1e3 + service_ms + w.isl_mean_tokens * self.profile.kv_bytes_per_token / link * 1e3
+
+    def predict_prefill_busy_share(
+        self, replicas: int, demand: Mapping[Signal, float], w: Workload, corr: Correction | None = None
+    ) -> float:
+        """Share of time each of ``replicas`` prefill replicas computes at this load (> 1: overloaded)."""
+        if replicas < 1:
+            return math.inf
+        pf = self._prefill(w, corr or Correction())
+        return self._rate(demand, w) / (replicas * pf.service_rate_per_s)
+
+    def predict_itl_ms(self, replicas: int, concurrency: float, w: Workload, corr: Correction | None = None) -> float:
+        """Decode step time with ``concurrency`` sequences spread over ``replicas`` (``inf`` if none)."""
+        if replicas < 1:
+            return math.inf if concurrency > 0 else 0.0
+        b = max(1.0, concurrency / replicas)
+        return (
+            self.profile.decode_step_ms(b, w.isl_mean_tokens + w.osl_mean_tokens / 2.0) * (corr or Correction()).decode
+        )
+
+    def _arrival_cv2(self, w: Workload) -> float:
+        return self.params.arrival_cv2 if w.arrival_cv2 is None else w.arrival_cv2
+
+    @staticmethod
+    def _rate(demand: Mapping[Signal, float], w: Workload) -> float:
+        rate = demand.get(Signal.REQUEST_RATE)
+        if rate is None:
+            rate = demand.get(Signal.PREFILL_TPS, 0.0) / max(1.0, w.isl_mean_tokens)
+        return max(0.0, rate)
+
+    # -- sizing ---------------------------------------------------------------------------------------
+    def replicas_needed(
+        self,
+        pool: PoolSpec,
+        demand: Mapping[Signal, float],
+        slo: SLO,
+        *,
+        workload: Workload | None = None,
+        correction: Correction | None = None,
+    ) -> CapacityEstimate:
+        """Replicas ``pool`` needs for ``demand`` within ``slo`` (see the module docstring)."""
+        w = self.workload(demand, workload)
+        corr = correction or Correction()
+        if pool.role is PoolRole.PREFILL:
+            return self._size_prefill(demand, slo, w, corr)
+        if pool.role is PoolRole.DECODE:
+            return self._size_decode(demand, slo, w, corr)
+        return self._size_colocated(demand, slo, w, corr)
+
+    def _size_prefill(
+        self, demand: Mapping[Signal, float], slo: SLO, w: Workload, corr: Correction
+    ) -> CapacityEstimate:
+        rate = self._rate(demand, w)
+        pf = self._prefill(w, corr)
+        if rate <= 0.0:
+            return CapacityEstimate(
+                0, predicted_ttft_ms=pf.tail_service_ms + pf.transfer_ms, utilization=0.0, reason="no prefill demand"
+            )
+        if pf.tail_service_ms + pf.transfer_ms > slo.ttft_ms:
+            n = self._min_servers(rate, pf.service_rate_per_s)
+            return CapacityEstimate(
+                n,
+                predicted_ttft_ms=pf.tail_service_ms + pf.transfer_ms,
+                utilization=rate / (n * pf.service_rate_per_s),
+                reason=f"p90 prompt ({w.isl_tail_tokens:.0f} tok) alone exceeds TTFT target",
+            )
+        n = self._min_servers(rate, pf.service_rate_per_s)
+        while True:
+            ttft = self.predict_ttft_ms(n, demand, slo, w, corr)
+            if ttft <= slo.ttft_ms:
+                break
+            n += 1
+        util = rate / (n * pf.service_rate_per_s)
+        return CapacityEstimate(
+            n,
+            predicted_ttft_ms=ttft,
+            utilization=util,
+            reason=(
+                f"{rate:.2f} req/s x {w.isl_mean_tokens:.0f} tok at {pf.service_rate_per_s:.2f} req/s/replica: "
+                f"p{slo.quantile * 100:g} TTFT {ttft:.0f} ms at {n} replicas"
+            ),
+        )
+
+    def _min_servers(self, rate: float, mu: float) -> int:
+        return max(1, math.ceil(rate / (mu * self.params.max_utilization) - 1e-9))
+
+    def _concurrency(self, demand: Mapping[Signal, float], w: Workload, slo: SLO) -> float:
+        conc = demand.get(Signal.DECODE_CONCURRENCY)
+        if conc is not None:
+            return max(0.0, conc)
+        kv = demand.get(Signal.KV_TOKENS)
+        if kv is not None:
+            return max(0.0, kv / max(1.0, w.isl_mean_tokens + w.osl_mean_tokens / 2.0))
+        rate = self._rate(demand, w)  # Little's law at the ITL target
+        return rate * w.osl_mean_tokens * slo.itl_ms / 1e3
+
+    def _size_decode(self, demand: Mapping[Signal, float], slo: SLO, w: Workload, corr: Correction) -> CapacityEstimate:
+        conc = self._concurrency(demand, w, slo)
+        b = self.decode_batch(slo.itl_ms, w, corr)
+        if b == 0:
+            return CapacityEstimate(
+                0 if conc <= 0 else 1_000_000, reason="one sequence alone misses the ITL target or KV"
+            )
+        n = math.ceil(conc / b - 1e-9) if conc > 0 else 0
+        itl = self.predict_itl_ms(n, conc, w, corr) if n else 0.0
+        return CapacityEstimate(
+            n,
+            predicted_itl_ms=itl,
+            utilization=(conc / (n * b)) if n else 0.0,
+            reason=f"{conc:.1f} concurrent seqs / {b} per replica (ITL target {slo.itl_ms:g} ms)",
+        )
+
+    def _size_colocated(
+        self, demand: Mapping[Signal, float], slo: SLO, w: Workload, corr: Correction
+    ) -> CapacityEstimate:
+        """Chunked prefill mixed into decode steps (Sarathi-style); the ITL target bounds the mean step, stalls
+        included. The smallest size whose mean ITL and TTFT quantile both meet the targets wins."""
+        conc = self._concurrency(demand, w, slo)
+        rate = self._rate(demand, w)
+        tps = rate * w.isl_mean_tokens
+        ctx_tokens = w.isl_mean_tokens + w.osl_mean_tokens / 2.0
+        limit = slo.itl_ms * self.params.itl_headroom
+        chunk = float(self.params.colocated_token_budget)
+        pf = self._prefill(w, corr)
+        kv_cap = self.profile.max_kv_tokens / max(1.0, self._kv_tokens_per_seq(w))
+        b_cap = max(1.0, min(float(self.params.max_running_seqs), kv_cap))
+        n = max(1, math.ceil(conc / b_cap - 1e-9))
+        for _ in range(100_000):
+            b = conc / n
+            s_d = self.profile.decode_step_ms(max(1.0, b), ctx_tokens) * corr.decode if b > 0 else 0.0
+            extra = self.profile.prefill_ms(chunk + b, 1.0) - self.profile.prefill_ms(b, 1.0) if b > 0 else 0.0
+            s_m = s_d + max(self.profile.prefill_ms(chunk, 1.0) if b <= 0 else extra, 0.0) * corr.prefill
+            r = tps / n / 1e3  # prompt tokens per ms per replica
+            denom = chunk - r * (s_m - s_d)
+            u = r * s_d / denom if denom > 0 else math.inf
+            mu = chunk / (s_m / 1e3) / max(1.0, w.isl_mean_tokens)
+            if u <= 1.0 and rate < n * mu * self.params.max_utilization:
+                itl = u * s_m + (1.0 - u) * s_d
+                wait_s = mgc_wait_quantile_s(n, rate, mu, slo.quantile, self._arrival_cv2(w), pf.cv2)
+                ttft = wait_s * 1e3 + math.ceil(w.isl_tail_tokens / chunk) * s_m
+                if itl <= limit and ttft <= slo.ttft_ms:
+                    return CapacityEstimate(
+                        n,
+                        predicted_ttft_ms=ttft,
+                        predicted_itl_ms=itl,
+                        utilization=rate / (n * mu),
+                        reason=(
+                            f"colocated: {b:.0f} seqs/replica, {u:.0%} of steps carry a {chunk:.0f}-token chunk, "
+                            f"mean ITL {itl:.0f} ms, p{slo.quantile * 100:g} TTFT {ttft:.0f} ms"
+                        ),
+                    )
+            n += 1
+        return CapacityEstimate(1_000_000, reason="colocated: no size meets both targets")

@@ -1,0 +1,524 @@
+"""The control loop: ``Reconciler.run_once(now)`` is one tick; ``Runner`` repeats it on an interval.
+
+One tick, as data (DESIGN.md): fetch observations -> update forecasters -> policy -> guards -> actuate
+(shrink before grow) -> record. The decision itself is the pure ``pdscale.controller.core.decide.decide``; this module
+does the I/O around it and never lets one failing part kill the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import signal
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from pdscale.controller.core.decide import DecideInput, decide
+from pdscale.controller.core.guards import GuardSettings, GuardState
+from pdscale.controller.core.protocols import (
+    ActuationError,
+    Actuator,
+    CapacityModel,
+    MetricsSource,
+    Policy,
+    PolicyContext,
+    can_flip_roles,
+)
+from pdscale.controller.core.types import (
+    SLO,
+    DataState,
+    Decision,
+    ErrorClass,
+    Forecast,
+    Override,
+    PoolObservation,
+    PoolRole,
+    PoolSpec,
+    PoolState,
+    Signal,
+)
+from pdscale.controller.runtime.record import DecisionRecord, InMemoryRecorder, Outcome, PoolOutcome, Recorder
+from pdscale.forecasting.base import Forecaster
+
+__all__ = ["ROLE_SIGNALS", "Backoff", "Reconciler", "Runner", "TickResult"]
+
+log = structlog.get_logger("pdscale.loop")
+
+ROLE_SIGNALS: Mapping[PoolRole, tuple[Signal, ...]] = {
+    PoolRole.PREFILL: (Signal.PREFILL_TPS, Signal.REQUEST_RATE),
+    PoolRole.DECODE: (Signal.DECODE_CONCURRENCY, Signal.KV_TOKENS, Signal.REQUEST_RATE),
+    PoolRole.COLOCATED: (Signal.PREFILL_TPS, Signal.REQUEST_RATE, Signal.DECODE_CONCURRENCY, Signal.KV_TOKENS),
+}
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Exponential backoff per pool after actuation failures, in seconds of the loop's clock."""
+
+    base_s: float = 10.0
+    max_s: float = 600.0
+    failures: dict[str, int] = field(default_factory=dict)
+    retry_at_s: dict[str, float] = field(default_factory=dict)
+
+    def blocked(self, pool: str, now: float) -> bool:
+        """Whether ``pool`` is still waiting out a backoff."""
+        return now < self.retry_at_s.get(pool, -math.inf)
+
+    def failed(self, pool: str, now: float, error_class: ErrorClass) -> float:
+        """Record a failure; returns the delay before the next attempt."""
+        n = self.failures.get(pool, 0) + 1
+        self.failures[pool] = n
+        delay = self.max_s if error_class is ErrorClass.PERMANENT else min(self.max_s, self.base_s * 2 ** (n - 1))
+        self.retry_at_s[pool] = now + delay
+        return delay
+
+    def succeeded(self, pool: str) -> None:
+        """Clear a pool's backoff."""
+        self.failures.pop(pool, None)
+        self.retry_at_s.pop(pool, None)
+
+
+@dataclass(frozen=True, slots=True)
+class TickResult:
+    """What one tick saw, decided and did."""
+
+    now_s: float
+    decision: Decision
+    observations: Mapping[str, PoolObservation]
+    states: Mapping[str, PoolState]
+    forecasts: Mapping[str, Mapping[Signal, Forecast]]
+    outcomes: Mapping[str, PoolOutcome]
+    record_id: int
+    duration_s: float
+
+
+ForecasterFactory = Callable[[str, Signal], Forecaster]
+
+
+class Reconciler:
+    """One model's pools, reconciled once per ``run_once(now)``. Thread-safe for the admin API's mutations."""
+
+    def __init__(
+        self,
+        *,
+        pools: Mapping[str, PoolSpec],
+        source: MetricsSource,
+        actuator: Actuator,
+        policy: Policy,
+        slo: SLO,
+        tick_s: float,
+        forecaster_factory: ForecasterFactory | None = None,
+        budget_gpus: int | None = None,
+        capacity: CapacityModel | None = None,
+        guard_settings: GuardSettings | None = None,
+        recorder: Recorder | None = None,
+        dry_run: bool = False,
+        adopt_external_changes: bool = True,
+        backoff: Backoff | None = None,
+        policy_params: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.pools = dict(pools)
+        self.source = source
+        self.actuator = actuator
+        self.policy = policy
+        self.policy_params: Mapping[str, Any] = dict(policy_params or {})
+        self.slo = slo
+        self.tick_s = tick_s
+        self.budget_gpus = budget_gpus
+        self.capacity = capacity
+        self.guard_settings = guard_settings or GuardSettings()
+        self.recorder: Recorder = recorder or InMemoryRecorder()
+        self.dry_run = dry_run
+        self.adopt_external_changes = adopt_external_changes
+        self.backoff = backoff or Backoff()
+        self.overrides: dict[str, Override] = {}
+        self.paused: set[str] = set()
+        self.external_hold: set[str] = set()
+        self.policy_state: Mapping[str, Any] = {}
+        self.guard_state = GuardState()
+        self.last: TickResult | None = None
+        self.lock = threading.RLock()
+        self._applied: dict[str, int] = self.recorder.last_applied()
+        self._forecasters: dict[tuple[str, Signal], Forecaster] = {}
+        if forecaster_factory is not None:
+            for name, spec in self.pools.items():
+                for sig in ROLE_SIGNALS[spec.role]:
+                    self._forecasters[(name, sig)] = forecaster_factory(name, sig)
+
+    def reload_applied(self) -> None:
+        """Re-read the targets pdscale last applied from the recorder (after a restart settled open intents)."""
+        with self.lock:
+            self._applied = self.recorder.last_applied()
+
+    # -- inputs ---------------------------------------------------------------------------------
+    def _fetch(self, now: float) -> dict[str, PoolObservation]:
+        try:
+            got = dict(self.source.fetch(now))
+        except Exception as exc:
+            log.warning("metrics_fetch_failed", error=f"{type(exc).__name__}: {exc}")
+            return {p: PoolObservation.missing(p, f"metrics source failed: {exc}") for p in self.pools}
+        return {p: got.get(p) or PoolObservation.missing(p, "pool absent from metrics source") for p in self.pools}
+
+    def _states(self, now: float) -> tuple[dict[str, PoolState], dict[str, str]]:
+        states: dict[str, PoolState] = {}
+        errors: dict[str, str] = {}
+        for name in self.pools:
+            try:
+                target = self.actuator.target_size(name)
+                reps = list(self.actuator.replicas(name))
+            except Exception as exc:
+                errors[name] = f"{type(exc).__name__}: {exc}"
+                known = self._applied.get(name, self.pools[name].min_replicas)
+                states[name] = PoolState(pool=name, target=known, ready=0)
+                log.warning("actuator_read_failed", pool=name, error=errors[name])
+                continue
+            states[name] = PoolState.from_replicas(name, target, reps)
+            self._check_external(name, target, now)
+        return states, errors
+
+    def _check_external(self, pool: str, target: int, now: float) -> None:
+        applied = self._applied.get(pool)
+        if applied is None:
+            self._applied[pool] = target
+            return
+        if target == applied:
+            return
+        if self.adopt_external_changes:
+            log.warning("external_change_adopted", pool=pool, ours=applied, theirs=target, now=now)
+            self._applied[pool] = target
+            self.recorder.set_applied(pool, target)
+        else:
+            if pool not in self.external_hold:
+                log.warning("external_change_held", pool=pool, ours=applied, theirs=target, now=now)
+            self.external_hold.add(pool)
+
+    def _forecast(self, now: float, obs: Mapping[str, PoolObservation]) -> dict[str, dict[Signal, Forecast]]:
+        out: dict[str, dict[Signal, Forecast]] = {}
+        for (pool, sig), fc in self._forecasters.items():
+            o = obs[pool]
+            value = o.signals.demand(sig) if o.state is DataState.OK else None
+            t = o.sample_time_s if (o.state is DataState.OK and o.sample_time_s is not None) else now
+            try:
+                drivers = getattr(fc, "observe_drivers", None)
+                if drivers is not None and sig is Signal.DECODE_CONCURRENCY:
+                    drivers(t, *_decode_drivers(o))
+                fc.observe(t, value)
+                out.setdefault(pool, {})[sig] = fc.predict(self.pools[pool].cold_start_s + self.tick_s)
+            except Exception as exc:
+                log.warning("forecast_failed", pool=pool, signal=sig.value, error=f"{type(exc).__name__}: {exc}")
+        return out
+
+    # -- the tick -------------------------------------------------------------------------------
+    def context(
+        self,
+        now: float,
+        observations: Mapping[str, PoolObservation],
+        states: Mapping[str, PoolState],
+        forecasts: Mapping[str, Mapping[Signal, Forecast]],
+    ) -> PolicyContext:
+        """The policy's view of this tick."""
+        return PolicyContext(
+            now_s=now,
+            tick_s=self.tick_s,
+            pools=self.pools,
+            states=states,
+            observations=observations,
+            forecasts=forecasts,
+            slo=self.slo,
+            budget_gpus=self.budget_gpus,
+            capacity=self.capacity,
+            supports_role_flip=can_flip_roles(self.actuator),
+            state=self.policy_state,
+            params=self.policy_params,
+        )
+
+    def run_once(self, now: float) -> TickResult:
+        """Fetch, forecast, decide, guard, actuate and record; never raises for a failing part."""
+        started = time.perf_counter()
+        with self.lock:
+            observations = self._fetch(now)
+            states, read_errors = self._states(now)
+            forecasts = self._forecast(now, observations)
+            ctx = self.context(now, observations, states, forecasts)
+            self.overrides = {p: o for p, o in self.overrides.items() if o.active(now)}
+            paused = frozenset(self.paused | self.external_hold | set(read_errors))
+            out = decide(
+                self.policy,
+                DecideInput(
+                    ctx=ctx,
+                    guard_settings=self.guard_settings,
+                    guard_state=self.guard_state,
+                    overrides=dict(self.overrides),
+                    paused=paused,
+                ),
+            )
+            if out.error is not None:
+                log.error("policy_failed", policy=out.decision.policy, error=out.error)
+            else:
+                self.policy_state = out.policy_state
+                self.guard_state = out.guard_state
+            outcomes = self._actuate(now, out.decision, states)
+            rec_id = self.recorder.next_id()
+            self.recorder.record(
+                DecisionRecord(
+                    id=rec_id,
+                    decision=out.decision,
+                    inputs=_inputs_summary(observations, states, forecasts),
+                    outcomes=outcomes,
+                )
+            )
+            self._log(out.decision, observations, states, forecasts, outcomes)
+            result = TickResult(
+                now_s=now,
+                decision=out.decision,
+                observations=observations,
+                states=states,
+                forecasts=forecasts,
+                outcomes=outcomes,
+                record_id=rec_id,
+                duration_s=time.perf_counter() - started,
+            )
+            self.last = result
+            return result
+
+    def _actuate(self, now: float, decision: Decision, states: Mapping[str, PoolState]) -> dict[str, PoolOutcome]:
+        outcomes: dict[str, PoolOutcome] = {}
+        flipped: set[str] = set()
+        if decision.held:
+            return {p: PoolOutcome(Outcome.HELD, decision.pools[p].reason) for p in decision.pools}
+        for flip in decision.flips:
+            if self.dry_run:
+                outcomes[flip.from_pool] = outcomes[flip.to_pool] = PoolOutcome(Outcome.DRY_RUN, f"flip {flip}")
+            elif can_flip_roles(self.actuator):
+                try:
+                    self.actuator.flip_roles(flip)
+                except Exception as exc:
+                    cls = exc.error_class if isinstance(exc, ActuationError) else ErrorClass.TRANSIENT
+                    log.error("role_flip_failed", flip=str(flip), error=str(exc), error_class=cls.value)
+                    continue
+                for p, delta in ((flip.from_pool, -flip.count), (flip.to_pool, flip.count)):
+                    self._applied[p] = states[p].target + delta
+                    self.recorder.set_applied(p, self._applied[p])
+                    outcomes[p] = PoolOutcome(Outcome.APPLIED, f"role flip {flip.from_pool}->{flip.to_pool}")
+            flipped |= {flip.from_pool, flip.to_pool}
+        # Shrink before grow, so the budget holds between the two steps of a rebalance.
+        order = sorted(decision.pools.values(), key=lambda d: d.target - states[d.pool].target)
+        for d in order:
+            if d.pool in flipped and d.pool in outcomes:
+                if d.target != self._applied.get(d.pool):
+                    outcomes[d.pool] = self._set(now, d.pool, d.target)
+                continue
+            if d.target == states[d.pool].target:
+                outcomes[d.pool] = PoolOutcome(Outcome.UNCHANGED)
+                continue
+            outcomes[d.pool] = self._set(now, d.pool, d.target)
+        return outcomes
+
+    def _set(self, now: float, pool: str, target: int) -> PoolOutcome:
+        if self.dry_run:
+            return PoolOutcome(Outcome.DRY_RUN, f"would set {target}")
+        if self.backoff.blocked(pool, now):
+            return PoolOutcome(Outcome.BACKOFF, f"retry at {self.backoff.retry_at_s[pool]:.0f}s")
+        # Crash safety: a recorder with intents (pdscale.controller.runtime.store) persists the call before it is made.
+        intent = self._intent_begin(pool, target, now)
+        try:
+            self.actuator.set_target(pool, target)
+        except Exception as exc:
+            cls = exc.error_class if isinstance(exc, ActuationError) else ErrorClass.TRANSIENT
+            delay = self.backoff.failed(pool, now, cls)
+            log.error(
+                "actuation_failed", pool=pool, target=target, error=str(exc), error_class=cls.value, retry_in_s=delay
+            )
+            self._intent_end(intent, Outcome.FAILED.value, str(exc))
+            return PoolOutcome(Outcome.FAILED, str(exc), cls.value)
+        self.backoff.succeeded(pool)
+        self._applied[pool] = target
+        self.recorder.set_applied(pool, target)
+        self._intent_end(intent, Outcome.APPLIED.value, "")
+        log.info("actuation_applied", pool=pool, target=target)
+        return PoolOutcome(Outcome.APPLIED)
+
+    def _intent_begin(self, pool: str, target: int, now: float) -> int | None:
+        begin = getattr(self.recorder, "begin_intent", None)
+        return int(begin(pool, target, now)) if callable(begin) else None
+
+    def _intent_end(self, intent: int | None, outcome: str, detail: str) -> None:
+        finish = getattr(self.recorder, "finish_intent", None)
+        if intent is not None and callable(finish):
+            finish(intent, outcome, detail)
+
+    def _log(
+        self,
+        decision: Decision,
+        observations: Mapping[str, PoolObservation],
+        states: Mapping[str, PoolState],
+        forecasts: Mapping[str, Mapping[Signal, Forecast]],
+        outcomes: Mapping[str, PoolOutcome],
+    ) -> None:
+        for name, d in decision.pools.items():
+            obs = observations[name]
+            st = states[name]
+            fc = {s.value: round(f.quantile(self.slo.quantile), 3) for s, f in forecasts.get(name, {}).items()}
+            log.info(
+                "scale_decision",
+                pool=name,
+                now_s=decision.time_s,
+                policy=decision.policy,
+                previous=d.previous,
+                proposed=d.proposed,
+                target=d.target,
+                direction=d.direction.value,
+                reason=d.reason,
+                guards=list(d.guards),
+                data=obs.state.value,
+                data_reason=obs.reason or None,
+                ready=st.ready,
+                starting=st.starting,
+                draining=st.draining,
+                forecast=fc,
+                outcome=outcomes[name].outcome.value if name in outcomes else None,
+            )
+
+
+def _decode_drivers(o: PoolObservation) -> tuple[float | None, float | None]:
+    """Request rate and mean decode duration (output tokens x mean ITL) for a Little's-law forecaster."""
+    if o.state is not DataState.OK:
+        return None, None
+    s = o.signals
+    decode_s = s.osl_mean_tokens * s.itl_mean_ms / 1e3 if s.osl_mean_tokens and s.itl_mean_ms else None
+    return s.request_rate_per_s, decode_s
+
+
+def _inputs_summary(
+    observations: Mapping[str, PoolObservation],
+    states: Mapping[str, PoolState],
+    forecasts: Mapping[str, Mapping[Signal, Forecast]],
+) -> dict[str, Any]:
+    return {
+        "observations": {
+            p: {
+                "state": o.state.value,
+                "reason": o.reason,
+                "sample_time_s": o.sample_time_s,
+                "signals": {k: v for k, v in o.signals.as_dict().items() if v is not None},
+            }
+            for p, o in observations.items()
+        },
+        "states": {
+            p: {"target": s.target, "ready": s.ready, "starting": s.starting, "draining": s.draining}
+            for p, s in states.items()
+        },
+        "forecasts": {
+            p: {
+                sig.value: {
+                    "mean": f.mean,
+                    "quantiles": {str(q): v for q, v in f.quantiles.items()},
+                    "ready": f.ready,
+                    "model": f.model,
+                }
+                for sig, f in fs.items()
+            }
+            for p, fs in forecasts.items()
+        },
+    }
+
+
+TickHook = Callable[[float], Awaitable[None] | None]
+
+
+class Runner:
+    """Runs ``reconciler.run_once`` every ``tick_s`` of ``clock`` until stopped.
+
+    ``before_tick`` (e.g. advance an embedded simulator) and ``after_tick`` (telemetry) hooks run around each
+    tick. ``stop()`` lets the current tick finish; SIGTERM/SIGINT call it when ``install_signal_handlers`` ran.
+    """
+
+    def __init__(
+        self,
+        reconciler: Reconciler,
+        *,
+        tick_s: float,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        before_tick: Callable[[float], Any] | None = None,
+        after_tick: Callable[[TickResult], Any] | None = None,
+        max_ticks: int | None = None,
+        wall_per_tick_s: float | None = None,
+    ) -> None:
+        self.reconciler = reconciler
+        self.tick_s = tick_s
+        self.clock = clock
+        self.sleep = sleep
+        self.before_tick = before_tick
+        self.after_tick = after_tick
+        self.max_ticks = max_ticks
+        self.wall_per_tick_s = wall_per_tick_s
+        self.ticks = 0
+        self._stop = asyncio.Event()
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    def stop(self) -> None:
+        """Ask the loop to stop after the current tick."""
+        log.info("runner_stopping")
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether ``stop`` was called."""
+        return self._stop.is_set()
+
+    def install_signal_handlers(self, reload: Callable[[], None] | None = None) -> None:
+        """SIGTERM/SIGINT stop gracefully; SIGHUP calls ``reload`` when given."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        if reload is not None:
+            loop.add_signal_handler(signal.SIGHUP, reload)
+
+    def spawn(self, name: str, coro: Awaitable[None]) -> asyncio.Task[None]:
+        """Start a named, guarded task: an unexpected exit is logged, never silent."""
+
+        async def guarded() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("task_crashed", task=name)
+                raise
+
+        task = asyncio.create_task(guarded(), name=name)
+        self.tasks[name] = task
+        return task
+
+    async def _maybe_await(self, value: Any) -> None:
+        if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+            await value
+
+    async def run(self) -> int:
+        """Tick until stopped or ``max_ticks``; returns an exit code (0: clean stop)."""
+        next_at = self.clock()
+        while not self._stop.is_set():
+            now = next_at
+            if self.before_tick is not None:
+                await self._maybe_await(self.before_tick(now))
+            result = await asyncio.to_thread(self.reconciler.run_once, now)
+            self.ticks += 1
+            if self.after_tick is not None:
+                await self._maybe_await(self.after_tick(result))
+            if self.max_ticks is not None and self.ticks >= self.max_ticks:
+                break
+            next_at = now + self.tick_s
+            delay = self.wall_per_tick_s if self.wall_per_tick_s is not None else max(0.0, next_at - self.clock())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=delay)
+        for task in self.tasks.values():
+            task.cancel()
+        log.info("runner_stopped", ticks=self.ticks)
+        return 0

@@ -1,0 +1,351 @@
+"""Loading performance profiles and building the capacity model from settings (the I/O side of capacity).
+
+``capacity.profile`` in the settings file is one of:
+
+- a JSON file in the ``pdscale-profile/v1`` format (written by ``pdscale.simulator.profile``)::
+
+    {"format": "pdscale-profile/v1", "model": ..., "tp": 4, "dtype": "bf16", "gpus_per_replica": 4,
+     "kv_bytes_per_token": ..., "max_kv_tokens": ...,
+     "prefill": [{"prompt_tokens", "batch", "time_ms"}, ...],
+     "decode": [{"batch", "context_tokens", "time_ms"}, ...]}      # context_tokens per sequence
+
+- a CSV of a user's own measurements with header ``phase,prompt_tokens,batch,context_tokens,time_ms``
+  (phase ``prefill`` or ``decode``); replica facts (``kv_bytes_per_token``, ``max_kv_tokens``,
+  ``gpus_per_replica``) then come from ``capacity.params``;
+- ``builtin:<model>/tp<N>[/<dtype>]``: pdscale's simulator performance model exported as a profile;
+- ``aiconfigurator:...``: needs the optional ``aiconfigurator`` package.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from pdscale.controller.core.calibration import CalibrationReport, CalibrationState
+from pdscale.controller.core.capacity import (
+    PROFILE_FORMAT,
+    CapacityParams,
+    DecodePoint,
+    KvReservation,
+    PrefillPoint,
+    Profile,
+    ProfileCapacityModel,
+)
+from pdscale.controller.runtime.settings import Settings
+
+__all__ = [
+    "LoggedCapacityModel",
+    "ProfileError",
+    "build_capacity_model",
+    "capacity_params",
+    "load_profile",
+    "profile_from_dict",
+    "profile_from_perf",
+    "profile_to_json",
+]
+
+log = structlog.get_logger(__name__)
+
+_PROFILE_FACTS = ("kv_bytes_per_token", "max_kv_tokens", "gpus_per_replica")
+PREFILL_GRID_TOKENS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+PREFILL_GRID_BATCH = (1, 2, 4, 8, 16, 32, 64, 128)
+DECODE_GRID_BATCH = (1, 2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 128, 160, 192, 256, 384, 512)
+DECODE_GRID_CONTEXT = (0, 128, 256, 512, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 16384, 32768)
+
+
+class ProfileError(ValueError):
+    """A profile cannot be read or is invalid; the message names the file, line or field."""
+
+
+def _num(where: str, field: str, value: Any, *, integer: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ProfileError(f"{where}: field {field!r} must be a number, got {value!r}")
+    try:
+        out = float(value)
+    except ValueError:
+        raise ProfileError(f"{where}: field {field!r} must be a number, got {value!r}") from None
+    if integer and out != int(out):
+        raise ProfileError(f"{where}: field {field!r} must be an integer, got {value!r}")
+    return out
+
+
+def _profile(where: str, facts: Mapping[str, Any], prefill: list[PrefillPoint], decode: list[DecodePoint]) -> Profile:
+    try:
+        return Profile(
+            model=str(facts.get("model", "")),
+            tp=int(facts.get("tp", facts["gpus_per_replica"])),
+            dtype=str(facts.get("dtype", "bf16")),
+            gpus_per_replica=int(facts["gpus_per_replica"]),
+            kv_bytes_per_token=int(facts["kv_bytes_per_token"]),
+            max_kv_tokens=int(facts["max_kv_tokens"]),
+            prefill=tuple(prefill),
+            decode=tuple(decode),
+        )
+    except KeyError as exc:
+        raise ProfileError(f"{where}: missing field {exc.args[0]!r}") from None
+    except ValueError as exc:
+        raise ProfileError(f"{where}: {exc}") from None
+
+
+def _load_json(path: Path) -> Profile:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read profile: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ProfileError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    return profile_from_dict(data, str(path))
+
+
+def profile_from_dict(data: Any, path: str = "<profile>") -> Profile:
+    """A profile from its ``pdscale-profile/v1`` JSON object; errors name ``path`` and the field."""
+    if not isinstance(data, dict):
+        raise ProfileError(f"{path}: top level must be a JSON object")
+    if data.get("format") != PROFILE_FORMAT:
+        raise ProfileError(f"{path}: field 'format' must be {PROFILE_FORMAT!r}, got {data.get('format')!r}")
+    facts: dict[str, Any] = {}
+    for key in ("tp", *_PROFILE_FACTS):
+        if key not in data:
+            raise ProfileError(f"{path}: missing field {key!r}")
+        facts[key] = int(_num(path, key, data[key], integer=True))
+    facts["model"], facts["dtype"] = data.get("model", ""), data.get("dtype", "bf16")
+    prefill, decode = [], []
+    for section in ("prefill", "decode"):
+        rows = data.get(section)
+        if not isinstance(rows, list) or not rows:
+            raise ProfileError(f"{path}: field {section!r} must be a non-empty list")
+        for i, row in enumerate(rows):
+            where = f"{path}: {section}[{i}]"
+            if not isinstance(row, dict):
+                raise ProfileError(f"{where}: must be an object")
+            try:
+                if section == "prefill":
+                    prefill.append(
+                        PrefillPoint(
+                            prompt_tokens=int(_num(where, "prompt_tokens", row["prompt_tokens"], integer=True)),
+                            batch=int(_num(where, "batch", row["batch"], integer=True)),
+                            time_ms=_num(where, "time_ms", row["time_ms"]),
+                        )
+                    )
+                else:
+                    decode.append(
+                        DecodePoint(
+                            batch=int(_num(where, "batch", row["batch"], integer=True)),
+                            context_tokens=int(_num(where, "context_tokens", row["context_tokens"], integer=True)),
+                            time_ms=_num(where, "time_ms", row["time_ms"]),
+                        )
+                    )
+            except KeyError as exc:
+                raise ProfileError(f"{where}: missing field {exc.args[0]!r}") from None
+    return _profile(path, facts, prefill, decode)
+
+
+def _load_csv(path: Path, params: Mapping[str, Any]) -> Profile:
+    missing = [k for k in _PROFILE_FACTS if k not in params]
+    if missing:
+        raise ProfileError(
+            f"{path}: a CSV profile needs capacity.params {', '.join(missing)} (the replica's facts are not in the CSV)"
+        )
+    need = ("phase", "prompt_tokens", "batch", "context_tokens", "time_ms")
+    prefill, decode = [], []
+    try:
+        with path.open(encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh)
+            absent = [c for c in need if c not in (reader.fieldnames or [])]
+            if absent:
+                raise ProfileError(f"{path}:1: missing column(s) {', '.join(absent)}; header must be {','.join(need)}")
+            for row in reader:
+                where = f"{path}:{reader.line_num}"
+                phase = (row["phase"] or "").strip().lower()
+                time_ms = _num(where, "time_ms", row["time_ms"])
+                batch = int(_num(where, "batch", row["batch"], integer=True))
+                if phase == "prefill":
+                    tokens = int(_num(where, "prompt_tokens", row["prompt_tokens"], integer=True))
+                    pt = PrefillPoint(prompt_tokens=tokens, batch=batch, time_ms=time_ms)
+                    prefill.append(pt)
+                elif phase == "decode":
+                    ctx = int(_num(where, "context_tokens", row["context_tokens"], integer=True))
+                    decode.append(DecodePoint(batch=batch, context_tokens=ctx, time_ms=time_ms))
+                else:
+                    raise ProfileError(f"{where}: phase must be 'prefill' or 'decode', got {row['phase']!r}")
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read profile: {exc.strerror}") from None
+    facts = {k: int(_num(f"capacity.params.{k}", k, params[k], integer=True)) for k in _PROFILE_FACTS}
+    return _profile(str(path), facts, prefill, decode)
+
+
+def profile_from_perf(perf: Any) -> Profile:
+    """Sample a performance model with ``prefill_ms``/``decode_step_ms`` (``simulator.perf.PerfModel``) on a grid."""
+    prefill = [
+        PrefillPoint(prompt_tokens=n, batch=b, time_ms=float(perf.prefill_ms(float(n * b), float(n) ** 2 * b, b)))
+        for n in PREFILL_GRID_TOKENS
+        for b in PREFILL_GRID_BATCH
+    ]
+    decode = [
+        DecodePoint(batch=b, context_tokens=c, time_ms=float(perf.decode_step_ms(b, float(b * c))))
+        for b in DECODE_GRID_BATCH
+        for c in DECODE_GRID_CONTEXT
+    ]
+    return Profile(
+        model=str(perf.model),
+        tp=int(getattr(perf, "tp", perf.gpus_per_replica)),
+        dtype=str(getattr(perf, "dtype", "bf16")),
+        gpus_per_replica=int(perf.gpus_per_replica),
+        kv_bytes_per_token=int(perf.kv_bytes_per_token),
+        max_kv_tokens=int(perf.max_kv_tokens),
+        prefill=tuple(prefill),
+        decode=tuple(decode),
+    )
+
+
+def _load_builtin(spec: str) -> Profile:
+    body = spec.removeprefix("builtin:")
+    parts = body.split("/")
+    if len(parts) not in (2, 3) or not parts[1].startswith("tp") or not parts[1][2:].isdigit():
+        raise ProfileError(f"capacity.profile: {spec!r} must look like 'builtin:<model>/tp<N>[/<dtype>]'")
+    from pdscale.simulator.perf import PerfModelError, load_perf_model  # noqa: PLC0415 - the one allowed crossing
+    from pdscale.simulator.profile import profile_dict  # noqa: PLC0415
+
+    try:
+        perf = load_perf_model(parts[0], int(parts[1][2:]), parts[2] if len(parts) == 3 else "bf16")
+    except PerfModelError as exc:
+        raise ProfileError(f"capacity.profile: {spec!r}: {exc}") from None
+    return profile_from_dict(profile_dict(perf), spec)
+
+
+def _load_aiconfigurator(spec: str) -> Profile:
+    try:
+        import aiconfigurator  # type: ignore[import-not-found]  # noqa: F401, PLC0415
+    except ImportError:
+        raise ProfileError(
+            f"capacity.profile: {spec!r} needs the optional 'aiconfigurator' package (pip install aiconfigurator); "
+            "or export its estimates to a CSV profile (phase,prompt_tokens,batch,context_tokens,time_ms)"
+        ) from None
+    raise ProfileError(
+        f"capacity.profile: {spec!r}: reading AIConfigurator databases directly is not supported; export its "
+        "estimates to a CSV profile (phase,prompt_tokens,batch,context_tokens,time_ms) and point capacity.profile at it"
+    )
+
+
+def load_profile(spec: str, params: Mapping[str, Any] | None = None) -> Profile:
+    """A profile from a JSON or CSV file, ``builtin:<model>/tp<N>``, or ``aiconfigurator:...``."""
+    params = params or {}
+    if spec.startswith("builtin:"):
+        return _load_builtin(spec)
+    if spec.startswith("aiconfigurator:"):
+        return _load_aiconfigurator(spec)
+    path = Path(spec)
+    if not path.is_file():
+        raise ProfileError(f"capacity.profile: {spec}: no such file")
+    if path.suffix.lower() == ".csv":
+        return _load_csv(path, params)
+    return _load_json(path)
+
+
+def profile_to_json(profile: Profile) -> dict[str, Any]:
+    """The ``pdscale-profile/v1`` JSON form of a profile."""
+    return {
+        "format": PROFILE_FORMAT,
+        "model": profile.model,
+        "tp": profile.tp,
+        "dtype": profile.dtype,
+        "gpus_per_replica": profile.gpus_per_replica,
+        "kv_bytes_per_token": profile.kv_bytes_per_token,
+        "max_kv_tokens": profile.max_kv_tokens,
+        "prefill": [
+            {"prompt_tokens": p.prompt_tokens, "batch": p.batch, "time_ms": p.time_ms} for p in profile.prefill
+        ],
+        "decode": [
+            {"batch": d.batch, "context_tokens": d.context_tokens, "time_ms": d.time_ms} for d in profile.decode
+        ],
+    }
+
+
+_PARAM_TYPES: dict[str, type] = {
+    "token_budget": int,
+    "colocated_token_budget": int,
+    "max_running_seqs": int,
+    "max_utilization": float,
+    "arrival_cv2": float,
+    "itl_headroom": float,
+    "kv_reservation": str,
+    "kv_link_bytes_per_s_per_gpu": float,
+    "default_isl_tokens": float,
+    "default_osl_tokens": float,
+}
+
+
+def capacity_params(params: Mapping[str, Any]) -> CapacityParams:
+    """``capacity.params`` as CapacityParams; unknown or ill-typed entries raise ProfileError naming them."""
+    known = set(_PARAM_TYPES) | set(_PROFILE_FACTS)
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ProfileError(f"capacity.params: unknown parameter(s) {unknown}; known: {sorted(known)}")
+    kwargs: dict[str, Any] = {}
+    for key, typ in _PARAM_TYPES.items():
+        if key not in params:
+            continue
+        value = params[key]
+        if typ is str:
+            try:
+                kwargs[key] = KvReservation(str(value))
+            except ValueError:
+                raise ProfileError(
+                    f"capacity.params.{key}: must be one of {[k.value for k in KvReservation]}, got {value!r}"
+                ) from None
+            continue
+        kwargs[key] = typ(_num(f"capacity.params.{key}", key, value, integer=typ is int))
+    try:
+        return CapacityParams(**kwargs)
+    except ValueError as exc:
+        raise ProfileError(str(exc)) from None
+
+
+class LoggedCapacityModel(ProfileCapacityModel):
+    """The capacity model the daemon uses: logs when online calibration finds the profile badly off."""
+
+    def __init__(self, profile: Profile, params: CapacityParams | None = None, source: str = "") -> None:
+        super().__init__(profile, params)
+        self.source = source
+
+    def calibration_report(self, report: CalibrationReport, state: CalibrationState) -> None:
+        """Log a change of the profile-off flag (called by the SLO policy)."""
+        if report.profile_off:
+            log.warning(
+                "capacity_profile_off",
+                profile=self.source,
+                prefill_factor=round(state.prefill, 3),
+                decode_factor=round(state.decode, 3),
+                detail=report.message,
+            )
+        else:
+            log.info(
+                "capacity_profile_ok",
+                profile=self.source,
+                prefill_factor=round(state.prefill, 3),
+                decode_factor=round(state.decode, 3),
+            )
+
+
+def build_capacity_model(settings: Settings) -> ProfileCapacityModel:
+    """The capacity model for ``settings.capacity`` (called by pdscale.controller.runtime.assembly)."""
+    if settings.capacity.profile is None:
+        raise ProfileError("capacity.profile is not set")
+    params = capacity_params(settings.capacity.params)
+    spec = settings.capacity.profile
+    if spec == "builtin":
+        gpus = {p.gpus_per_replica for p in settings.pools}
+        spec = f"builtin:{settings.model}/tp{min(gpus)}"
+    profile = load_profile(spec, settings.capacity.params)
+    mismatched = [p.name for p in settings.pools if p.gpus_per_replica != profile.gpus_per_replica]
+    if mismatched:
+        raise ProfileError(
+            f"capacity.profile: {spec}: profiled replicas have {profile.gpus_per_replica} GPUs but pool(s) "
+            f"{', '.join(mismatched)} declare a different gpus_per_replica"
+        )
+    return LoggedCapacityModel(profile, params, source=spec)

@@ -1,0 +1,453 @@
+"""Persistent state of the daemon in SQLite (WAL): decisions with inputs and outcomes, actuation intents,
+last applied targets, overrides, pause state and runtime policy/SLO/budget changes.
+
+``SqliteStore`` implements ``pdscale.controller.runtime.record.Recorder``. Actuation is crash-safe: the loop writes
+an *intent* row before calling the actuator and its outcome after (``begin_intent``/``finish_intent``); on start,
+``reconcile_intents`` checks each intent left without an outcome against the actuator's current target and
+marks it applied (target reached) or not applied, never calling the actuator again.
+
+Thread-safe: the loop (a worker thread) and the admin API (the event loop) share one connection under a lock.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from pdscale.controller.core.protocols import Actuator
+from pdscale.controller.core.types import Decision, Override, OverrideMode, PoolDecision, RoleFlip
+from pdscale.controller.runtime.record import DecisionRecord, Outcome, PoolOutcome
+
+__all__ = [
+    "ALL_POOLS_KEY",
+    "Intent",
+    "IntentOutcome",
+    "IntentResolution",
+    "SqliteStore",
+    "StoreError",
+    "decision_record_from_json",
+    "decision_record_to_json",
+    "reconcile_intents",
+]
+
+log = structlog.get_logger(__name__)
+
+SCHEMA_VERSION = 1
+ALL_POOLS_KEY = "*"
+_PRUNE_EVERY = 100
+_KEEP_INTENTS = 10_000
+_DAY_S = 86_400.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY,
+    time_s REAL NOT NULL,
+    policy TEXT NOT NULL,
+    held INTEGER NOT NULL,
+    pools TEXT NOT NULL,
+    body TEXT NOT NULL,
+    inputs TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_time ON decisions(time_s);
+CREATE TABLE IF NOT EXISTS applied (pool TEXT PRIMARY KEY, target INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS intents (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    pool TEXT NOT NULL,
+    target INTEGER NOT NULL,
+    created_s REAL NOT NULL,
+    outcome TEXT,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS intents_open ON intents(outcome);
+CREATE TABLE IF NOT EXISTS overrides (
+    pool TEXT PRIMARY KEY, mode TEXT NOT NULL, replicas INTEGER NOT NULL, expires_s REAL, reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS paused (pool TEXT PRIMARY KEY, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class StoreError(RuntimeError):
+    """The state file cannot be opened or has an incompatible schema."""
+
+
+class IntentOutcome(StrEnum):
+    """How an actuation intent ended."""
+
+    APPLIED = "applied"
+    FAILED = "failed"
+    NOT_APPLIED = "not_applied"
+    """Found open after a crash with the actuator not at the intended target: the call never took effect."""
+    UNVERIFIED = "unverified"
+    """Found open after a crash and the actuator could not be read; nothing is retried."""
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """An actuator call pdscale was about to make."""
+
+    id: int
+    pool: str
+    target: int
+    created_s: float
+    outcome: IntentOutcome | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class IntentResolution:
+    """What ``reconcile_intents`` concluded about one open intent."""
+
+    intent: Intent
+    outcome: IntentOutcome
+    actual_target: int | None
+
+
+# -- JSON codec of decision records -------------------------------------------------------------------------
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def decision_record_to_json(rec: DecisionRecord) -> dict[str, Any]:
+    """A decision record as plain JSON types (inputs excluded; they are stored separately)."""
+    d = rec.decision
+    return {
+        "id": rec.id,
+        "time_s": d.time_s,
+        "policy": d.policy,
+        "held": d.held,
+        "flips": [[f.from_pool, f.to_pool, f.count] for f in d.flips],
+        "pools": {
+            name: {
+                "previous": p.previous,
+                "proposed": p.proposed,
+                "target": p.target,
+                "reason": p.reason,
+                "guards": list(p.guards),
+                "estimate": {k: _finite(float(v)) for k, v in p.estimate.items()},
+            }
+            for name, p in d.pools.items()
+        },
+        "outcomes": {
+            name: {"outcome": o.outcome.value, "detail": o.detail, "error_class": o.error_class}
+            for name, o in rec.outcomes.items()
+        },
+    }
+
+
+def decision_record_from_json(body: Mapping[str, Any], inputs: Mapping[str, Any] | None = None) -> DecisionRecord:
+    """Inverse of ``decision_record_to_json``."""
+    pools = {
+        name: PoolDecision(
+            pool=name,
+            previous=int(p["previous"]),
+            proposed=int(p["proposed"]),
+            target=int(p["target"]),
+            reason=str(p["reason"]),
+            guards=tuple(p["guards"]),
+            estimate={k: (math.nan if v is None else float(v)) for k, v in p["estimate"].items()},
+        )
+        for name, p in body["pools"].items()
+    }
+    decision = Decision(
+        time_s=float(body["time_s"]),
+        policy=str(body["policy"]),
+        pools=pools,
+        flips=tuple(RoleFlip(a, b, int(n)) for a, b, n in body["flips"]),
+        held=bool(body["held"]),
+    )
+    outcomes = {
+        name: PoolOutcome(Outcome(o["outcome"]), str(o["detail"]), o["error_class"])
+        for name, o in body["outcomes"].items()
+    }
+    return DecisionRecord(id=int(body["id"]), decision=decision, inputs=dict(inputs or {}), outcomes=outcomes)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str, allow_nan=False)
+
+
+def _scrub(value: Any) -> Any:
+    """Replace NaN/inf (not JSON) with None, recursively."""
+    if isinstance(value, float):
+        return _finite(value)
+    if isinstance(value, Mapping):
+        return {str(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    return value
+
+
+class SqliteStore:
+    """Decisions, intents, applied targets, overrides, pause and runtime settings in one SQLite file.
+
+    ``path=None`` (or ``":memory:"``) keeps everything in memory: same API, nothing survives a restart.
+    """
+
+    def __init__(
+        self, path: str | Path | None = None, *, retention_days: float = 30.0, max_decisions: int = 100_000
+    ) -> None:
+        self.path = None if path in (None, ":memory:") else Path(path)  # type: ignore[arg-type]
+        self.retention_s = retention_days * _DAY_S
+        self.max_decisions = max_decisions
+        self._lock = threading.RLock()
+        target = ":memory:" if self.path is None else str(self.path)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(target, check_same_thread=False, isolation_level=None, timeout=10.0)
+            if self.path is not None:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                # NORMAL under WAL: a killed process loses no committed row (only power loss could).
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            self._check_schema()
+        except sqlite3.Error as exc:
+            raise StoreError(f"state file {target}: {exc}") from exc
+        row = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM decisions").fetchone()
+        self._id = int(row[0])
+        self._since_prune = 0
+
+    def _check_schema(self) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) != SCHEMA_VERSION:
+            raise StoreError(f"schema version {row[0]} is not supported (this pdscale writes {SCHEMA_VERSION})")
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        """Checkpoint and close the file."""
+        with self._lock:
+            if self.path is not None:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.close()
+
+    # -- Recorder -------------------------------------------------------------------------------------------
+    def next_id(self) -> int:
+        """A fresh, increasing decision id (continues after a restart)."""
+        with self._lock:
+            self._id += 1
+            return self._id
+
+    def record(self, rec: DecisionRecord) -> None:
+        """Append a decision with its inputs and outcomes; prunes old rows now and then."""
+        body = _dumps(decision_record_to_json(rec))
+        inputs = _dumps(_scrub(dict(rec.inputs)))
+        pools = "," + ",".join(rec.decision.pools) + ","
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (rec.id, rec.decision.time_s, rec.decision.policy, int(rec.decision.held), pools, body, inputs),
+            )
+            self._id = max(self._id, rec.id)
+            self._since_prune += 1
+            if self._since_prune >= _PRUNE_EVERY:
+                self._since_prune = 0
+                self._prune(db, rec.decision.time_s)
+
+    def _prune(self, db: sqlite3.Connection, now_s: float) -> None:
+        db.execute("DELETE FROM decisions WHERE time_s < ?", (now_s - self.retention_s,))
+        db.execute("DELETE FROM decisions WHERE id <= ?", (self._id - self.max_decisions,))
+        db.execute(
+            "DELETE FROM intents WHERE outcome IS NOT NULL AND id <= (SELECT MAX(id) FROM intents) - ?",
+            (_KEEP_INTENTS,),
+        )
+
+    def prune(self, now_s: float) -> None:
+        """Apply retention (days, relative to ``now_s`` on the loop's clock) and the decision cap now."""
+        with self._tx() as db:
+            self._prune(db, now_s)
+
+    def last_applied(self) -> dict[str, int]:
+        """Targets pdscale last set successfully, per pool."""
+        with self._lock:
+            return {p: int(t) for p, t in self._db.execute("SELECT pool, target FROM applied")}
+
+    def set_applied(self, pool: str, target: int) -> None:
+        """Remember a target pdscale has set."""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO applied VALUES (?, ?)", (pool, target))
+
+    def recent(self, limit: int = 100) -> list[DecisionRecord]:
+        """Newest first."""
+        return self.query(limit=limit)
+
+    # -- queries --------------------------------------------------------------------------------------------
+    def query(
+        self,
+        *,
+        pool: str | None = None,
+        since_s: float | None = None,
+        until_s: float | None = None,
+        before_id: int | None = None,
+        after_id: int | None = None,
+        limit: int = 100,
+        with_inputs: bool = False,
+        oldest_first: bool = False,
+    ) -> list[DecisionRecord]:
+        """Decisions filtered by pool, loop-clock time range and id bounds; newest first unless told."""
+        where: list[str] = []
+        args: list[Any] = []
+        if pool:
+            where.append("instr(pools, ?) > 0")
+            args.append(f",{pool},")
+        if since_s is not None:
+            where.append("time_s >= ?")
+            args.append(since_s)
+        if until_s is not None:
+            where.append("time_s <= ?")
+            args.append(until_s)
+        if before_id is not None:
+            where.append("id < ?")
+            args.append(before_id)
+        if after_id is not None:
+            where.append("id > ?")
+            args.append(after_id)
+        cols = "body, inputs" if with_inputs else "body, '{}'"
+        sql = f"SELECT {cols} FROM decisions"  # noqa: S608  (only fixed fragments are interpolated)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY id {'ASC' if oldest_first else 'DESC'} LIMIT ?"
+        args.append(max(0, limit))
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [decision_record_from_json(json.loads(b), json.loads(i)) for b, i in rows]
+
+    def get(self, decision_id: int) -> DecisionRecord | None:
+        """One decision with its inputs, or None."""
+        with self._lock:
+            row = self._db.execute("SELECT body, inputs FROM decisions WHERE id = ?", (decision_id,)).fetchone()
+        return None if row is None else decision_record_from_json(json.loads(row[0]), json.loads(row[1]))
+
+    def count(self) -> int:
+        """Decisions stored."""
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0])
+
+    # -- actuation intents ----------------------------------------------------------------------------------
+    def begin_intent(self, pool: str, target: int, now_s: float) -> int:
+        """Persist that pdscale is about to set ``pool`` to ``target``; returns the intent id."""
+        with self._tx() as db:
+            cur = db.execute("INSERT INTO intents (pool, target, created_s) VALUES (?, ?, ?)", (pool, target, now_s))
+            return int(cur.lastrowid or 0)
+
+    def finish_intent(self, intent_id: int, outcome: IntentOutcome | str, detail: str = "") -> None:
+        """Record how an intent ended."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE intents SET outcome = ?, detail = ? WHERE id = ?", (IntentOutcome(outcome), detail, intent_id)
+            )
+
+    def open_intents(self) -> list[Intent]:
+        """Intents without an outcome (the process stopped between the call and its result)."""
+        return self.intents(open_only=True)
+
+    def intents(self, *, open_only: bool = False, limit: int = 1000) -> list[Intent]:
+        """Intents, oldest first."""
+        sql = "SELECT id, pool, target, created_s, outcome, detail FROM intents"
+        if open_only:
+            sql += " WHERE outcome IS NULL"
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY id LIMIT ?", (limit,)).fetchall()
+        return [
+            Intent(int(i), str(p), int(t), float(c), None if o is None else IntentOutcome(o), str(d))
+            for i, p, t, c, o, d in rows
+        ]
+
+    # -- operator state -------------------------------------------------------------------------------------
+    def overrides(self) -> dict[str, Override]:
+        """Persisted overrides by pool."""
+        with self._lock:
+            rows = self._db.execute("SELECT pool, mode, replicas, expires_s, reason FROM overrides").fetchall()
+        return {p: Override(p, OverrideMode(m), int(n), e, str(r)) for p, m, n, e, r in rows}
+
+    def save_override(self, override: Override) -> None:
+        """Persist (or replace) a pool's override."""
+        o = override
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO overrides VALUES (?, ?, ?, ?, ?)",
+                (o.pool, o.mode.value, o.replicas, o.expires_s, o.reason),
+            )
+
+    def delete_override(self, pool: str) -> bool:
+        """Remove a pool's override; whether there was one."""
+        with self._tx() as db:
+            return db.execute("DELETE FROM overrides WHERE pool = ?", (pool,)).rowcount > 0
+
+    def paused(self) -> dict[str, str]:
+        """Paused pools (``*`` = all) with the reason given."""
+        with self._lock:
+            return {p: str(r) for p, r in self._db.execute("SELECT pool, reason FROM paused")}
+
+    def set_paused(self, paused: Mapping[str, str]) -> None:
+        """Replace the pause set."""
+        with self._tx() as db:
+            db.execute("DELETE FROM paused")
+            db.executemany("INSERT INTO paused VALUES (?, ?)", list(paused.items()))
+
+    def get_value(self, key: str) -> Any:
+        """A runtime setting saved with ``set_value`` (policy, slo, budget, policy_state), or None."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def set_value(self, key: str, value: Any) -> None:
+        """Persist a JSON-able runtime setting."""
+        text = _dumps(_scrub(value))
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, text))
+
+    def delete_values(self, keys: Sequence[str]) -> None:
+        """Forget runtime settings (e.g. after a config reload made the file authoritative again)."""
+        with self._tx() as db:
+            db.executemany("DELETE FROM kv WHERE key = ?", [(k,) for k in keys])
+
+
+def reconcile_intents(store: SqliteStore, actuator: Actuator) -> list[IntentResolution]:
+    """Settle intents left open by a crash against the actuator's current targets; never calls set_target.
+
+    Target reached: the call took effect, so it is marked applied and remembered as the applied target (the loop
+    then sees no external change and does not repeat it). Otherwise it never took effect and is marked so.
+    """
+    out: list[IntentResolution] = []
+    for intent in store.open_intents():
+        try:
+            actual: int | None = actuator.target_size(intent.pool)
+        except Exception as exc:
+            store.finish_intent(intent.id, IntentOutcome.UNVERIFIED, f"{type(exc).__name__}: {exc}")
+            out.append(IntentResolution(intent, IntentOutcome.UNVERIFIED, None))
+            log.warning("intent_unverified", pool=intent.pool, target=intent.target, error=str(exc))
+            continue
+        if actual == intent.target:
+            store.set_applied(intent.pool, intent.target)
+            store.finish_intent(intent.id, IntentOutcome.APPLIED, "confirmed after restart")
+            outcome = IntentOutcome.APPLIED
+        else:
+            store.finish_intent(intent.id, IntentOutcome.NOT_APPLIED, f"actuator at {actual} after restart")
+            outcome = IntentOutcome.NOT_APPLIED
+        out.append(IntentResolution(intent, outcome, actual))
+        log.info("intent_reconciled", pool=intent.pool, target=intent.target, actual=actual, outcome=outcome.value)
+    return out
