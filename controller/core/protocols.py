@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeGuard, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, runtime_checkable
 
 from pdscale.controller.core.types import (
     SLO,
@@ -20,7 +20,11 @@ from pdscale.controller.core.types import (
     ReplicaInfo,
     RoleFlip,
     Signal,
+    lead_time_s,
 )
+
+if TYPE_CHECKING:  # capacity.py implements CapacityModel and imports this module; types only, no cycle at run time
+    from pdscale.controller.core.capacity import CapacityParams, Correction, Profile, Workload
 
 __all__ = [
     "ActuationError",
@@ -132,10 +136,55 @@ class CapacityEstimate:
 
 
 class CapacityModel(Protocol):
-    """Turns demand into replicas at an SLO (perf profile + queueing, calibrated online)."""
+    """Turns demand into replicas at an SLO, and predicts latency at a size (perf profile + queueing).
 
-    def replicas_needed(self, pool: PoolSpec, demand: Mapping[Signal, float], slo: SLO) -> CapacityEstimate:
+    This is the whole interface the built-in policies use: sizing, the predictions online calibration compares
+    with observed latency, and the profile and parameters the model was built from. ``workload`` is the request
+    shape to size for (None: derived from ``demand``); ``correction`` scales the profile's step times by
+    observed/predicted (calibration). :class:`pdscale.controller.core.capacity.ProfileCapacityModel` is the
+    built-in implementation.
+    """
+
+    @property
+    def profile(self) -> Profile:
+        """The per-replica step-time tables the model interpolates."""
+        ...
+
+    @property
+    def params(self) -> CapacityParams:
+        """Sizing parameters (headrooms, defaults, KV reservation)."""
+        ...
+
+    def replicas_needed(
+        self,
+        pool: PoolSpec,
+        demand: Mapping[Signal, float],
+        slo: SLO,
+        *,
+        workload: Workload | None = None,
+        correction: Correction | None = None,
+    ) -> CapacityEstimate:
         """Replicas ``pool`` needs to serve ``demand`` within ``slo``."""
+        ...
+
+    def predict_ttft_mean_ms(
+        self, replicas: int, demand: Mapping[Signal, float], w: Workload, corr: Correction | None = None
+    ) -> float:
+        """Mean TTFT of a prefill pool of ``replicas`` at this demand (``inf`` when it has none)."""
+        ...
+
+    def predict_prefill_busy_share(
+        self, replicas: int, demand: Mapping[Signal, float], w: Workload, corr: Correction | None = None
+    ) -> float:
+        """Share of time each prefill replica computes at this demand (> 1: overloaded)."""
+        ...
+
+    def predict_itl_ms(self, replicas: int, concurrency: float, w: Workload, corr: Correction | None = None) -> float:
+        """Decode step time with ``concurrency`` sequences over ``replicas``."""
+        ...
+
+    def decode_throughput_tps(self, itl_ms: float, w: Workload, corr: Correction | None = None) -> float:
+        """Output tokens per second one decode replica sustains within ``itl_ms``."""
         ...
 
 
@@ -173,7 +222,7 @@ class PolicyContext:
 
     def lead_time_s(self, pool: str) -> float:
         """How far ahead a scale-up decided now takes effect: cold start plus one tick."""
-        return self.pools[pool].cold_start_s + self.tick_s
+        return lead_time_s(self.pools[pool].cold_start_s, self.tick_s)
 
 
 @dataclass(frozen=True, slots=True)

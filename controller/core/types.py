@@ -13,6 +13,7 @@ from enum import StrEnum
 from pdscale.forecasting.base import Forecast, Signal
 
 __all__ = [
+    "ROLE_SIGNALS",
     "SLO",
     "DataState",
     "Decision",
@@ -32,6 +33,7 @@ __all__ = [
     "RoleFlip",
     "Signal",
     "Signals",
+    "lead_time_s",
 ]
 
 
@@ -98,6 +100,23 @@ class PoolSpec:
                 f"pool {self.name!r}: need 0 <= min_replicas ({self.min_replicas}) "
                 f"<= max_replicas ({self.max_replicas})"
             )
+
+
+ROLE_SIGNALS: Mapping[PoolRole, tuple[Signal, ...]] = {
+    PoolRole.PREFILL: (Signal.PREFILL_TPS, Signal.REQUEST_RATE),
+    PoolRole.DECODE: (Signal.DECODE_CONCURRENCY, Signal.KV_TOKENS, Signal.REQUEST_RATE),
+    PoolRole.COLOCATED: (Signal.PREFILL_TPS, Signal.REQUEST_RATE, Signal.DECODE_CONCURRENCY, Signal.KV_TOKENS),
+}
+"""The demand signals each role is forecast on and sized from (the one table; loop, policies, telemetry and
+the oracle all read it)."""
+
+
+def lead_time_s(cold_start_s: float, tick_s: float) -> float:
+    """How far ahead a scale-up decided now takes effect: the pool's cold start plus one control tick.
+
+    The one definition of the lead time: forecasts are asked for this horizon, forecasters score it, and
+    policies size for demand this far ahead."""
+    return cold_start_s + tick_s
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pdscale.controller.core.capacity import ProfileCapacityModel, Workload
-from pdscale.controller.core.types import SLO, PoolRole, Signal
-from pdscale.controller.policies.demand import ROLE_SIGNALS
+from pdscale.controller.core.types import ROLE_SIGNALS, SLO, PoolRole, Signal
 
 __all__ = ["OracleDemand", "build_oracle_demand"]
 

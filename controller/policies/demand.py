@@ -9,15 +9,9 @@ from typing import Any
 
 from pdscale.controller.core.capacity import Workload
 from pdscale.controller.core.protocols import PolicyContext
-from pdscale.controller.core.types import DataState, PoolRole, PoolSpec, Signal
+from pdscale.controller.core.types import ROLE_SIGNALS, DataState, PoolSpec, Signal
 
-__all__ = ["ROLE_SIGNALS", "observed_demand", "pool_demand", "split_budget", "workload_from"]
-
-ROLE_SIGNALS: Mapping[PoolRole, tuple[Signal, ...]] = {
-    PoolRole.PREFILL: (Signal.PREFILL_TPS, Signal.REQUEST_RATE),
-    PoolRole.DECODE: (Signal.DECODE_CONCURRENCY, Signal.KV_TOKENS, Signal.REQUEST_RATE),
-    PoolRole.COLOCATED: (Signal.PREFILL_TPS, Signal.REQUEST_RATE, Signal.DECODE_CONCURRENCY, Signal.KV_TOKENS),
-}
+__all__ = ["observed_demand", "pool_demand", "split_budget", "workload_from"]
 
 
 def observed_demand(ctx: PolicyContext, pool: str) -> dict[Signal, float]:

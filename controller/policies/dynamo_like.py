@@ -18,8 +18,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from pdscale.controller.core.capacity import ProfileCapacityModel, Workload
-from pdscale.controller.core.protocols import PolicyContext, Proposal
+from pdscale.controller.core.capacity import Workload
+from pdscale.controller.core.protocols import CapacityModel, PolicyContext, Proposal
 from pdscale.controller.core.types import DataState, PoolRole, Signal
 from pdscale.controller.policies.demand import workload_from
 from pdscale.controller.policies.params import Param, validate_params
@@ -55,7 +55,7 @@ class DynamoLikePolicy:
                 return obs.signals.request_rate_per_s
         return None
 
-    def _corrections(self, ctx: PolicyContext, model: ProfileCapacityModel, w: Workload) -> tuple[float, float]:
+    def _corrections(self, ctx: PolicyContext, model: CapacityModel, w: Workload) -> tuple[float, float]:
         p_corr = d_corr = 1.0
         if not self.params["correction"]:
             return p_corr, d_corr
@@ -82,7 +82,7 @@ class DynamoLikePolicy:
         if isinstance(last, (int, float)) and ctx.now_s - float(last) < interval:
             why = f"hold: next adjustment at {float(last) + interval:.0f} s"
             return Proposal(targets=state.get("targets", current), reasons=dict.fromkeys(current, why), state=state)
-        model = ctx.capacity if isinstance(ctx.capacity, ProfileCapacityModel) else None
+        model = ctx.capacity
         if model is None:
             why = "hold: dynamo-like needs a profile capacity model (capacity.profile)"
             return Proposal(targets=current, reasons=dict.fromkeys(current, why), state=state)

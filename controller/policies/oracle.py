@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pdscale.controller.core.capacity import ProfileCapacityModel, Workload
+from pdscale.controller.core.capacity import Workload
 from pdscale.controller.core.protocols import PolicyContext, Proposal
 from pdscale.controller.policies.params import Param, validate_params
 
@@ -54,12 +54,9 @@ class OraclePolicy:
         for name, spec in ctx.pools.items():
             end = ctx.now_s + ctx.lead_time_s(name)
             demand = dict(self.demand.peak(name, ctx.now_s, end))
-            if isinstance(ctx.capacity, ProfileCapacityModel):
-                get_w = getattr(self.demand, "workload", None)
-                w = get_w(ctx.now_s, end, self.defaults) if callable(get_w) else self.defaults
-                est = ctx.capacity.replicas_needed(spec, demand, ctx.slo, workload=w)
-            else:
-                est = ctx.capacity.replicas_needed(spec, demand, ctx.slo)
+            get_w = getattr(self.demand, "workload", None)
+            w = get_w(ctx.now_s, end, self.defaults) if callable(get_w) else self.defaults
+            est = ctx.capacity.replicas_needed(spec, demand, ctx.slo, workload=w)
             targets[name] = est.replicas
             reasons[name] = f"oracle: true peak over [{ctx.now_s:.0f}, {end:.0f}] s: {est.reason}"
             estimates[name] = {f"demand_{s.value}": float(v) for s, v in demand.items()}

@@ -30,8 +30,8 @@ from dataclasses import replace
 from typing import Any
 
 from pdscale.controller.core.calibration import CalibrationSettings, CalibrationState, has_calibration_sink, update
-from pdscale.controller.core.capacity import ProfileCapacityModel, Workload
-from pdscale.controller.core.protocols import CapacityEstimate, PolicyContext, Proposal
+from pdscale.controller.core.capacity import Workload
+from pdscale.controller.core.protocols import CapacityEstimate, CapacityModel, PolicyContext, Proposal
 from pdscale.controller.core.types import DataState, PoolRole, PoolSpec, RoleFlip, Signal, Signals
 from pdscale.controller.policies.demand import pool_demand, split_budget, workload_from
 from pdscale.controller.policies.dispersion import Dispersion
@@ -80,7 +80,7 @@ class SloPolicy:
 
     # -- calibration ----------------------------------------------------------------------------------
     def _calibrate(
-        self, ctx: PolicyContext, model: ProfileCapacityModel, w: Workload, cal: CalibrationState
+        self, ctx: PolicyContext, model: CapacityModel, w: Workload, cal: CalibrationState
     ) -> CalibrationState:
         """Move the correction factors toward observed / predicted at the observed load.
 
@@ -138,9 +138,8 @@ class SloPolicy:
         if idc is not None:
             w = replace(w, arrival_cv2=idc)
         cal = CalibrationState.from_dict(state.get("calibration"))
-        model = ctx.capacity if isinstance(ctx.capacity, ProfileCapacityModel) else None
-        if model is not None:
-            cal = self._calibrate(ctx, model, w, cal)
+        model = ctx.capacity
+        cal = self._calibrate(ctx, model, w, cal)
         headroom = self.params["headroom"]
 
         margins = self._margins(ctx, state.get("margins", {}))
@@ -156,11 +155,7 @@ class SloPolicy:
                 continue
             margin = margins[name].factor
             demand = {s: v * headroom * margin for s, v in demand.items()}
-            est: CapacityEstimate
-            if model is not None:
-                est = model.replicas_needed(spec, demand, ctx.slo, workload=w, correction=cal.correction())
-            else:
-                est = ctx.capacity.replicas_needed(spec, demand, ctx.slo)
+            est = model.replicas_needed(spec, demand, ctx.slo, workload=w, correction=cal.correction())
             needs[name] = est.replicas
             reasons[name] = f"need {est.replicas} at forecast p{q * 100:g}: {est.reason}"
             estimates[name] = _estimate_dict(est, demand, cal)
@@ -271,7 +266,7 @@ class SloPolicy:
 
 
 def _prefill_ratio(
-    ctx: PolicyContext, model: ProfileCapacityModel, spec: PoolSpec, ready: int, s: Signals, w: Workload
+    ctx: PolicyContext, model: CapacityModel, spec: PoolSpec, ready: int, s: Signals, w: Workload
 ) -> float | None:
     """Observed / predicted prefill cost at the observed load (None when there is nothing to compare)."""
     demand = {Signal.REQUEST_RATE: s.request_rate_per_s or 0.0}

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pdscale.controller.core.protocols import Actuator, CapacityModel, MetricsSource, Policy
-from pdscale.controller.core.types import Signal
+from pdscale.controller.core.types import Signal, lead_time_s
 from pdscale.controller.runtime.loop import Backoff, Reconciler
 from pdscale.controller.runtime.plugins import PluginEnv, PluginError, PluginGroup, Registry
 from pdscale.controller.runtime.record import Recorder
@@ -60,7 +60,7 @@ def forecaster_factory(
     takes_signal = "signal" not in params and _accepts(factory, "signal", via_kwargs=False)
 
     takes_horizons = "horizons_s" not in params and _is_builtin_forecaster(factory)
-    lead_s = {p.name: p.cold_start_s + settings.tick_s for p in settings.pools}
+    lead_s = {p.name: lead_time_s(p.cold_start_s, settings.tick_s) for p in settings.pools}
 
     def make(pool: str, signal: Signal) -> Forecaster:
         extra: dict[str, Any] = {}

@@ -31,6 +31,7 @@ from pdscale.controller.core.protocols import (
     can_flip_roles,
 )
 from pdscale.controller.core.types import (
+    ROLE_SIGNALS,
     SLO,
     DataState,
     Decision,
@@ -38,23 +39,17 @@ from pdscale.controller.core.types import (
     Forecast,
     Override,
     PoolObservation,
-    PoolRole,
     PoolSpec,
     PoolState,
     Signal,
+    lead_time_s,
 )
 from pdscale.controller.runtime.record import DecisionRecord, InMemoryRecorder, Outcome, PoolOutcome, Recorder
 from pdscale.forecasting.base import Forecaster
 
-__all__ = ["ROLE_SIGNALS", "Backoff", "Reconciler", "Runner", "TickResult"]
+__all__ = ["Backoff", "Reconciler", "Runner", "TickResult"]
 
 log = structlog.get_logger("pdscale.loop")
-
-ROLE_SIGNALS: Mapping[PoolRole, tuple[Signal, ...]] = {
-    PoolRole.PREFILL: (Signal.PREFILL_TPS, Signal.REQUEST_RATE),
-    PoolRole.DECODE: (Signal.DECODE_CONCURRENCY, Signal.KV_TOKENS, Signal.REQUEST_RATE),
-    PoolRole.COLOCATED: (Signal.PREFILL_TPS, Signal.REQUEST_RATE, Signal.DECODE_CONCURRENCY, Signal.KV_TOKENS),
-}
 
 
 @dataclass(slots=True)
@@ -209,7 +204,7 @@ class Reconciler:
                 if drivers is not None and sig is Signal.DECODE_CONCURRENCY:
                     drivers(t, *_decode_drivers(o))
                 fc.observe(t, value)
-                out.setdefault(pool, {})[sig] = fc.predict(self.pools[pool].cold_start_s + self.tick_s)
+                out.setdefault(pool, {})[sig] = fc.predict(lead_time_s(self.pools[pool].cold_start_s, self.tick_s))
             except Exception as exc:
                 log.warning("forecast_failed", pool=pool, signal=sig.value, error=f"{type(exc).__name__}: {exc}")
         return out

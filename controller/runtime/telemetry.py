@@ -17,8 +17,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from pdscale.controller.core.decide import ALL_POOLS
-from pdscale.controller.core.types import SLO, DataState, PoolObservation, PoolRole, ReplicaState
-from pdscale.controller.runtime.loop import ROLE_SIGNALS, Reconciler, TickResult
+from pdscale.controller.core.types import ROLE_SIGNALS, SLO, DataState, PoolObservation, PoolRole, ReplicaState
+from pdscale.controller.runtime.loop import Reconciler, TickResult
 from pdscale.controller.runtime.record import Outcome
 
 __all__ = ["METRIC_NAMES", "SloTracker", "Telemetry", "TelemetryServer"]
