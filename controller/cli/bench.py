@@ -4,8 +4,8 @@
     pdscale bench --scenarios chat-hour --policies slo,oracle --quick
     pdscale bench --scenarios all --policies all --parallel      # Ray: local, or RAY_ADDRESS
 
-Scenarios are YAML files in ``bench/scenarios/`` (or paths); ``--quick`` replays each scenario's short
-``quick`` window instead of the whole day (a smoke run; not the documented figures).
+Scenarios are the bundled YAML files (``controller/bundled/scenarios/``) or paths; ``--quick`` replays each
+scenario's short ``quick`` window instead of the whole day (a smoke run; not the documented figures).
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ def add_parser(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--scenarios", default="all", help="'all' or a comma list of scenario names or YAML paths")
-    p.add_argument("--policies", default="all", help="'all' or a comma list of slo,static,reactive,dynamo-like,oracle")
-    p.add_argument("--scenario-dir", help="directory of scenario files (default: bench/scenarios)")
+    p.add_argument(
+        "--policies", default="all", help="'all' (every registered policy plugin) or a comma list of their names"
+    )
+    p.add_argument("--scenario-dir", help="directory of scenario files (default: the bundled ones)")
     p.add_argument("--json", dest="json_out", help="write rows (and timelines) as JSON here ('-': stdout)")
     p.add_argument("--plot", help="directory for PNG plots: a summary and one timeline per run")
     p.add_argument(

@@ -243,7 +243,11 @@ class Proposal:
 
 @runtime_checkable
 class Policy(Protocol):
-    """A scaling policy plugin: context in, proposal out. Pure; bounds and delays are applied outside."""
+    """A scaling policy plugin: context in, proposal out. Pure; bounds and delays are applied outside.
+
+    A policy class that never reads ``ctx.forecasts`` may say so with a class attribute
+    ``uses_forecasts = False``; ``pdscale bench`` then runs it with the cheapest forecaster.
+    """
 
     name: str
 

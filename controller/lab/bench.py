@@ -1,6 +1,6 @@
 """The benchmark grid: every policy on every scenario, against the hindsight oracle.
 
-    rows = run_grid(resolve_scenarios("all"), POLICIES, parallel=False)
+    rows = run_grid(resolve_scenarios("all"), parse_policies("all"), parallel=False)
 
 One run per (scenario, policy); every run of a scenario starts from the same warm fleet (what the oracle
 needs for the first ten minutes). ``static`` holds the scenario's ``static`` split, or the planner's best
@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from pdscale.controller.lab.bench_run import POLICIES, RunOutcome, RunSpec, run_policy, warm_start
+from pdscale.controller.lab.bench_run import RunOutcome, RunSpec, run_policy, warm_start
 from pdscale.controller.lab.scenario import Scenario, build_trace
 
 __all__ = ["BenchError", "RunRequest", "parse_policies", "run_grid", "run_request", "scenario_spec", "static_split"]
@@ -32,11 +32,14 @@ class BenchError(ValueError):
 
 
 def parse_policies(spec: str) -> list[str]:
-    """``all`` or a comma list of known policy names."""
-    names = list(POLICIES) if spec.strip() == "all" else [p.strip() for p in spec.split(",") if p.strip()]
-    unknown = [p for p in names if p not in POLICIES]
+    """``all`` (every registered policy plugin) or a comma list of registered policy names."""
+    from pdscale.controller.lab.bench_run import known_policies  # noqa: PLC0415  (reads entry points)
+
+    known = known_policies()
+    names = list(known) if spec.strip() == "all" else [p.strip() for p in spec.split(",") if p.strip()]
+    unknown = [p for p in names if p not in known]
     if unknown or not names:
-        raise BenchError(f"unknown policy {unknown or spec!r}; known: {', '.join(POLICIES)} or 'all'")
+        raise BenchError(f"unknown policy {unknown or spec!r}; registered: {', '.join(known)} or 'all'")
     return names
 
 
@@ -132,9 +135,9 @@ def _safe_run(req: RunRequest) -> RunOutcome:
 
 def _cost(req: RunRequest) -> float:
     """Rough relative run time: simulated seconds, x5 for runs that fit the ensemble forecaster every tick."""
-    from pdscale.controller.lab.bench_run import FORECAST_FREE  # noqa: PLC0415
+    from pdscale.controller.lab.bench_run import uses_forecasts  # noqa: PLC0415
 
-    heavy = req.policy not in FORECAST_FREE and req.scenario.forecaster == "ensemble"
+    heavy = uses_forecasts(req.policy) and req.scenario.forecaster == "ensemble"
     return req.scenario.traffic.duration_s * (5.0 if heavy else 1.0)
 
 

@@ -24,23 +24,39 @@ import numpy.typing as npt
 from pdscale.controller.core.types import SLO
 
 __all__ = [
-    "POLICIES",
+    "BUILTIN_ORDER",
     "RunOutcome",
     "RunSpec",
     "Timeline",
     "control_loop",
+    "known_policies",
     "run_policy",
     "simulate_static",
     "timeline_of",
+    "uses_forecasts",
     "warm_start",
 ]
 
-POLICIES: tuple[str, ...] = ("slo", "static", "reactive", "dynamo-like", "oracle")
-"""The policies ``pdscale bench --policies all`` runs, in table order."""
+BUILTIN_ORDER: tuple[str, ...] = ("slo", "static", "reactive", "dynamo-like", "oracle")
+"""Table order of the built-in policies; other registered policy plugins follow, sorted by name."""
 
-FORECAST_FREE: frozenset[str] = frozenset({"reactive", "oracle", "static"})
-"""Policies that never read the forecasts: their runs use the ``last_value`` forecaster (the loop still
-forecasts every signal for its records), which leaves their decisions unchanged and saves most of a tick."""
+
+def known_policies() -> list[str]:
+    """Every registered policy plugin (entry-point group ``pdscale.policies``), built-ins first."""
+    from pdscale.controller.runtime.plugins import PluginGroup, Registry  # noqa: PLC0415  (reads entry points)
+
+    names = Registry().names(PluginGroup.POLICIES)
+    return [n for n in BUILTIN_ORDER if n in names] + sorted(n for n in names if n not in BUILTIN_ORDER)
+
+
+def uses_forecasts(policy: str) -> bool:
+    """Whether a policy reads the forecasts: its class says so with ``uses_forecasts = False`` (default True).
+
+    Runs of policies that do not use the ``last_value`` forecaster (the loop still forecasts every signal for
+    its records), which leaves their decisions unchanged and saves most of a tick."""
+    from pdscale.controller.runtime.plugins import PluginGroup, Registry  # noqa: PLC0415  (reads entry points)
+
+    return bool(getattr(Registry().load(PluginGroup.POLICIES, policy), "uses_forecasts", True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +219,7 @@ def _settings(spec: RunSpec, policy: str, initial: Mapping[str, int]) -> Any:
                 for r in spec.roles()
             ],
             "policy": {"name": name, "params": params},
-            "forecasting": {"model": "last_value" if policy in FORECAST_FREE else spec.forecaster, "params": {}},
+            "forecasting": {"model": spec.forecaster if uses_forecasts(name) else "last_value", "params": {}},
             "guards": guards,
             "capacity": {"profile": f"builtin:{spec.model}/tp{spec.tp}"},
             "metrics": {"source": "simulator"},

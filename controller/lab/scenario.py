@@ -1,4 +1,4 @@
-"""Benchmark scenarios: one YAML file per scenario under ``bench/scenarios/``, validated with pydantic.
+"""Benchmark scenarios: one YAML file per scenario (bundled: ``controller/bundled/scenarios/``), validated.
 
 A scenario names the traffic (request lengths from a trace, arrivals shaped by a rate curve), the model and
 its replica size, the SLO, the budget and the simulated hardware. ``extends: <other scenario>`` starts from
@@ -114,11 +114,12 @@ class Scenario(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        from pdscale.controller.lab.bench_run import POLICIES  # noqa: PLC0415
+        from pdscale.controller.lab.bench_run import known_policies  # noqa: PLC0415
 
-        unknown = sorted(set(self.policy_params) - set(POLICIES))
+        known = known_policies()
+        unknown = sorted(set(self.policy_params) - set(known))
         if unknown:
-            raise ValueError(f"policy_params: unknown policy {unknown}; known: {', '.join(POLICIES)}")
+            raise ValueError(f"policy_params: unknown policy {unknown}; registered: {', '.join(known)}")
         if self.budget_gpus is not None and self.budget_gpus < 2 * self.tp:
             raise ValueError(f"budget_gpus ({self.budget_gpus}) must hold one replica per pool ({2 * self.tp} GPUs)")
         if self.budget_gpus is not None and self.static is not None:

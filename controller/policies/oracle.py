@@ -30,6 +30,8 @@ class OraclePolicy:
     """Sizes every pool for the true peak demand over its lead time."""
 
     name = "oracle"
+    uses_forecasts = False
+    """Reads no forecast: the bench runs it with the cheapest forecaster (same decisions, faster)."""
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
         self.params = validate_params("oracle", params, PARAMS)

@@ -44,6 +44,8 @@ class ReactivePolicy:
     """HPA-style proportional scaling with a tolerance band and stabilisation windows in seconds."""
 
     name = "reactive"
+    uses_forecasts = False
+    """Reads no forecast: the bench runs it with the cheapest forecaster (same decisions, faster)."""
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
         self.params = validate_params("reactive", params, PARAMS)

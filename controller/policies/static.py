@@ -18,6 +18,8 @@ class StaticPolicy:
     """
 
     name = "static"
+    uses_forecasts = False
+    """Reads no forecast: the bench runs it with the cheapest forecaster (same decisions, faster)."""
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
         params = dict(params or {})

@@ -70,9 +70,9 @@ def test_grid_without_oracle_has_no_ratio(scenario_dir: Path) -> None:
 
 
 def test_parse_policies() -> None:
-    """'all' expands to the five policies; unknown names are refused with the list."""
+    """ "all" expands to every registered policy (the five built-ins here); unknown names list the registered."""
     assert parse_policies("all") == ["slo", "static", "reactive", "dynamo-like", "oracle"]
-    with pytest.raises(BenchError, match="known: slo"):
+    with pytest.raises(BenchError, match="registered: slo"):
         parse_policies("slo,magic")
 
 
@@ -179,3 +179,16 @@ def test_budget_never_exceeded(tmp_path: Path) -> None:
     results = run_grid([load_scenario(tmp_path / "tight.yaml")], ["slo"])
     row = results[0][1].row
     assert 0 < row["peak_gpus"] <= 16
+
+
+def test_forecast_free_policies_are_told_by_the_policy_class() -> None:
+    """The policies that read no forecast (static, reactive, oracle) say so themselves; slo and dynamo-like do."""
+    from pdscale.controller.lab.bench_run import uses_forecasts
+
+    assert {p: uses_forecasts(p) for p in ("slo", "dynamo-like", "static", "reactive", "oracle")} == {
+        "slo": True,
+        "dynamo-like": True,
+        "static": False,
+        "reactive": False,
+        "oracle": False,
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.metadata
 import subprocess
@@ -68,3 +69,38 @@ def test_plugin_rejects_unknown_params(installed: Path) -> None:
     """The plugin's own parameter validation surfaces as a PluginError naming the parameter."""
     with pytest.raises(PluginError, match="bogus"):
         Registry().create(PluginGroup.POLICIES, "fixed-ratio", {"bogus": 1})
+
+
+def test_example_imports_only_the_public_api() -> None:
+    """Every pdscale import in the example plugin comes from pdscale.api, the one module plugins may use."""
+    imported: list[str] = []
+    for path in (PLUGIN / "pdscale_example_policy").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.append(node.module)
+            elif isinstance(node, ast.Import):
+                imported.extend(a.name for a in node.names)
+    ours = [m for m in imported if m.split(".")[0] == "pdscale"]
+    assert ours
+    assert set(ours) == {"pdscale.api"}
+
+
+def test_public_api_names_resolve() -> None:
+    """Every name pdscale.api exports exists (a rename behind it would break plugins at import)."""
+    api = importlib.import_module("pdscale.api")
+    assert [n for n in api.__all__ if not hasattr(api, n)] == []
+
+
+@pytest.mark.slow
+def test_bench_accepts_a_registered_plugin_policy(installed: Path) -> None:
+    """``bench --policies`` takes any registered policy plugin, not a fixed list, and runs it."""
+    from pdscale.controller.lab.bench import parse_policies, run_grid
+    from pdscale.controller.lab.scenario import resolve_scenarios
+
+    assert parse_policies("slo,fixed-ratio") == ["slo", "fixed-ratio"]
+    assert "fixed-ratio" in parse_policies("all")
+    scenario = resolve_scenarios("chat-hour")[0].quick()
+    ((req, out),) = run_grid([scenario], ["fixed-ratio"])
+    assert req.policy == "fixed-ratio"
+    assert "error" not in out.row
+    assert out.row["requests"] > 0
