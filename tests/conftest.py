@@ -5,8 +5,11 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from types import ModuleType
+
+import pytest
+import structlog
 
 _FOLDERS = frozenset({"controller", "forecasting", "actuators", "simulator"})
 
@@ -24,3 +27,10 @@ class _FolderImportBlocker(importlib.abc.MetaPathFinder):
 
 
 sys.meta_path.insert(0, _FolderImportBlocker())
+
+
+@pytest.fixture(autouse=True)
+def _structlog_defaults() -> Iterator[None]:
+    """``pdscale`` commands configure structlog onto the test's captured stderr; later tests get the defaults."""
+    yield
+    structlog.reset_defaults()

@@ -1,10 +1,13 @@
-"""``pdscale simulate``: replay a trace or a scenario (a settings file) through the cluster simulator.
+"""``pdscale simulate``: replay a trace, a scenario or a settings file through the cluster simulator.
 
     pdscale simulate --trace data.csv --prefill 2 --decode 4 [--mode colocated --replicas 6]
-    pdscale simulate --scenario examples/simulator.yaml [--policy slo] [--json out.json] [--plot out.png]
+    pdscale simulate --scenario chat-hour [--policy slo] [--quick] [--json out.json] [--plot out.png]
+    pdscale simulate --config my-settings.yaml [--policy slo] [--mode colocated]
 
-With ``--scenario`` the control loop (the scenario's policy, forecasters, guards) resizes the pools every
-``tick_s`` on a manual clock; with ``--trace`` alone the pools keep the sizes given.
+``--scenario`` takes the same scenario files as ``pdscale bench`` (a bundled name or a path) and runs one policy
+exactly as its bench cell does. ``--config`` takes a pdscale settings file (the daemon's) and replays its
+``simulator`` section with its policy, forecasters and guards on a manual clock. With ``--trace`` alone the
+pools keep the sizes given.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: Any) -> None:
     """Register ``simulate``."""
-    p = subparsers.add_parser("simulate", help="replay a trace or scenario through the cluster simulator")
+    p = subparsers.add_parser("simulate", help="replay a trace, scenario or settings file through the simulator")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--trace", help="trace file (csv/jsonl) or bundled:<name>; static pool sizes")
-    src.add_argument("--scenario", help="pdscale settings YAML; its policy resizes the simulated pools")
-    p.add_argument("--policy", help="override the scenario's policy plugin name")
-    p.add_argument("--mode", choices=["disagg", "colocated"], help="serving mode (default: scenario's, or disagg)")
+    src.add_argument("--scenario", help="bench scenario: a bundled name (pdscale bench lists them) or a YAML path")
+    src.add_argument("--config", help="pdscale settings YAML; its policy resizes the simulated pools")
+    p.add_argument("--policy", help="policy plugin (default: slo with --scenario, the file's with --config)")
+    p.add_argument("--quick", action="store_true", help="with --scenario: its short quick window")
+    p.add_argument("--mode", choices=["disagg", "colocated"], help="serving mode (--trace, --config)")
     p.add_argument("--prefill", type=int, default=2, help="prefill replicas with --trace (default 2)")
     p.add_argument("--decode", type=int, default=2, help="decode replicas with --trace (default 2)")
     p.add_argument("--replicas", type=int, default=4, help="colocated replicas with --trace (default 4)")
@@ -38,27 +43,17 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the simulation; 0 on success, 2 on bad input."""
     from pdscale.controller.cli.main import write_json  # noqa: PLC0415
-    from pdscale.simulator import Cluster, ClusterConfig, Mode  # noqa: PLC0415
-    from pdscale.simulator.perf import load_perf_model  # noqa: PLC0415
+    from pdscale.controller.runtime.plugins import PluginError  # noqa: PLC0415
+    from pdscale.controller.runtime.settings import SettingsError  # noqa: PLC0415
 
     try:
         if args.scenario:
             summary, result = _run_scenario(args)
+        elif args.config:
+            summary, result = _run_config(args)
         else:
-            from pdscale.simulator.traces import bundled_trace, load_trace  # noqa: PLC0415
-
-            name: str = args.trace
-            trace = bundled_trace(name.removeprefix("bundled:")) if name.startswith("bundled:") else load_trace(name)
-            mode = Mode(args.mode or "disagg")
-            perf = load_perf_model(args.model, args.tp)
-            slo = {"ttft_slo_ms": args.slo_ttft_ms, "itl_slo_ms": args.slo_itl_ms}
-            if mode is Mode.DISAGG:
-                cfg = ClusterConfig(perf=perf, prefill_replicas=args.prefill, decode_replicas=args.decode, **slo)
-            else:
-                cfg = ClusterConfig(perf=perf, mode=mode, colocated_replicas=args.replicas, **slo)
-            result = Cluster(cfg, trace).finish()
-            summary = result.to_json()
-    except (ValueError, OSError) as exc:
+            summary, result = _run_trace(args)
+    except (ValueError, OSError, PluginError, SettingsError) as exc:
         sys.stderr.write(f"pdscale simulate: {exc}\n")
         return 2
     if args.json_out:
@@ -71,9 +66,74 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_scenario(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
+def _run_trace(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
+    from pdscale.simulator import Cluster, ClusterConfig, Mode  # noqa: PLC0415
+    from pdscale.simulator.perf import load_perf_model  # noqa: PLC0415
+    from pdscale.simulator.traces import bundled_trace, load_trace  # noqa: PLC0415
+
+    name: str = args.trace
+    trace = bundled_trace(name.removeprefix("bundled:")) if name.startswith("bundled:") else load_trace(name)
+    mode = Mode(args.mode or "disagg")
+    perf = load_perf_model(args.model, args.tp)
+    slo = {"ttft_slo_ms": args.slo_ttft_ms, "itl_slo_ms": args.slo_itl_ms}
+    if mode is Mode.DISAGG:
+        cfg = ClusterConfig(perf=perf, prefill_replicas=args.prefill, decode_replicas=args.decode, **slo)
+    else:
+        cfg = ClusterConfig(perf=perf, mode=mode, colocated_replicas=args.replicas, **slo)
+    result = Cluster(cfg, trace).finish()
+    return result.to_json(), result
+
+
+def _scenario(spec: str) -> Any:
+    """The bench scenario ``spec`` names; a settings file passed here is told to use ``--config``."""
+    from pathlib import Path  # noqa: PLC0415
+
+    import yaml  # noqa: PLC0415
+
+    from pdscale.controller.lab.scenario import ScenarioError, resolve_scenarios  # noqa: PLC0415
+
+    try:
+        found = resolve_scenarios(spec)
+    except ScenarioError:
+        path = Path(spec)
+        if path.is_file():
+            try:
+                data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except (OSError, yaml.YAMLError):
+                data = None
+            if isinstance(data, dict) and "pools" in data and "traffic" not in data:
+                hint = "this is a pdscale settings file, not a scenario; pass it with --config"
+                raise ValueError(f"{spec}: {hint}") from None
+        raise
+    if len(found) != 1:
+        raise ValueError(f"--scenario takes one scenario, got {spec!r} ({len(found)} scenarios)")
+    return found[0]
+
+
+def _progress(end_s: float) -> Any:
     from rich.progress import Progress  # noqa: PLC0415
 
+    return Progress(transient=True, disable=end_s < 3600 or not sys.stderr.isatty())
+
+
+def _run_scenario(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
+    from pdscale.controller.lab.bench import simulate_scenario  # noqa: PLC0415
+
+    scenario = _scenario(args.scenario)
+    if args.quick:
+        scenario = scenario.quick()
+    if args.mode:
+        raise ValueError("--mode applies to --trace and --config; a scenario sets its own serving mode")
+    policy = args.policy or "slo"
+    with _progress(scenario.traffic.duration_s) as progress:
+        task = progress.add_task("simulating", total=scenario.traffic.duration_s)
+        result = simulate_scenario(scenario, policy, on_tick=lambda t, _c: progress.update(task, completed=t))
+    summary = result.to_json()
+    summary.update(policy=policy, scenario=scenario.name)
+    return summary, result
+
+
+def _run_config(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     from pdscale.actuators.simulator import SimulatorActuator  # noqa: PLC0415
     from pdscale.controller.runtime.assembly import build  # noqa: PLC0415
     from pdscale.controller.runtime.plugins import PluginEnv  # noqa: PLC0415
@@ -81,7 +141,7 @@ def _run_scenario(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     from pdscale.controller.runtime.settings import load_settings  # noqa: PLC0415
     from pdscale.controller.sources.simulator import SimulatorMetricsSource  # noqa: PLC0415
 
-    settings = load_settings(args.scenario)
+    settings = load_settings(args.config)
     updates: dict[str, Any] = {}
     if args.policy:
         updates["policy"] = settings.policy.model_copy(update={"name": args.policy, "params": {}})
@@ -98,7 +158,7 @@ def _run_scenario(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
         actuator=SimulatorActuator(pools, cluster=cluster),
     )
     end = float(cluster.trace.arrival_s[-1]) if len(cluster.trace.arrival_s) else 0.0
-    with Progress(transient=True, disable=end < 3600 or not sys.stderr.isatty()) as progress:
+    with _progress(end) as progress:
         task = progress.add_task("simulating", total=end)
         result = replay(
             assembly.reconciler,

@@ -22,7 +22,16 @@ import structlog
 from pdscale.controller.lab.bench_run import RunOutcome, RunSpec, run_policy, warm_start
 from pdscale.controller.lab.scenario import Scenario, build_trace
 
-__all__ = ["BenchError", "RunRequest", "parse_policies", "run_grid", "run_request", "scenario_spec", "static_split"]
+__all__ = [
+    "BenchError",
+    "RunRequest",
+    "parse_policies",
+    "run_grid",
+    "run_request",
+    "scenario_spec",
+    "simulate_scenario",
+    "static_split",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -96,6 +105,19 @@ def run_request(req: RunRequest) -> RunOutcome:
     spec = scenario_spec(req.scenario)
     initial = req.initial if req.initial is not None else static_split(req.scenario, trace, spec)
     return run_policy(trace, spec, req.policy, initial)
+
+
+def simulate_scenario(scenario: Scenario, policy: str, on_tick: Callable[[float, Any], None] | None = None) -> Any:
+    """One policy on one scenario, exactly as its bench cell runs it; returns the ``simulator.SimResult``.
+
+    ``pdscale simulate --scenario`` uses it, so a scenario file means the same thing to both commands."""
+    from pdscale.controller.lab.bench_run import simulate_policy  # noqa: PLC0415
+
+    parse_policies(policy)
+    trace = build_trace(scenario)
+    spec = scenario_spec(scenario)
+    initial = static_split(scenario, trace, spec) if policy == "static" else warm_start(trace, spec)
+    return simulate_policy(trace, spec, policy, initial, on_tick=on_tick)
 
 
 def _requests(scenarios: Sequence[Scenario], policies: Sequence[str]) -> list[RunRequest]:

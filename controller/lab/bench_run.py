@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,7 @@ __all__ = [
     "control_loop",
     "known_policies",
     "run_policy",
+    "simulate_policy",
     "simulate_static",
     "timeline_of",
     "uses_forecasts",
@@ -346,18 +347,26 @@ def control_loop(trace: Any, spec: RunSpec, policy: str, initial: Mapping[str, i
     return cluster, asm.reconciler
 
 
-def run_policy(trace: Any, spec: RunSpec, policy: str, initial: Mapping[str, int]) -> RunOutcome:
-    """Replay ``trace`` under ``policy`` starting from ``initial`` replicas per pool (``static``: held there)."""
+def simulate_policy(
+    trace: Any,
+    spec: RunSpec,
+    policy: str,
+    initial: Mapping[str, int],
+    on_tick: Callable[[float, Any], None] | None = None,
+) -> Any:
+    """The ``simulator.SimResult`` of ``trace`` under ``policy`` from ``initial`` replicas (``static``: held)."""
     from pdscale.controller.runtime.replay import replay  # noqa: PLC0415
 
-    started = time.perf_counter()
     if policy == "static":
-        result = simulate_static(
-            trace, spec, {r: max(1, min(spec.max_replicas, int(initial[r]))) for r in spec.roles()}
-        )
-    else:
-        cluster, reconciler = control_loop(trace, spec, policy, initial)
-        result = replay(reconciler, cluster, tick_s=spec.tick_s)
+        return simulate_static(trace, spec, {r: max(1, min(spec.max_replicas, int(initial[r]))) for r in spec.roles()})
+    cluster, reconciler = control_loop(trace, spec, policy, initial)
+    return replay(reconciler, cluster, tick_s=spec.tick_s, on_tick=on_tick)
+
+
+def run_policy(trace: Any, spec: RunSpec, policy: str, initial: Mapping[str, int]) -> RunOutcome:
+    """Replay ``trace`` under ``policy`` starting from ``initial`` replicas per pool (``static``: held there)."""
+    started = time.perf_counter()
+    result = simulate_policy(trace, spec, policy, initial)
     row = result.to_json()
     tl = timeline_of(result)
     peak = {f"{p}_replicas_peak": int(np.max(v)) if len(v) else 0 for p, v in tl.replicas.items()}

@@ -15,6 +15,18 @@ from pdscale.controller.runtime.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "simulator.yaml"
+TINY_SCENARIO = """\
+name: tiny
+model: llama-3.1-70b
+tp: 4
+traffic: {lengths: bundled:azure-conv, rate_curve: own, duration_s: 900, rate_scale: 0.5, seed: 3}
+slo: {ttft_ms: 1000, itl_ms: 50, quantile: 0.99}
+tick_s: 30
+cold_start_s: 60
+max_replicas: 8
+forecaster: ewma
+static: {prefill: 2, decode: 2}
+"""
 KEYS = {
     "requests", "completed", "dropped", "slo_attainment", "ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms",
     "gpu_hours", "prefill_gpu_hours", "decode_gpu_hours", "scale_actions", "sim_wall_s",
@@ -62,9 +74,9 @@ class TestSimulateTrace:
         assert "bad.csv:3" in capsys.readouterr().err
 
 
-class TestSimulateScenario:
-    def test_scenario_runs_the_policy(self, tmp_path: Path) -> None:
-        """A settings file replays under its policy; the static policy's sizes are applied."""
+class TestSimulateConfig:
+    def test_config_runs_the_policy(self, tmp_path: Path) -> None:
+        """A settings file (--config) replays under its policy; the static policy's sizes are applied."""
         cfg = yaml.safe_load(EXAMPLE.read_text())
         cfg["policy"] = {"name": "static", "params": {"replicas": {"prefill": 3, "decode": 3}}}
         cfg["simulator"]["duration_s"] = 300
@@ -73,7 +85,7 @@ class TestSimulateScenario:
         path = tmp_path / "s.yaml"
         path.write_text(yaml.safe_dump(cfg))
         out = tmp_path / "r.json"
-        assert main(["simulate", "--scenario", str(path), "--json", str(out)]) == 0
+        assert main(["simulate", "--config", str(path), "--json", str(out)]) == 0
         data = json.loads(out.read_text())
         assert data["scale_actions"] >= 2
         assert data["completed"] == 300
@@ -85,3 +97,42 @@ class TestSimulateScenario:
         first = ensure_cluster(settings, env)
         assert ensure_cluster(settings, env) is first
         assert env.resources["simulator"] is first
+
+
+class TestSimulateScenario:
+    def test_scenario_matches_its_bench_cell(self, tmp_path: Path) -> None:
+        """--scenario takes a bench scenario file and gives the figures its bench cell gives (one meaning)."""
+        from pdscale.controller.lab.bench import run_grid
+        from pdscale.controller.lab.scenario import load_scenario
+
+        path = tmp_path / "tiny.yaml"
+        path.write_text(TINY_SCENARIO, encoding="utf-8")
+        out = tmp_path / "r.json"
+        assert main(["simulate", "--scenario", str(path), "--policy", "reactive", "--json", str(out)]) == 0
+        data = json.loads(out.read_text())
+        ((_, cell),) = run_grid([load_scenario(path)], ["reactive"])
+        assert data["scenario"] == "tiny"
+        for key in ("requests", "completed", "gpu_hours", "slo_attainment", "scale_actions"):
+            assert data[key] == cell.row[key], key
+
+    def test_bundled_scenario_by_name(self, tmp_path: Path) -> None:
+        """A bundled scenario is found by name, as ``pdscale bench --scenarios`` finds it."""
+        out = tmp_path / "r.json"
+        assert main(["simulate", "--scenario", "chat-hour", "--quick", "--policy", "static", "--json", str(out)]) == 0
+        data = json.loads(out.read_text())
+        assert data["scenario"] == "chat-hour"
+        assert data["requests"] > 0
+
+    def test_settings_file_as_scenario_is_refused_with_a_hint(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A settings file passed to --scenario exits 2 and says to pass it with --config (not field noise)."""
+        assert main(["simulate", "--scenario", str(EXAMPLE)]) == 2
+        err = capsys.readouterr().err
+        assert "pass it with --config" in err
+        assert "unknown field" not in err
+
+    def test_unknown_policy_is_refused(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """An unregistered --policy exits 2 naming the registered ones."""
+        assert main(["simulate", "--scenario", "chat-hour", "--quick", "--policy", "magic"]) == 2
+        assert "registered: slo" in capsys.readouterr().err
