@@ -11,8 +11,9 @@ from structlog.testing import capture_logs
 from pdscale.controller.core.guards import GuardSettings
 from pdscale.controller.core.protocols import PolicyContext, Proposal
 from pdscale.controller.core.types import SLO, ErrorClass, Forecast, PoolRole, PoolSpec, Signal, Signals
-from pdscale.controller.runtime.loop import Reconciler, Runner
+from pdscale.controller.runtime.loop import Reconciler
 from pdscale.controller.runtime.record import Outcome
+from pdscale.controller.runtime.runner import Runner
 from pdscale.testing import FakeActuator, ManualClock, StaticMetricsSource
 
 POOLS = {

@@ -22,7 +22,8 @@ import pytest
 from pdscale.controller.core.guards import GuardSettings
 from pdscale.controller.core.protocols import PolicyContext, Proposal
 from pdscale.controller.core.types import SLO, DataState, PoolRole
-from pdscale.controller.runtime.loop import Reconciler, Runner, TickResult
+from pdscale.controller.runtime.loop import Reconciler, TickResult
+from pdscale.controller.runtime.runner import Runner
 from pdscale.controller.runtime.settings import PoolSettings
 from pdscale.controller.sources.prometheus import PrometheusMetricsSource
 from pdscale.testing import FakeActuator
