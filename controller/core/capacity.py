@@ -16,15 +16,15 @@ See docs/capacity.md for the equations and their limits.
 
 from __future__ import annotations
 
-import bisect
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from pdscale.controller.core.protocols import CapacityEstimate
 from pdscale.controller.core.queueing import lognormal_cv2, mgc_wait_mean_s, mgc_wait_quantile_s
 from pdscale.controller.core.types import SLO, PoolRole, PoolSpec, Signal
+from pdscale.profiles import PROFILE_FORMAT, DecodePoint, PrefillPoint, StepTimes
 
 __all__ = [
     "PROFILE_FORMAT",
@@ -38,71 +38,11 @@ __all__ = [
     "Workload",
 ]
 
-PROFILE_FORMAT = "pdscale-profile/v1"
-
-
-@dataclass(frozen=True, slots=True)
-class PrefillPoint:
-    """Measured time to prefill ``batch`` prompts of ``prompt_tokens`` each, together."""
-
-    prompt_tokens: int
-    batch: int
-    time_ms: float
-
-
-@dataclass(frozen=True, slots=True)
-class DecodePoint:
-    """Measured time of one decode step of ``batch`` sequences holding ``context_tokens`` each."""
-
-    batch: int
-    context_tokens: int
-    time_ms: float
-
-
-def _interp(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
-    """Piecewise linear; flat below the first point, linear (non-decreasing) extrapolation above the last."""
-    if len(xs) == 1 or x <= xs[0]:
-        return ys[0]
-    if x >= xs[-1]:
-        slope = max(0.0, (ys[-1] - ys[-2]) / (xs[-1] - xs[-2]))
-        return ys[-1] + slope * (x - xs[-1])
-    i = bisect.bisect_right(xs, x)
-    x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
-    return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
-
-
-@dataclass(frozen=True, slots=True)
-class _Surface:
-    """A 2-D table time(batch, x) as one curve over x per measured batch size."""
-
-    batches: tuple[float, ...]
-    curves: tuple[tuple[tuple[float, ...], tuple[float, ...]], ...]
-
-    @staticmethod
-    def build(points: Sequence[tuple[int, int, float]]) -> _Surface:
-        by_batch: dict[int, dict[int, list[float]]] = {}
-        for batch, x, t in points:
-            by_batch.setdefault(batch, {}).setdefault(x, []).append(t)
-        batches = sorted(by_batch)
-        curves = []
-        for b in batches:
-            xs = sorted(by_batch[b])
-            curves.append((tuple(float(x) for x in xs), tuple(sum(by_batch[b][x]) / len(by_batch[b][x]) for x in xs)))
-        return _Surface(batches=tuple(float(b) for b in batches), curves=tuple(curves))
-
-    def at(self, batch: float, x: float) -> float:
-        bs = self.batches
-        if len(bs) == 1 or batch <= bs[0]:
-            return max(0.0, _interp(*self.curves[0], x))
-        i = bisect.bisect_right(bs, batch)
-        i = min(max(i, 1), len(bs) - 1)  # bracketing pair, or the last pair to extrapolate
-        lo, hi = _interp(*self.curves[i - 1], x), _interp(*self.curves[i], x)
-        return max(0.0, _interp((bs[i - 1], bs[i]), (lo, hi), batch))
-
 
 @dataclass(frozen=True, slots=True)
 class Profile:
-    """Step times of one replica, as measured (format ``pdscale-profile/v1``)."""
+    """Step times of one replica, as measured (format ``pdscale-profile/v1``), interpolated by the shared rule
+    of :mod:`pdscale.profiles` (the simulator reads the same file the same way)."""
 
     model: str
     tp: int
@@ -112,41 +52,20 @@ class Profile:
     max_kv_tokens: int
     prefill: tuple[PrefillPoint, ...]
     decode: tuple[DecodePoint, ...]
-    _prefill: _Surface = field(init=False, repr=False, compare=False)
-    _decode: _Surface = field(init=False, repr=False, compare=False)
+    _times: StepTimes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not self.prefill or not self.decode:
-            raise ValueError("profile needs at least one prefill and one decode measurement")
         if self.gpus_per_replica < 1 or self.max_kv_tokens < 1 or self.kv_bytes_per_token < 1:
             raise ValueError("profile gpus_per_replica, max_kv_tokens and kv_bytes_per_token must be >= 1")
-        for p in self.prefill:
-            if p.prompt_tokens < 1 or p.batch < 1 or not (math.isfinite(p.time_ms) and p.time_ms > 0):
-                raise ValueError(f"prefill point {p}: prompt_tokens, batch and time_ms must be positive")
-        for d in self.decode:
-            if d.batch < 1 or d.context_tokens < 0 or not (math.isfinite(d.time_ms) and d.time_ms > 0):
-                raise ValueError(f"decode point {d}: batch and time_ms must be positive, context_tokens >= 0")
-        object.__setattr__(
-            self, "_prefill", _Surface.build([(p.batch, p.prompt_tokens, p.time_ms) for p in self.prefill])
-        )
-        object.__setattr__(
-            self, "_decode", _Surface.build([(d.batch, d.context_tokens, d.time_ms) for d in self.decode])
-        )
+        object.__setattr__(self, "_times", StepTimes(self.prefill, self.decode))
 
     def prefill_ms(self, prompt_tokens: float, batch: float = 1.0) -> float:
-        """Time to prefill ``batch`` prompts of ``prompt_tokens`` together (interpolated).
-
-        With a single measured batch size, other batch sizes scale by total tokens.
-        """
-        s = self._prefill
-        if len(s.batches) == 1 and batch != s.batches[0]:
-            b0 = s.batches[0]
-            return s.at(b0, prompt_tokens * batch / b0)
-        return s.at(batch, prompt_tokens)
+        """Time to prefill ``batch`` prompts of ``prompt_tokens`` together (interpolated)."""
+        return self._times.prefill_ms(prompt_tokens, batch)
 
     def decode_step_ms(self, batch: float, context_tokens: float) -> float:
         """One decode step of ``batch`` sequences of ``context_tokens`` each (interpolated)."""
-        return self._decode.at(batch, context_tokens)
+        return self._times.decode_step_ms(batch, context_tokens)
 
 
 class KvReservation(StrEnum):

@@ -18,8 +18,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,6 @@ import structlog
 
 from pdscale.controller.core.calibration import CalibrationReport, CalibrationState
 from pdscale.controller.core.capacity import (
-    PROFILE_FORMAT,
     CapacityParams,
     DecodePoint,
     KvReservation,
@@ -37,6 +34,14 @@ from pdscale.controller.core.capacity import (
     ProfileCapacityModel,
 )
 from pdscale.controller.runtime.settings import Settings
+from pdscale.profiles import (
+    PROFILE_FACTS,
+    ProfileData,
+    ProfileError,
+    parse_profile_json,
+    read_profile_csv,
+    read_profile_json,
+)
 
 __all__ = [
     "LoggedCapacityModel",
@@ -51,15 +56,10 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-_PROFILE_FACTS = ("kv_bytes_per_token", "max_kv_tokens", "gpus_per_replica")
 PREFILL_GRID_TOKENS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
 PREFILL_GRID_BATCH = (1, 2, 4, 8, 16, 32, 64, 128)
 DECODE_GRID_BATCH = (1, 2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 128, 160, 192, 256, 384, 512)
 DECODE_GRID_CONTEXT = (0, 128, 256, 512, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 16384, 32768)
-
-
-class ProfileError(ValueError):
-    """A profile cannot be read or is invalid; the message names the file, line or field."""
 
 
 def _num(where: str, field: str, value: Any, *, integer: bool = False) -> float:
@@ -74,109 +74,31 @@ def _num(where: str, field: str, value: Any, *, integer: bool = False) -> float:
     return out
 
 
-def _profile(where: str, facts: Mapping[str, Any], prefill: list[PrefillPoint], decode: list[DecodePoint]) -> Profile:
-    try:
-        return Profile(
-            model=str(facts.get("model", "")),
-            tp=int(facts.get("tp", facts["gpus_per_replica"])),
-            dtype=str(facts.get("dtype", "bf16")),
-            gpus_per_replica=int(facts["gpus_per_replica"]),
-            kv_bytes_per_token=int(facts["kv_bytes_per_token"]),
-            max_kv_tokens=int(facts["max_kv_tokens"]),
-            prefill=tuple(prefill),
-            decode=tuple(decode),
-        )
-    except KeyError as exc:
-        raise ProfileError(f"{where}: missing field {exc.args[0]!r}") from None
-    except ValueError as exc:
-        raise ProfileError(f"{where}: {exc}") from None
-
-
-def _load_json(path: Path) -> Profile:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ProfileError(f"{path}: cannot read profile: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise ProfileError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
-    return profile_from_dict(data, str(path))
+def _profile(data: ProfileData) -> Profile:
+    return Profile(
+        model=data.model,
+        tp=data.tp,
+        dtype=data.dtype,
+        gpus_per_replica=data.gpus_per_replica,
+        kv_bytes_per_token=data.kv_bytes_per_token,
+        max_kv_tokens=data.max_kv_tokens,
+        prefill=data.prefill,
+        decode=data.decode,
+    )
 
 
 def profile_from_dict(data: Any, path: str = "<profile>") -> Profile:
     """A profile from its ``pdscale-profile/v1`` JSON object; errors name ``path`` and the field."""
-    if not isinstance(data, dict):
-        raise ProfileError(f"{path}: top level must be a JSON object")
-    if data.get("format") != PROFILE_FORMAT:
-        raise ProfileError(f"{path}: field 'format' must be {PROFILE_FORMAT!r}, got {data.get('format')!r}")
-    facts: dict[str, Any] = {}
-    for key in ("tp", *_PROFILE_FACTS):
-        if key not in data:
-            raise ProfileError(f"{path}: missing field {key!r}")
-        facts[key] = int(_num(path, key, data[key], integer=True))
-    facts["model"], facts["dtype"] = data.get("model", ""), data.get("dtype", "bf16")
-    prefill, decode = [], []
-    for section in ("prefill", "decode"):
-        rows = data.get(section)
-        if not isinstance(rows, list) or not rows:
-            raise ProfileError(f"{path}: field {section!r} must be a non-empty list")
-        for i, row in enumerate(rows):
-            where = f"{path}: {section}[{i}]"
-            if not isinstance(row, dict):
-                raise ProfileError(f"{where}: must be an object")
-            try:
-                if section == "prefill":
-                    prefill.append(
-                        PrefillPoint(
-                            prompt_tokens=int(_num(where, "prompt_tokens", row["prompt_tokens"], integer=True)),
-                            batch=int(_num(where, "batch", row["batch"], integer=True)),
-                            time_ms=_num(where, "time_ms", row["time_ms"]),
-                        )
-                    )
-                else:
-                    decode.append(
-                        DecodePoint(
-                            batch=int(_num(where, "batch", row["batch"], integer=True)),
-                            context_tokens=int(_num(where, "context_tokens", row["context_tokens"], integer=True)),
-                            time_ms=_num(where, "time_ms", row["time_ms"]),
-                        )
-                    )
-            except KeyError as exc:
-                raise ProfileError(f"{where}: missing field {exc.args[0]!r}") from None
-    return _profile(path, facts, prefill, decode)
+    return _profile(parse_profile_json(data, path))
 
 
 def _load_csv(path: Path, params: Mapping[str, Any]) -> Profile:
-    missing = [k for k in _PROFILE_FACTS if k not in params]
+    missing = [k for k in PROFILE_FACTS if k not in params]
     if missing:
         raise ProfileError(
             f"{path}: a CSV profile needs capacity.params {', '.join(missing)} (the replica's facts are not in the CSV)"
         )
-    need = ("phase", "prompt_tokens", "batch", "context_tokens", "time_ms")
-    prefill, decode = [], []
-    try:
-        with path.open(encoding="utf-8", newline="") as fh:
-            reader = csv.DictReader(fh)
-            absent = [c for c in need if c not in (reader.fieldnames or [])]
-            if absent:
-                raise ProfileError(f"{path}:1: missing column(s) {', '.join(absent)}; header must be {','.join(need)}")
-            for row in reader:
-                where = f"{path}:{reader.line_num}"
-                phase = (row["phase"] or "").strip().lower()
-                time_ms = _num(where, "time_ms", row["time_ms"])
-                batch = int(_num(where, "batch", row["batch"], integer=True))
-                if phase == "prefill":
-                    tokens = int(_num(where, "prompt_tokens", row["prompt_tokens"], integer=True))
-                    pt = PrefillPoint(prompt_tokens=tokens, batch=batch, time_ms=time_ms)
-                    prefill.append(pt)
-                elif phase == "decode":
-                    ctx = int(_num(where, "context_tokens", row["context_tokens"], integer=True))
-                    decode.append(DecodePoint(batch=batch, context_tokens=ctx, time_ms=time_ms))
-                else:
-                    raise ProfileError(f"{where}: phase must be 'prefill' or 'decode', got {row['phase']!r}")
-    except OSError as exc:
-        raise ProfileError(f"{path}: cannot read profile: {exc.strerror}") from None
-    facts = {k: int(_num(f"capacity.params.{k}", k, params[k], integer=True)) for k in _PROFILE_FACTS}
-    return _profile(str(path), facts, prefill, decode)
+    return _profile(read_profile_csv(path, {k: params[k] for k in PROFILE_FACTS}))
 
 
 def profile_from_perf(perf: Any) -> Profile:
@@ -244,26 +166,13 @@ def load_profile(spec: str, params: Mapping[str, Any] | None = None) -> Profile:
         raise ProfileError(f"capacity.profile: {spec}: no such file")
     if path.suffix.lower() == ".csv":
         return _load_csv(path, params)
-    return _load_json(path)
+    return _profile(read_profile_json(path))
 
 
 def profile_to_json(profile: Profile) -> dict[str, Any]:
     """The ``pdscale-profile/v1`` JSON form of a profile."""
-    return {
-        "format": PROFILE_FORMAT,
-        "model": profile.model,
-        "tp": profile.tp,
-        "dtype": profile.dtype,
-        "gpus_per_replica": profile.gpus_per_replica,
-        "kv_bytes_per_token": profile.kv_bytes_per_token,
-        "max_kv_tokens": profile.max_kv_tokens,
-        "prefill": [
-            {"prompt_tokens": p.prompt_tokens, "batch": p.batch, "time_ms": p.time_ms} for p in profile.prefill
-        ],
-        "decode": [
-            {"batch": d.batch, "context_tokens": d.context_tokens, "time_ms": d.time_ms} for d in profile.decode
-        ],
-    }
+    facts = ("model", "tp", "dtype", "gpus_per_replica", "kv_bytes_per_token", "max_kv_tokens", "prefill", "decode")
+    return ProfileData(**{k: getattr(profile, k) for k in facts}).to_json()
 
 
 _PARAM_TYPES: dict[str, type] = {
@@ -282,7 +191,7 @@ _PARAM_TYPES: dict[str, type] = {
 
 def capacity_params(params: Mapping[str, Any]) -> CapacityParams:
     """``capacity.params`` as CapacityParams; unknown or ill-typed entries raise ProfileError naming them."""
-    known = set(_PARAM_TYPES) | set(_PROFILE_FACTS)
+    known = set(_PARAM_TYPES) | set(PROFILE_FACTS)
     unknown = sorted(set(params) - known)
     if unknown:
         raise ProfileError(f"capacity.params: unknown parameter(s) {unknown}; known: {sorted(known)}")

@@ -91,14 +91,14 @@ class TestRoundtrip:
         data = json.loads(path.read_text(encoding="utf-8"))
         del data["decode"][3]["time_ms"]
         path.write_text(json.dumps(data), encoding="utf-8")
-        with pytest.raises(ProfileError, match=r"p\.json: decode\[3\]: time_ms must be a number"):
+        with pytest.raises(ProfileError, match=r"p\.json: decode\[3\]: missing field 'time_ms'"):
             load_profile(path)
 
     def test_wrong_format_is_rejected(self, tmp_path: Path) -> None:
         """A JSON file that is not a pdscale profile is rejected."""
         path = tmp_path / "p.json"
         path.write_text('{"format": "other"}', encoding="utf-8")
-        with pytest.raises(ProfileError, match="format must be"):
+        with pytest.raises(ProfileError, match="'format' must be"):
             load_profile(path)
 
 
@@ -134,13 +134,13 @@ class TestMeasuredCsv:
     @pytest.mark.parametrize(
         ("body", "message"),
         [
-            ("prefill,100,1,,abc\ndecode,,1,1,1\n", r"prof\.csv:2: time_ms must be a number"),
-            ("decode,,1,1,1\nprefill,100,0,,5\n", r"prof\.csv:3: batch must be positive"),
-            ("prefill,100,1,,5\ndecode,,1,,5\n", r"prof\.csv:3: context_tokens must be a number"),
+            ("prefill,100,1,,abc\ndecode,,1,1,1\n", r"prof\.csv:2: field 'time_ms' must be a number"),
+            ("decode,,1,1,1\nprefill,100,0,,5\n", r"prof\.csv:3: field 'batch' must be a finite number >= 1"),
+            ("prefill,100,1,,5\ndecode,,1,,5\n", r"prof\.csv:3: field 'context_tokens' must be a number"),
             ("prefill,100,1,,5\nwarmup,1,1,1,1\n", r"prof\.csv:3: phase must be 'prefill' or 'decode'"),
             ("prefill,100,1,,5\ndecode,,1,1\n", r"prof\.csv:3: expected 5 fields, got 4"),
-            ("prefill,100.5,1,,5\ndecode,,1,1,1\n", r"prof\.csv:2: prompt_tokens must be a whole number"),
-            ("prefill,100,1,,5\n", r"prof\.csv: no decode rows"),
+            ("prefill,100.5,1,,5\ndecode,,1,1,1\n", r"prof\.csv:2: field 'prompt_tokens' must be a whole number"),
+            ("prefill,100,1,,5\n", r"prof\.csv: no decode measurements"),
         ],
     )
     def test_malformed_rows_name_file_and_line(self, tmp_path: Path, body: str, message: str) -> None:
@@ -152,5 +152,5 @@ class TestMeasuredCsv:
         """A CSV with another header is rejected at line 1."""
         path = tmp_path / "prof.csv"
         path.write_text("a,b\n1,2\n", encoding="utf-8")
-        with pytest.raises(ProfileError, match=r"prof\.csv:1: header must be"):
+        with pytest.raises(ProfileError, match=r"prof\.csv:1: missing column\(s\) .*; header must be"):
             load_profile_csv(path, kv_bytes_per_token=1, max_kv_tokens=1, gpus_per_replica=1)
