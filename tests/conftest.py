@@ -1,11 +1,15 @@
-"""Suite-wide set-up: the checkout's folders import only as ``pdscale.*``, exactly as from the wheel."""
+"""Suite-wide set-up: the checkout's folders import only as ``pdscale.*``, exactly as from the wheel; the test
+doubles are registered as plugins of a test-only distribution (``tests/plugins``), here and in subprocesses."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.abc
 import importlib.machinery
+import os
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -27,6 +31,13 @@ class _FolderImportBlocker(importlib.abc.MetaPathFinder):
 
 
 sys.meta_path.insert(0, _FolderImportBlocker())
+
+TEST_PLUGINS = Path(__file__).resolve().parent / "plugins"
+"""Holds the dist-info that registers ``fake`` (actuator) and ``static`` (metrics source) from pdscale.testing."""
+if str(TEST_PLUGINS) not in sys.path:
+    sys.path.append(str(TEST_PLUGINS))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(TEST_PLUGINS)) if p)
+    importlib.invalidate_caches()
 
 
 @pytest.fixture(autouse=True)

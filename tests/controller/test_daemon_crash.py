@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _spawn(db: Path, workdir: Path, *extra: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join((str(ROOT), str(ROOT / "tests" / "plugins")))}
     return subprocess.Popen(
         [sys.executable, str(HELPER), str(db), str(workdir), *extra],
         env=env,

@@ -61,6 +61,15 @@ def test_wheel_top_level_is_pdscale_only(wheel: Path) -> None:
     assert tops == {"pdscale"}
 
 
+def test_wheel_registers_no_test_double(wheel: Path) -> None:
+    """The wheel's entry points name no test double: a settings file cannot pick the fake actuator by mistake."""
+    archive = zipfile.ZipFile(wheel)
+    (eps,) = [n for n in archive.namelist() if n.endswith(".dist-info/entry_points.txt")]
+    text = archive.read(eps).decode()
+    assert "pdscale.controller.policies.slo:SloPolicy" in text
+    assert "pdscale.testing" not in text
+
+
 def test_wheel_ships_bundled_configs_scenarios_and_data(wheel: Path) -> None:
     """The demo settings, every bench scenario, the perf parameters and the traces are package data."""
     names = set(zipfile.ZipFile(wheel).namelist())
