@@ -11,16 +11,31 @@ one remote task per run.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import structlog
 
-from pdscale.controller.lab.bench_run import RunOutcome, RunSpec, run_policy, warm_start
+from pdscale.controller.core.types import SLO
+from pdscale.controller.lab.bench_run import (
+    RunOutcome,
+    RunSpec,
+    Timeline,
+    known_policies,
+    pool_spec,
+    run_policy,
+    simulate_policy,
+    uses_forecasts,
+    warm_start,
+)
+from pdscale.controller.lab.planner import search_static_split
 from pdscale.controller.lab.scenario import Scenario, build_trace
+from pdscale.controller.policies.demand import split_budget
 
 __all__ = [
     "BenchError",
@@ -42,7 +57,6 @@ class BenchError(ValueError):
 
 def parse_policies(spec: str) -> list[str]:
     """``all`` (every registered policy plugin) or a comma list of registered policy names."""
-    from pdscale.controller.lab.bench_run import known_policies  # noqa: PLC0415  (reads entry points)
 
     known = known_policies()
     names = list(known) if spec.strip() == "all" else [p.strip() for p in spec.split(",") if p.strip()]
@@ -54,7 +68,6 @@ def parse_policies(spec: str) -> list[str]:
 
 def scenario_spec(scenario: Scenario) -> RunSpec:
     """The run settings a scenario implies."""
-    from pdscale.controller.core.types import SLO  # noqa: PLC0415
 
     s = scenario.slo
     return RunSpec(
@@ -76,14 +89,10 @@ def static_split(scenario: Scenario, trace: Any, spec: RunSpec) -> dict[str, int
     a budget, the planner's split cut to the budget (each pool keeps the largest share of its need)."""
     if scenario.static is not None:
         return {"prefill": scenario.static.prefill, "decode": scenario.static.decode}
-    from pdscale.controller.lab.planner import search_static_split  # noqa: PLC0415
 
     found = search_static_split(trace, spec, scenario.attainment_target)
     sizes = dict(found.sizes)
     if spec.budget_gpus is not None and sum(sizes.values()) * spec.tp > spec.budget_gpus:
-        from pdscale.controller.lab.bench_run import pool_spec  # noqa: PLC0415
-        from pdscale.controller.policies.demand import split_budget  # noqa: PLC0415
-
         sizes = split_budget(sizes, {r: pool_spec(spec, r) for r in sizes}, spec.budget_gpus)
     log.info("bench_static_split", scenario=scenario.name, sizes=sizes, met=found.met)
     return sizes
@@ -111,7 +120,6 @@ def simulate_scenario(scenario: Scenario, policy: str, on_tick: Callable[[float,
     """One policy on one scenario, exactly as its bench cell runs it; returns the ``simulator.SimResult``.
 
     ``pdscale simulate --scenario`` uses it, so a scenario file means the same thing to both commands."""
-    from pdscale.controller.lab.bench_run import simulate_policy  # noqa: PLC0415
 
     parse_policies(policy)
     trace = build_trace(scenario)
@@ -134,9 +142,6 @@ def _requests(scenarios: Sequence[Scenario], policies: Sequence[str]) -> list[Ru
 
 def _failed(req: RunRequest, exc: BaseException) -> RunOutcome:
     """The outcome of a run that raised: a row that says why, and an empty timeline."""
-    import numpy as np  # noqa: PLC0415
-
-    from pdscale.controller.lab.bench_run import Timeline  # noqa: PLC0415
 
     log.error("bench_run_failed", scenario=req.scenario.name, policy=req.policy, error=f"{type(exc).__name__}: {exc}")
     empty = np.zeros(0)
@@ -157,7 +162,6 @@ def _safe_run(req: RunRequest) -> RunOutcome:
 
 def _cost(req: RunRequest) -> float:
     """Rough relative run time: simulated seconds, x5 for runs that fit the ensemble forecaster every tick."""
-    from pdscale.controller.lab.bench_run import uses_forecasts  # noqa: PLC0415
 
     heavy = uses_forecasts(req.policy) and req.scenario.forecaster == "ensemble"
     return req.scenario.traffic.duration_s * (5.0 if heavy else 1.0)
@@ -165,7 +169,6 @@ def _cost(req: RunRequest) -> float:
 
 def _remote_run(req: RunRequest) -> RunOutcome:
     """A Ray task: quiet logging in the worker, then one run."""
-    import logging  # noqa: PLC0415
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     return run_request(req)

@@ -21,7 +21,21 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pdscale.controller.core.types import SLO
+from pdscale.actuators.simulator import SimulatorActuator
+from pdscale.controller.core.capacity import ProfileCapacityModel
+from pdscale.controller.core.types import SLO, PoolRole, PoolSpec
+from pdscale.controller.lab.oracle_demand import build_oracle_demand
+from pdscale.controller.policies.demand import split_budget
+from pdscale.controller.policies.oracle import OraclePolicy
+from pdscale.controller.runtime.assembly import build
+from pdscale.controller.runtime.plugins import PluginEnv, PluginGroup, Registry
+from pdscale.controller.runtime.profile import profile_from_perf
+from pdscale.controller.runtime.replay import cluster_config, replay
+from pdscale.controller.runtime.settings import Settings
+from pdscale.controller.sources.simulator import SimulatorMetricsSource
+from pdscale.forecasting.fitting import FitMode
+from pdscale.simulator import Cluster, ClusterConfig, Mode
+from pdscale.simulator.perf import load_perf_model
 
 __all__ = [
     "BUILTIN_ORDER",
@@ -44,7 +58,6 @@ BUILTIN_ORDER: tuple[str, ...] = ("slo", "static", "reactive", "dynamo-like", "o
 
 def known_policies() -> list[str]:
     """Every registered policy plugin (entry-point group ``pdscale.policies``), built-ins first."""
-    from pdscale.controller.runtime.plugins import PluginGroup, Registry  # noqa: PLC0415  (reads entry points)
 
     names = Registry().names(PluginGroup.POLICIES)
     return [n for n in BUILTIN_ORDER if n in names] + sorted(n for n in names if n not in BUILTIN_ORDER)
@@ -55,7 +68,6 @@ def uses_forecasts(policy: str) -> bool:
 
     Runs of policies that do not use the ``last_value`` forecaster (the loop still forecasts every signal for
     its records), which leaves their decisions unchanged and saves most of a tick."""
-    from pdscale.controller.runtime.plugins import PluginGroup, Registry  # noqa: PLC0415  (reads entry points)
 
     return bool(getattr(Registry().load(PluginGroup.POLICIES, policy), "uses_forecasts", True))
 
@@ -186,14 +198,12 @@ def timeline_of(result: Any) -> Timeline:
 
 
 def _perf(spec: RunSpec) -> Any:
-    from pdscale.simulator.perf import load_perf_model  # noqa: PLC0415
 
     perf = load_perf_model(spec.model, tp=spec.tp)
     return perf.scaled(spec.slowdown) if spec.slowdown != 1.0 else perf
 
 
 def _settings(spec: RunSpec, policy: str, initial: Mapping[str, int]) -> Any:
-    from pdscale.controller.runtime.settings import Settings  # noqa: PLC0415
 
     oracle = policy == "oracle"
     pool = {
@@ -238,16 +248,12 @@ def _settings(spec: RunSpec, policy: str, initial: Mapping[str, int]) -> Any:
 
 def hardware_capacity(spec: RunSpec) -> Any:
     """A capacity model of the *simulated* hardware (slowdown included): what the oracle knows."""
-    from pdscale.controller.core.capacity import ProfileCapacityModel  # noqa: PLC0415
-    from pdscale.controller.runtime.profile import profile_from_perf  # noqa: PLC0415
 
     return ProfileCapacityModel(profile_from_perf(_perf(spec)))
 
 
 def oracle_demand_for(trace: Any, spec: RunSpec) -> Any:
     """The trace's exact future demand per tick (``pdscale.controller.lab.oracle_demand``) on the simulated hardware."""
-    from pdscale.controller.core.types import PoolRole  # noqa: PLC0415
-    from pdscale.controller.lab.oracle_demand import build_oracle_demand  # noqa: PLC0415
 
     return build_oracle_demand(
         trace.arrival_s,
@@ -262,7 +268,6 @@ def oracle_demand_for(trace: Any, spec: RunSpec) -> Any:
 
 def pool_spec(spec: RunSpec, role: str) -> Any:
     """The core PoolSpec of the pool named after ``role``."""
-    from pdscale.controller.core.types import PoolRole, PoolSpec  # noqa: PLC0415
 
     return PoolSpec(
         name=role, role=PoolRole(role), gpus_per_replica=spec.tp, min_replicas=1, max_replicas=spec.max_replicas
@@ -272,7 +277,6 @@ def pool_spec(spec: RunSpec, role: str) -> Any:
 def warm_start(trace: Any, spec: RunSpec, window_s: float = 600.0) -> dict[str, int]:
     """The pools the oracle needs for the first ``window_s`` (traffic was already flowing before the replayed
     window), so every policy starts from the same fleet and the comparison is about following the load."""
-    from pdscale.controller.policies.oracle import OraclePolicy  # noqa: PLC0415
 
     demand = oracle_demand_for(trace, spec)
     model = hardware_capacity(spec)
@@ -282,17 +286,13 @@ def warm_start(trace: Any, spec: RunSpec, window_s: float = 600.0) -> dict[str, 
     for r, pool in pools.items():
         need = model.replicas_needed(pool, demand.peak(r, 0.0, window_s), spec.slo, workload=w).replicas
         out[r] = max(1, min(spec.max_replicas, need))
-    if spec.budget_gpus is not None:
-        from pdscale.controller.policies.demand import split_budget  # noqa: PLC0415
-
-        if sum(out.values()) * spec.tp > spec.budget_gpus:
-            out = dict(split_budget(out, pools, spec.budget_gpus))
+    if spec.budget_gpus is not None and sum(out.values()) * spec.tp > spec.budget_gpus:
+        out = dict(split_budget(out, pools, spec.budget_gpus))
     return out
 
 
 def simulate_static(trace: Any, spec: RunSpec, sizes: Mapping[str, int]) -> Any:
     """The simulator alone with fixed pool sizes (no control loop): a ``SimResult``."""
-    from pdscale.simulator import Cluster, ClusterConfig, Mode  # noqa: PLC0415
 
     if spec.mode == "disagg":
         cfg = ClusterConfig(
@@ -322,14 +322,6 @@ def control_loop(trace: Any, spec: RunSpec, policy: str, initial: Mapping[str, i
     ``oracle`` gets the trace's exact future and a capacity model of the simulated hardware; ``fits`` is where the
     forecasters refit (``inline`` for reproducible runs).
     """
-    from pdscale.actuators.simulator import SimulatorActuator  # noqa: PLC0415
-    from pdscale.controller.policies.oracle import OraclePolicy  # noqa: PLC0415
-    from pdscale.controller.runtime.assembly import build  # noqa: PLC0415
-    from pdscale.controller.runtime.plugins import PluginEnv  # noqa: PLC0415
-    from pdscale.controller.runtime.replay import cluster_config  # noqa: PLC0415
-    from pdscale.controller.sources.simulator import SimulatorMetricsSource  # noqa: PLC0415
-    from pdscale.forecasting.fitting import FitMode  # noqa: PLC0415
-    from pdscale.simulator import Cluster  # noqa: PLC0415
 
     settings = _settings(spec, policy, initial)
     cluster = Cluster(cluster_config(settings, _perf(spec)), trace)
@@ -355,7 +347,6 @@ def simulate_policy(
     on_tick: Callable[[float, Any], None] | None = None,
 ) -> Any:
     """The ``simulator.SimResult`` of ``trace`` under ``policy`` from ``initial`` replicas (``static``: held)."""
-    from pdscale.controller.runtime.replay import replay  # noqa: PLC0415
 
     if policy == "static":
         return simulate_static(trace, spec, {r: max(1, min(spec.max_replicas, int(initial[r]))) for r in spec.roles()})

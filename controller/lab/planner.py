@@ -24,6 +24,8 @@ from pdscale.controller.lab.bench_run import (
     RunOutcome,
     RunSpec,
     hardware_capacity,
+    oracle_demand_for,
+    pool_spec,
     run_policy,
     simulate_static,
     timeline_of,
@@ -200,7 +202,6 @@ def short_prompt_share(trace: Any, tokens: int = SHORT_PROMPT_TOKENS) -> float:
 
 def model_estimate(trace: Any, spec: RunSpec) -> dict[str, int]:
     """Replicas per pool the capacity model gives for the trace's peak binned demand (the search's start)."""
-    from pdscale.controller.lab.bench_run import oracle_demand_for, pool_spec  # noqa: PLC0415
 
     model = hardware_capacity(spec)
     demand = oracle_demand_for(trace, spec)

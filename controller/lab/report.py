@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pdscale.controller.lab.bench_run import Timeline
+from pdscale.controller.lab.planner import static_timeline
 
 __all__ = [
     "BENCH_BEGIN",
@@ -215,7 +216,6 @@ def _met(row: Mapping[str, Any]) -> str:
 
 def write_plan_report(plan: Any, out_dir: str | Path) -> Path:
     """Write ``report.md`` and its plots into ``out_dir``; returns the report's path."""
-    from pdscale.controller.lab.planner import static_timeline  # noqa: PLC0415
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -37,8 +37,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pdscale.controller.lab.bench_run import known_policies
+from pdscale.simulator.synth import synthesize
+from pdscale.simulator.traces import RateCurve, bundled_rate_curve, bundled_trace, load_rate_curve, load_trace
 
 __all__ = [
     "SCENARIO_DIR",
@@ -114,7 +119,6 @@ class Scenario(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        from pdscale.controller.lab.bench_run import known_policies  # noqa: PLC0415
 
         known = known_policies()
         unknown = sorted(set(self.policy_params) - set(known))
@@ -216,10 +220,6 @@ def resolve_scenarios(spec: str, directory: Path = SCENARIO_DIR) -> list[Scenari
 
 def build_trace(scenario: Scenario) -> Any:
     """The scenario's replayed trace (a ``pdscale.simulator.traces.Trace``), deterministic for its seed."""
-    import numpy as np  # noqa: PLC0415
-
-    from pdscale.simulator.synth import synthesize  # noqa: PLC0415
-    from pdscale.simulator.traces import RateCurve, bundled_rate_curve, bundled_trace, load_rate_curve, load_trace  # noqa: PLC0415
 
     t = scenario.traffic
     try:
