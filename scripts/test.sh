@@ -23,7 +23,7 @@ log "ruff"
 ruff check .
 ruff format --check .
 
-log "mypy --strict (controller, forecasting, actuators, simulator)"
+log "mypy --strict (the pdscale package: controller, forecasting, actuators, simulator)"
 mypy
 
 log "import-linter"
