@@ -1,10 +1,11 @@
-"""The benchmark grid: every policy on every scenario, against the hindsight oracle.
+"""The benchmark grid: every policy on every scenario, against two yardsticks that know the future.
 
     rows = run_grid(resolve_scenarios("all"), parse_policies("all"), parallel=False)
 
 One run per (scenario, policy); every run of a scenario starts from the same warm fleet (what the oracle
 needs for the first ten minutes). ``static`` holds the scenario's ``static`` split, or the planner's best
-static split when the file has none. ``x_oracle`` is a run's GPU-hours over the oracle's on the same scenario.
+static split when the file has none. ``x_oracle`` and ``x_hindsight`` are a run's GPU-hours over those
+yardsticks' on the same scenario (``bench_run.YARDSTICKS`` says what each knows).
 With ``parallel=True`` the runs fan out over Ray (``ray.init()`` locally, or the cluster at ``RAY_ADDRESS``),
 one remote task per run.
 """
@@ -23,6 +24,7 @@ import structlog
 
 from pdscale.controller.core.types import SLO
 from pdscale.controller.lab.bench_run import (
+    YARDSTICKS,
     RunOutcome,
     RunSpec,
     Timeline,
@@ -209,8 +211,8 @@ def run_grid(
     parallel: bool = False,
     on_done: Callable[[RunRequest, RunOutcome], None] | None = None,
 ) -> list[tuple[RunRequest, RunOutcome]]:
-    """Run every policy on every scenario; each row gets ``scenario`` and ``x_oracle`` (None without an oracle
-    run of that scenario)."""
+    """Run every policy on every scenario; each row gets ``scenario``, ``x_oracle`` and ``x_hindsight`` (its
+    GPU-hours over that yardstick's on the same scenario; None without that yardstick's run)."""
     started = time.perf_counter()
     requests = _requests(scenarios, policies)
     notify = on_done or (lambda _r, _o: None)
@@ -221,16 +223,17 @@ def run_grid(
         for req in requests:
             outcomes.append(_safe_run(req))
             notify(req, outcomes[-1])
-    oracle = {
-        req.scenario.name: out.row["gpu_hours"]
+    bases = {
+        (req.policy, req.scenario.name): out.row["gpu_hours"]
         for req, out in zip(requests, outcomes, strict=True)
-        if req.policy == "oracle"
+        if req.policy in YARDSTICKS
     }
     for req, out in zip(requests, outcomes, strict=True):
-        base = oracle.get(req.scenario.name)
         out.row["scenario"] = req.scenario.name
         gpu_h = out.row.get("gpu_hours")
-        out.row["x_oracle"] = gpu_h / base if base and gpu_h is not None else None
+        for yardstick in YARDSTICKS:
+            base = bases.get((yardstick, req.scenario.name))
+            out.row[f"x_{yardstick}"] = gpu_h / base if base and gpu_h is not None else None
         out.row["attainment_target"] = req.scenario.attainment_target
     log.info("bench_finished", runs=len(requests), wall_s=round(time.perf_counter() - started, 1))
     return list(zip(requests, outcomes, strict=True))

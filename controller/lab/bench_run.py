@@ -39,6 +39,7 @@ from pdscale.simulator.perf import load_perf_model
 
 __all__ = [
     "BUILTIN_ORDER",
+    "YARDSTICKS",
     "RunOutcome",
     "RunSpec",
     "Timeline",
@@ -52,14 +53,23 @@ __all__ = [
     "warm_start",
 ]
 
-BUILTIN_ORDER: tuple[str, ...] = ("slo", "static", "reactive", "dynamo-like", "oracle")
-"""Table order of the built-in policies; other registered policy plugins follow, sorted by name."""
+BUILTIN_ORDER: tuple[str, ...] = ("slo", "static", "reactive", "dynamo-like", "oracle", "hindsight")
+"""Table order of the built-in policies and yardsticks; other registered policy plugins follow, sorted by name."""
+
+YARDSTICKS: tuple[str, ...] = ("oracle", "hindsight")
+"""Bench rows that know the trace's exact future and the true hardware (nothing a deployed policy can know):
+
+- ``oracle``: exact future demand, instant scaling (cold start 0, no guards): the cost of the demand itself.
+- ``hindsight``: exact future demand with the same cold start and guards as every policy: the best any policy
+  can do with that actuation delay. ``x hindsight`` is a policy's forecast and sizing error alone; the gap
+  between hindsight and oracle is what the cold start costs.
+"""
 
 
 def known_policies() -> list[str]:
     """Every registered policy plugin (entry-point group ``pdscale.policies``), built-ins first."""
 
-    names = Registry().names(PluginGroup.POLICIES)
+    names = {*Registry().names(PluginGroup.POLICIES), "hindsight"}
     return [n for n in BUILTIN_ORDER if n in names] + sorted(n for n in names if n not in BUILTIN_ORDER)
 
 
@@ -69,6 +79,8 @@ def uses_forecasts(policy: str) -> bool:
     Runs of policies that do not use the ``last_value`` forecaster (the loop still forecasts every signal for
     its records), which leaves their decisions unchanged and saves most of a tick."""
 
+    if policy in YARDSTICKS:
+        return False
     return bool(getattr(Registry().load(PluginGroup.POLICIES, policy), "uses_forecasts", True))
 
 
@@ -217,7 +229,7 @@ def _settings(spec: RunSpec, policy: str, initial: Mapping[str, int]) -> Any:
         guards = {"max_step_up": 1000, "max_step_down": 1000, "scale_down_window_s": 0.0, "hold_while_starting": False}
     params: dict[str, Any] = dict(spec.policy_params.get(policy, {}))
     name = policy
-    if policy in ("oracle", "static"):
+    if policy in ("static", *YARDSTICKS):  # yardsticks get their policy in control_loop
         name, params = "static", {"replicas": {r: int(initial[r]) for r in spec.roles()}}
     return Settings.model_validate(
         {
@@ -333,7 +345,7 @@ def control_loop(trace: Any, spec: RunSpec, policy: str, initial: Mapping[str, i
         actuator=SimulatorActuator(pools, cluster=cluster),
         fits=FitMode(fits),
     )
-    if policy == "oracle":
+    if policy in YARDSTICKS:
         asm.reconciler.policy = OraclePolicy({"demand": oracle_demand_for(trace, spec)})
         asm.reconciler.capacity = hardware_capacity(spec)
     return cluster, asm.reconciler

@@ -34,6 +34,7 @@ TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("policy", "policy"),
     ("GPU-hours", "gpu_hours"),
     ("x oracle", "x_oracle"),
+    ("x hindsight", "x_hindsight"),
     ("SLO attainment", "slo_attainment"),
     ("TTFT p99 ms", "ttft_p99_ms"),
     ("ITL p99 ms", "itl_p99_ms"),
@@ -48,7 +49,7 @@ def _fmt(key: str, value: Any) -> str:
         return "-"
     if key == "slo_attainment":
         return f"{100.0 * float(value):.2f}%"
-    if key == "x_oracle":
+    if key in ("x_oracle", "x_hindsight"):
         return f"{float(value):.2f}"
     if key in ("gpu_hours", "ttft_p99_ms", "itl_p99_ms"):
         return f"{float(value):,.1f}" if float(value) < 100 else f"{float(value):,.0f}"

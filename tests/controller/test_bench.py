@@ -70,8 +70,8 @@ def test_grid_without_oracle_has_no_ratio(scenario_dir: Path) -> None:
 
 
 def test_parse_policies() -> None:
-    """ "all" expands to every registered policy (the five built-ins here); unknown names list the registered."""
-    assert parse_policies("all") == ["slo", "static", "reactive", "dynamo-like", "oracle"]
+    """ "all" expands to every registered policy and the hindsight yardstick; unknown names list the registered."""
+    assert parse_policies("all") == ["slo", "static", "reactive", "dynamo-like", "oracle", "hindsight"]
     with pytest.raises(BenchError, match="registered: slo"):
         parse_policies("slo,magic")
 
@@ -135,13 +135,20 @@ def test_markdown_replaces_between_markers(tmp_path: Path) -> None:
 
     doc = tmp_path / "doc.md"
     doc.write_text(f"# Title\n{BENCH_BEGIN}\nold table\n{BENCH_END}\nfooter\n", encoding="utf-8")
-    row = {"scenario": "s", "policy": "slo", "gpu_hours": 1.0, "x_oracle": 1.2, "slo_attainment": 0.95}
+    row = {
+        "scenario": "s",
+        "policy": "slo",
+        "gpu_hours": 1.0,
+        "x_oracle": 1.2,
+        "x_hindsight": 1.1,
+        "slo_attainment": 0.95,
+    }
     write_bench_markdown([row], doc)
     text = doc.read_text()
     assert text.startswith("# Title\n")
     assert text.endswith("footer\n")
     assert "old table" not in text
-    assert "| s | slo | 1.0 | 1.20 | **95.00%** ! |" in text
+    assert "| s | slo | 1.0 | 1.20 | 1.10 | **95.00%** ! |" in text
 
 
 def test_static_without_split_is_planned(tmp_path: Path) -> None:
@@ -192,3 +199,27 @@ def test_forecast_free_policies_are_told_by_the_policy_class() -> None:
         "reactive": False,
         "oracle": False,
     }
+
+
+def test_hindsight_keeps_the_cold_start_and_guards_the_oracle_drops() -> None:
+    """hindsight runs with the scenario's cold start and default guards; oracle with neither."""
+    from pdscale.controller.core.types import SLO
+    from pdscale.controller.lab.bench_run import RunSpec, _settings
+
+    spec = RunSpec(model="llama-3.1-70b", tp=4, slo=SLO(ttft_ms=1000, itl_ms=50), cold_start_s=240.0)
+    initial = {"prefill": 2, "decode": 3}
+    hindsight, oracle = _settings(spec, "hindsight", initial), _settings(spec, "oracle", initial)
+    assert {p.cold_start_s for p in hindsight.pools} == {240.0}
+    assert {p.cold_start_s for p in oracle.pools} == {0.0}
+    assert hindsight.guards.max_step_up == _settings(spec, "slo", initial).guards.max_step_up
+    assert oracle.guards.max_step_up == 1000
+
+
+def test_grid_reports_x_hindsight(scenario_dir: Path) -> None:
+    """Each row carries its GPU-hours over the hindsight run's; the hindsight row's own ratio is 1."""
+    results = run_grid([load_scenario(scenario_dir / "tiny.yaml")], ["hindsight", "static"])
+    rows = {req.policy: out.row for req, out in results}
+    assert rows["hindsight"]["x_hindsight"] == pytest.approx(1.0)
+    assert "error" not in rows["hindsight"]
+    expected = rows["static"]["gpu_hours"] / rows["hindsight"]["gpu_hours"]
+    assert rows["static"]["x_hindsight"] == pytest.approx(expected)
