@@ -196,6 +196,7 @@ class Cluster(Engine):
             prompt_tokens_total=float(st.prompt_tokens),
             generation_tokens_total=float(st.generation_tokens),
             requests_arrived_total=float(st.arrived),
+            prompt_tokens_arrived_total=float(st.prompt_arrived),
             requests_finished_total=float(st.finished),
             requests_dropped_total=float(st.dropped),
             num_requests_running=running,

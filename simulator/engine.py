@@ -86,7 +86,9 @@ class Engine(Fleet):
         if self._inp[rid] + self._out[rid] > self._cap:
             self._drop(rid, DropReason.EXCEEDS_KV_CAPACITY, self._entry)
             return
-        self.stats[self._entry].arrived += 1
+        st = self.stats[self._entry]
+        st.arrived += 1
+        st.prompt_arrived += self._inp[rid]
         if self._pend or not self._ready[self._entry]:
             self._pend.append(rid)
             self._pend_t.append(t)

@@ -34,6 +34,7 @@ _COUNTERS = (
     ("vllm:generation_tokens_total", "generation_tokens_total", "Number of generation tokens processed."),
     ("vllm:request_success_total", "requests_finished_total", "Count of successfully processed requests."),
     ("pdscale_sim_requests_arrived_total", "requests_arrived_total", "Requests that reached the pool."),
+    ("pdscale_sim_prompt_tokens_arrived_total", "prompt_tokens_arrived_total", "Prompt tokens that reached the pool."),
     ("pdscale_sim_requests_dropped_total", "requests_dropped_total", "Requests the pool dropped."),
     ("pdscale_sim_busy_seconds_total", "busy_s_total", "Replica-seconds spent computing."),
     ("pdscale_sim_serving_seconds_total", "serving_s_total", "Replica-seconds spent ready or draining."),

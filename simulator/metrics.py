@@ -39,6 +39,7 @@ class PoolMetrics:
     prompt_tokens_total: float
     generation_tokens_total: float
     requests_arrived_total: float
+    prompt_tokens_arrived_total: float
     requests_finished_total: float
     requests_dropped_total: float
     num_requests_running: int
@@ -70,6 +71,7 @@ class PoolStats:
         "generation_tokens",
         "gpu_s",
         "itl",
+        "prompt_arrived",
         "prompt_hist",
         "prompt_tokens",
         "serving_s",
@@ -80,6 +82,7 @@ class PoolStats:
         self.prompt_tokens = 0
         self.generation_tokens = 0
         self.arrived = 0
+        self.prompt_arrived = 0
         self.finished = 0
         self.dropped = 0
         self.busy_s = 0.0

@@ -183,11 +183,23 @@ class PoolState:
 
 @dataclass(frozen=True, slots=True)
 class Signals:
-    """Per-pool serving signals. ``None`` means *missing*; 0.0 is a real zero."""
+    """Per-pool serving signals. ``None`` means *missing*; 0.0 is a real zero.
+
+    Demand is what *arrives*: ``arrival_rate_per_s`` and ``prompt_arrival_tokens_per_s`` (from arrival counters,
+    or completions plus queue growth where an engine exports none). ``request_rate_per_s`` and
+    ``prompt_tokens_per_s`` are what the pool *served*: a saturated pool serves its own capacity, so sizing from
+    them would confirm an undersized fleet. :meth:`demand` prefers arrivals.
+    """
 
     prompt_tokens_per_s: float | None = None
+    """Prompt tokens processed per second."""
     generation_tokens_per_s: float | None = None
     request_rate_per_s: float | None = None
+    """Requests completed per second."""
+    arrival_rate_per_s: float | None = None
+    """Requests arriving per second."""
+    prompt_arrival_tokens_per_s: float | None = None
+    """Prompt tokens arriving per second."""
     isl_mean_tokens: float | None = None
     isl_p90_tokens: float | None = None
     osl_mean_tokens: float | None = None
@@ -231,11 +243,12 @@ class Signals:
         return self.running_requests
 
     def demand(self, signal: Signal) -> float | None:
-        """The observed value of a forecast signal."""
+        """The observed demand of a forecast signal: arrivals where known, else what was served."""
         if signal is Signal.PREFILL_TPS:
-            return self.prompt_tokens_per_s
+            arriving = self.prompt_arrival_tokens_per_s
+            return arriving if arriving is not None else self.prompt_tokens_per_s
         if signal is Signal.REQUEST_RATE:
-            return self.request_rate_per_s
+            return self.arrival_rate_per_s if self.arrival_rate_per_s is not None else self.request_rate_per_s
         if signal is Signal.DECODE_CONCURRENCY:
             running = self.mean_running_requests
             if running is None:

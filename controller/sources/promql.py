@@ -57,6 +57,8 @@ SIGNAL_KINDS: Mapping[str, SignalKind] = {
     "prompt_tokens_per_s": SignalKind.RATE,
     "generation_tokens_per_s": SignalKind.RATE,
     "request_rate_per_s": SignalKind.RATE,
+    "arrival_rate_per_s": SignalKind.RATE,
+    "prompt_arrival_tokens_per_s": SignalKind.RATE,
     "isl_mean_tokens": SignalKind.TRAFFIC,
     "isl_p90_tokens": SignalKind.TRAFFIC,
     "osl_mean_tokens": SignalKind.TRAFFIC,
@@ -102,6 +104,29 @@ def _agg(fn: str, metric: str) -> str:
     return f"{fn}({metric}{{$selector}})"
 
 
+def _deriv(gauge: str) -> str:
+    return f"sum(deriv({gauge}{{$selector}}[$window]))"
+
+
+def _mean(sum_metric: str, count_metric: str) -> str:
+    """sum/count rates, 0 (not NaN) when nothing was counted in the window."""
+    return f"({_rate(sum_metric)} / clamp_min({_rate(count_metric)}, 1e-9))"
+
+
+def _arrivals(finished: str, *queues: str) -> str:
+    """Arrivals where an engine exports no arrival counter: completions plus the growth of its queues.
+
+    Every request that arrived in the window either finished or is still queued or running, so
+    arrivals = finished + d(waiting + running)/dt; clamped at zero against scrape jitter.
+    """
+    return f"clamp_min({' + '.join([_rate(finished), *(_deriv(q) for q in queues)])}, 0)"
+
+
+def _prompt_arrivals(processed: str, waiting: str, isl_mean: str) -> str:
+    """Prompt tokens arriving: tokens prefilled plus the growth of the waiting queue times the mean prompt."""
+    return f"clamp_min({_rate(processed)} + {_deriv(waiting)} * {isl_mean}, 0)"
+
+
 @dataclass(frozen=True, slots=True)
 class Preset:
     """One engine's metric names as PromQL templates, per signal (alternatives tried in order)."""
@@ -120,6 +145,16 @@ def _vllm() -> Preset:
             "prompt_tokens_per_s": (_rate("vllm:prompt_tokens_total"),),
             "generation_tokens_per_s": (_rate("vllm:generation_tokens_total"),),
             "request_rate_per_s": (_rate("vllm:request_success_total"),),
+            "arrival_rate_per_s": (
+                _arrivals("vllm:request_success_total", "vllm:num_requests_waiting", "vllm:num_requests_running"),
+            ),
+            "prompt_arrival_tokens_per_s": (
+                _prompt_arrivals(
+                    "vllm:prompt_tokens_total",
+                    "vllm:num_requests_waiting",
+                    _mean("vllm:request_prompt_tokens_sum", "vllm:request_prompt_tokens_count"),
+                ),
+            ),
             "isl_mean_tokens": (_ratio("vllm:request_prompt_tokens_sum", "vllm:request_prompt_tokens_count"),),
             "isl_p90_tokens": (_quantile(0.9, "vllm:request_prompt_tokens_bucket"),),
             "osl_mean_tokens": (_ratio("vllm:request_generation_tokens_sum", "vllm:request_generation_tokens_count"),),
@@ -156,6 +191,16 @@ def _sglang() -> Preset:
             "prompt_tokens_per_s": (_rate("sglang:prompt_tokens_total"),),
             "generation_tokens_per_s": (_rate("sglang:generation_tokens_total"),),
             "request_rate_per_s": (_rate("sglang:num_requests_total"),),
+            "arrival_rate_per_s": (
+                _arrivals("sglang:num_requests_total", "sglang:num_queue_reqs", "sglang:num_running_reqs"),
+            ),
+            "prompt_arrival_tokens_per_s": (
+                _prompt_arrivals(
+                    "sglang:prompt_tokens_total",
+                    "sglang:num_queue_reqs",
+                    _mean("sglang:prompt_tokens_total", "sglang:num_requests_total"),
+                ),
+            ),
             "isl_mean_tokens": (_ratio("sglang:prompt_tokens_total", "sglang:num_requests_total"),),
             "isl_p90_tokens": (_quantile(0.9, "sglang:prompt_tokens_histogram_bucket"),),
             "osl_mean_tokens": (_ratio("sglang:generation_tokens_total", "sglang:num_requests_total"),),
@@ -197,6 +242,16 @@ def _dynamo() -> Preset:
             "prompt_tokens_per_s": (_rate(f"{isl}_sum"),),
             "generation_tokens_per_s": (_rate(f"{osl}_sum"),),
             "request_rate_per_s": (_rate("dynamo_frontend_requests_total"),),
+            # The frontend counts arrivals (requests_started_total, Dynamo >= 1.6); older frontends: completions
+            # plus in-flight growth.
+            "arrival_rate_per_s": (
+                _rate("dynamo_frontend_requests_started_total"),
+                _arrivals("dynamo_frontend_requests_total", "dynamo_frontend_inflight_requests"),
+            ),
+            "prompt_arrival_tokens_per_s": (
+                f"{_rate('dynamo_frontend_requests_started_total')} * {_mean(f'{isl}_sum', f'{isl}_count')}",
+                _rate(f"{isl}_sum"),
+            ),
             "isl_mean_tokens": (_ratio(f"{isl}_sum", f"{isl}_count"),),
             "isl_p90_tokens": (_quantile(0.9, f"{isl}_bucket"),),
             "osl_mean_tokens": (_ratio(f"{osl}_sum", f"{osl}_count"),),

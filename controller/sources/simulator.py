@@ -125,6 +125,8 @@ class SimulatorMetricsSource:
             prompt_tokens_per_s=rate("prompt_tokens_total"),
             generation_tokens_per_s=rate("generation_tokens_total"),
             request_rate_per_s=rate("requests_finished_total"),
+            arrival_rate_per_s=rate("requests_arrived_total"),
+            prompt_arrival_tokens_per_s=rate("prompt_tokens_arrived_total") if m.pool is not Pool.DECODE else None,
             isl_mean_tokens=mean("request_prompt_tokens"),
             isl_p90_tokens=tokens_p90("request_prompt_tokens"),
             osl_mean_tokens=mean("request_generation_tokens"),

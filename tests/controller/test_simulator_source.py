@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pdscale.controller.core.types import DataState
+from pdscale.controller.core.types import DataState, Signal, Signals
 from pdscale.controller.sources.simulator import SimulatorMetricsSource, histogram_quantile
 from pdscale.simulator import Cluster, ClusterConfig, Pool
 from tests.simulator.cluster_fixtures import StandInPerf, fixed_trace, poisson_trace
@@ -90,3 +90,29 @@ class TestSimulatorMetricsSource:
             samples.append(cluster.pool_metrics(Pool.DECODE).num_requests_running)
         obs = src.fetch(360.0)["decode"].signals
         assert obs.mean_running_requests == pytest.approx(sum(samples) / len(samples), rel=0.1)
+
+
+class TestDemandIsArrivals:
+    def test_saturated_pool_reports_arrivals_not_its_throughput(self) -> None:
+        """A prefill pool at ~3x its capacity reports the true arrival rate as demand (within 5%), not its output."""
+        rate, prompt, t0, t1 = 20.0, 2048, 120.0, 240.0
+        trace = poisson_trace(rate, 300.0, seed=7)
+        trace = fixed_trace(list(trace.arrival_s), prompt=prompt, output=20)
+        cluster = Cluster(ClusterConfig(perf=StandInPerf(), prefill_replicas=1, decode_replicas=4), trace)  # type: ignore[arg-type]
+        src = SimulatorMetricsSource({"prefill": Spec("prefill"), "decode": Spec("decode")}, cluster=cluster)
+        cluster.advance_to(t0)
+        src.fetch(t0)
+        cluster.advance_to(t1)
+        obs = src.fetch(t1)["prefill"]
+        arrived = int(((trace.arrival_s > t0) & (trace.arrival_s <= t1)).sum())  # counted from the trace itself
+        true_rate = arrived / (t1 - t0)
+        assert obs.signals.request_rate_per_s is not None
+        assert obs.signals.request_rate_per_s < 0.5 * true_rate  # saturated: it serves well under the arrivals
+        assert obs.signals.demand(Signal.REQUEST_RATE) == pytest.approx(true_rate, rel=0.05)
+        assert obs.signals.demand(Signal.PREFILL_TPS) == pytest.approx(true_rate * prompt, rel=0.05)
+
+    def test_demand_falls_back_to_served_rates_without_arrival_counters(self) -> None:
+        """A source with no arrival signal (an engine exporting none) still gives demand: what was served."""
+        s = Signals(prompt_tokens_per_s=500.0, request_rate_per_s=2.0)
+        assert s.demand(Signal.PREFILL_TPS) == 500.0
+        assert s.demand(Signal.REQUEST_RATE) == 2.0

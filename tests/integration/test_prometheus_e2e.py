@@ -405,3 +405,77 @@ def test_simulated_cluster_through_prometheus_scales_up(tmp_path: Path) -> None:
     assert all(t == {"prefill": 1, "decode": 1} for t in before_step[:3])
     assert max(t["prefill"] + t["decode"] for t in after_step) > 2
     assert math.isfinite(sum(t.duration_s for t in ticks))
+
+
+def test_saturated_pool_through_prometheus_reports_arrivals(tmp_path: Path) -> None:
+    """The vLLM preset's demand on a saturated prefill pool (completions + queue growth, no arrival counter)
+    matches the trace's true arrivals, where the completion rate alone reads less than half of them."""
+    require_prometheus()
+    from pdscale.controller.core.types import Signal
+    from pdscale.simulator import Cluster, ClusterConfig, Pool
+    from pdscale.simulator.exporter import SimExporter
+    from pdscale.simulator.perf import load_perf_model
+    from pdscale.simulator.traces import Trace
+
+    rate, duration_s = 9.0, 400.0  # ~2x what one tp4 prefill replica serves at 2048-token prompts
+    rng = np.random.default_rng(11)
+    arrivals = np.sort(rng.uniform(0.0, duration_s, rng.poisson(rate * duration_s)))
+    n = len(arrivals)
+    trace = Trace(arrivals, np.full(n, ISL, dtype=np.int64), np.full(n, OSL, dtype=np.int64), "saturated")
+    cluster = Cluster(
+        ClusterConfig(perf=load_perf_model("llama-3.1-70b", tp=4), prefill_replicas=1, decode_replicas=2), trace
+    )
+    lock = threading.RLock()
+    exporter = SimExporter(cluster.pool_metrics, pools=[Pool.PREFILL, Pool.DECODE], model_name="m", lock=lock)  # type: ignore[arg-type]
+    exporter.start()
+    server = PrometheusServer([f"127.0.0.1:{exporter.port}"], tmp_path / "tsdb")
+    pools = {
+        n: PoolSettings(
+            name=n, role=PoolRole(n), gpus_per_replica=4, min_replicas=1, max_replicas=4, selector={"role": n}
+        )
+        for n in ("prefill", "decode")
+    }
+    params = {"url": server.url, "rate_window": "10s", "time_scale": SPEEDUP, "retries": 1, "timeout_s": 2.0}
+    t0 = [time.time()]
+    stop = threading.Event()
+
+    def sim_clock() -> float:
+        return (time.time() - t0[0]) * SPEEDUP
+
+    def advance() -> None:
+        while not stop.is_set():
+            with lock:
+                cluster.advance_to(min(sim_clock(), duration_s))
+            time.sleep(0.05)
+
+    samples: list[tuple[float, Any]] = []
+    try:
+        server.start()
+        server.wait_for('count(vllm:num_requests_running{role="prefill"})', bool)
+        t0[0] = time.time()
+        mover = threading.Thread(target=advance, name="sim-advance", daemon=True)
+        mover.start()
+        src = PrometheusMetricsSource(pools, params)
+        while sim_clock() < duration_s - 20.0:
+            time.sleep(2.0)
+            obs = src.fetch(time.time())["prefill"]
+            if sim_clock() > 150.0 and obs.state is DataState.OK:
+                samples.append((sim_clock(), obs.signals))
+        src.close()
+    finally:
+        stop.set()
+        server.stop()
+        exporter.stop()
+
+    assert len(samples) >= 5
+    window_s = 10.0 * SPEEDUP
+    for t_s, signals in samples:
+        # Prometheus's window ends on a scrape, up to two scrape intervals (2 s wall) before the fetch.
+        truths = [
+            float(((arrivals > t_s - lag - window_s) & (arrivals <= t_s - lag)).sum()) / window_s
+            for lag in (0.0, SPEEDUP, 2 * SPEEDUP)
+        ]
+        assert signals.request_rate_per_s < 0.6 * min(truths)
+        demand = signals.demand(Signal.REQUEST_RATE)
+        assert demand is not None
+        assert 0.95 * min(truths) <= demand <= 1.05 * max(truths), (t_s, truths, demand)
