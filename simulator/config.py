@@ -66,9 +66,16 @@ class DropReason(StrEnum):
 
     EXCEEDS_KV_CAPACITY = "exceeds_kv_capacity"
     NO_REPLICA = "no_replica_timeout"
+    EXCEEDS_CONTEXT_WINDOW = "exceeds_context_window"
+    """Prompt + output longer than the model's context window: a real engine refuses it at admission (vLLM
+    answers 400 "maximum context length is N tokens")."""
 
 
-DROP_CODES: dict[DropReason, int] = {DropReason.EXCEEDS_KV_CAPACITY: 1, DropReason.NO_REPLICA: 2}
+DROP_CODES: dict[DropReason, int] = {
+    DropReason.EXCEEDS_KV_CAPACITY: 1,
+    DropReason.NO_REPLICA: 2,
+    DropReason.EXCEEDS_CONTEXT_WINDOW: 3,
+}
 """Compact per-request drop codes (0: not dropped)."""
 
 
@@ -116,6 +123,8 @@ class ClusterConfig:
         prefill_chunk_tokens: largest piece of one prompt per prefill batch (longer prompts are chunked).
         colocated_token_budget: prompt tokens mixed into one colocated iteration (Sarathi-style chunk).
         max_running_seqs: sequences a replica decodes at once (vLLM max_num_seqs).
+        max_model_len: longest prompt + output a replica accepts (vLLM ``--max-model-len``); None: the
+            performance model's context window (``context_window_tokens``), or no limit when it has none.
         no_replica_timeout_s: a request that waits this long with no ready replica in its pool is dropped.
         sample_interval_s: period of the utilisation and demand samples in the result.
         ttft_slo_ms, itl_slo_ms: targets for SLO attainment (mean ITL per request).
@@ -133,6 +142,7 @@ class ClusterConfig:
     prefill_chunk_tokens: int = 8192
     colocated_token_budget: int = 2048
     max_running_seqs: int = 256
+    max_model_len: int | None = None
     no_replica_timeout_s: float = 600.0
     sample_interval_s: float = 60.0
     ttft_slo_ms: float = 2000.0
@@ -160,6 +170,8 @@ class ClusterConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"ClusterConfig.{name} must be a finite number > 0, got {value}")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise ValueError(f"ClusterConfig.max_model_len must be >= 1 or None, got {self.max_model_len}")
         if self.mode is Mode.DISAGG and self.colocated_replicas:
             raise ValueError("ClusterConfig.colocated_replicas must be 0 in disagg mode")
         if self.mode is Mode.COLOCATED and (self.prefill_replicas or self.decode_replicas):

@@ -83,6 +83,9 @@ class Engine(Fleet):
     # ---- arrivals and routing ---------------------------------------------------------------------------
 
     def _arrive(self, rid: int, t: float) -> None:
+        if self._window and self._inp[rid] + self._out[rid] > self._window:
+            self._drop(rid, DropReason.EXCEEDS_CONTEXT_WINDOW, self._entry)
+            return
         if self._inp[rid] + self._out[rid] > self._cap:
             self._drop(rid, DropReason.EXCEEDS_KV_CAPACITY, self._entry)
             return

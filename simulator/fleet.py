@@ -39,6 +39,7 @@ class Fleet:
         self._prefill_ms = perf.prefill_ms
         self._decode_ms = perf.decode_step_ms
         self._cap = int(perf.max_kv_tokens)
+        self._window = int(config.max_model_len or getattr(perf, "context_window_tokens", 0) or 0)
         self._kvb = float(perf.kv_bytes_per_token)
         self._link_bps = config.kv_link_bytes_per_s
         self._max_seqs = int(config.max_running_seqs)

@@ -73,6 +73,8 @@ class ModelShape:
     head_dim: int
     ffn_hidden: int
     vocab: int
+    context_window: int = 0
+    """Longest sequence (prompt + output tokens) the model accepts; 0: not stated."""
 
     @property
     def layer_params(self) -> int:
@@ -152,6 +154,8 @@ class PerfModel:
     decode_compute_ms_per_seq: float
     decode_ms_per_seq: float
     slowdown: float = 1.0
+    context_window_tokens: int = 0
+    """The model's context window (prompt + output); the simulated engine rejects longer requests. 0: none."""
 
     def prefill_ms(self, total_tokens: float, attn_sq_tokens: float, num_seqs: int) -> float:
         """Time to prefill `num_seqs` prompts together: `total_tokens` in all, `attn_sq_tokens` = sum of L_i^2."""
@@ -258,6 +262,7 @@ def model_shape(params: dict[str, Any], model: str) -> ModelShape:
             head_dim=int(m["head_dim"]),
             ffn_hidden=int(m["ffn_hidden"]),
             vocab=int(m["vocab"]),
+            context_window=int(m.get("context_window", 0)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise PerfModelError(f"{params.get('_path')}: models.{model}: missing or invalid field {exc}") from exc
@@ -316,6 +321,7 @@ def build_perf_model(
         / (peak * coeffs["prefill_compute_eff"])
         * ms,
         decode_ms_per_seq=coeffs["decode_ms_per_seq"] * layer_scale,
+        context_window_tokens=shape.context_window,
     )
 
 

@@ -54,6 +54,7 @@ __all__ = [
     "available_scenarios",
     "build_trace",
     "load_scenario",
+    "own_curve",
     "resolve_scenarios",
 ]
 
@@ -152,6 +153,19 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    """Trace and curve files named relative to a scenario file resolve against its folder (as ``extends`` does),
+    not against the directory pdscale runs in; ``bundled:`` names and ``own`` stay as they are."""
+    traffic = data.get("traffic")
+    if not isinstance(traffic, dict):
+        return
+    for key in ("lengths", "rate_curve"):
+        value = traffic.get(key)
+        if isinstance(value, str) and value != "own" and not value.startswith("bundled:"):
+            p = Path(value).expanduser()
+            traffic[key] = str(p if p.is_absolute() else (base / p).resolve())
+
+
 def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path in seen:
         chain = " -> ".join(p.stem for p in (*seen, path))
@@ -168,6 +182,7 @@ def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ScenarioError(f"{path}{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
     if not isinstance(data, dict):
         raise ScenarioError(f"{path}: the top level must be a mapping of fields, got {type(data).__name__}")
+    _resolve_paths(data, path.parent)
     parent = data.pop("extends", None)
     if parent is None:
         return data
@@ -218,6 +233,15 @@ def resolve_scenarios(spec: str, directory: Path = SCENARIO_DIR) -> list[Scenari
     return out
 
 
+def own_curve(lengths: Any, window_s: float = 60.0) -> Any:
+    """A trace's own arrival curve (``rate_curve: own``), one bin per *full* minute: the last, partial minute
+    (the trace ends at its last arrival, somewhere inside it) would otherwise read as a full one and dent the
+    curve's end."""
+    n = max(1, int(lengths.arrival_s[-1] // window_s))
+    counts = np.bincount((lengths.arrival_s // window_s).astype(int), minlength=n)[:n]
+    return RateCurve(np.arange(n, dtype=np.float64) * window_s, counts / window_s, window_s, f"{lengths.name}-curve")
+
+
 def build_trace(scenario: Scenario) -> Any:
     """The scenario's replayed trace (a ``pdscale.simulator.traces.Trace``), deterministic for its seed."""
 
@@ -229,10 +253,7 @@ def build_trace(scenario: Scenario) -> Any:
             else load_trace(t.lengths)
         )
         if t.rate_curve == "own":
-            window = 60.0
-            n = max(1, int(np.ceil(lengths.arrival_s[-1] / window)))
-            counts = np.bincount((lengths.arrival_s // window).astype(int), minlength=n)[:n]
-            curve = RateCurve(np.arange(n, dtype=np.float64) * window, counts / window, window, f"{lengths.name}-curve")
+            curve = own_curve(lengths)
         elif t.rate_curve.startswith("bundled:"):
             curve = bundled_rate_curve(t.rate_curve.removeprefix("bundled:"))
         else:

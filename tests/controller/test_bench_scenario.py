@@ -12,6 +12,7 @@ from pdscale.controller.lab.scenario import (
     available_scenarios,
     build_trace,
     load_scenario,
+    own_curve,
     resolve_scenarios,
 )
 
@@ -114,3 +115,27 @@ def test_build_trace_deterministic(tmp_path: Path) -> None:
     assert len(a) > 0
     assert (a.arrival_s == b.arrival_s).all()
     assert a.arrival_s[-1] <= 120
+
+
+class TestTrafficFiles:
+    def test_relative_trace_path_resolves_against_the_scenario_file(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A trace named relative to the scenario is found from any working directory."""
+        folder = tmp_path / "scen"
+        folder.mkdir()
+        (folder / "t.csv").write_text(
+            "arrival_s,input_tokens,output_tokens\n" + "".join(f"{i}.0,100,10\n" for i in range(180)), encoding="utf-8"
+        )
+        path = _write(folder, "mine", "traffic: {lengths: t.csv, rate_curve: own, duration_s: 120}\n")
+        monkeypatch.chdir(tmp_path)
+        scenario = load_scenario(path)
+        assert scenario.traffic.lengths == str(folder / "t.csv")
+        assert len(build_trace(scenario).arrival_s) > 0
+
+    def test_own_curve_drops_the_partial_last_minute(self) -> None:
+        """One request a second for 150 s: the curve is two full minutes at 1/s, not a third minute at 0.5/s."""
+        from tests.simulator.cluster_fixtures import fixed_trace
+
+        curve = own_curve(fixed_trace([float(i) for i in range(150)], prompt=100, output=10))
+        assert list(curve.requests_per_s) == [1.0, 1.0]

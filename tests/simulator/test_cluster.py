@@ -63,6 +63,24 @@ class TestServing:
         result = disagg(trace).finish()
         assert result.drop_reasons == {DropReason.EXCEEDS_KV_CAPACITY.value: 2}
 
+    def test_request_longer_than_the_context_window_is_rejected(self) -> None:
+        """Prompt + output past max_model_len is refused with its own reason; one that fits exactly is served."""
+        trace = fixed_trace([0.0, 1.0], prompt=4000, output=96)
+        fits = disagg(trace, max_model_len=4096).finish()
+        too_long = disagg(trace, max_model_len=4095).finish()
+        assert fits.completed == 2
+        assert too_long.drop_reasons == {DropReason.EXCEEDS_CONTEXT_WINDOW.value: 2}
+
+    def test_context_window_comes_from_the_model(self) -> None:
+        """Llama-3.1-70B's 128K window (its model card) rejects a 191K-token prompt that would fit in KV."""
+        from pdscale.simulator.perf import load_perf_model
+
+        perf = load_perf_model("llama-3.1-70b", tp=8)
+        assert perf.context_window_tokens == 131_072
+        trace = fixed_trace([0.0], prompt=191_000, output=10)
+        result = Cluster(ClusterConfig(perf=perf, prefill_replicas=1, decode_replicas=1), trace).finish()  # type: ignore[arg-type]
+        assert result.drop_reasons == {DropReason.EXCEEDS_CONTEXT_WINDOW.value: 1}
+
     def test_no_replica_timeout_drops(self) -> None:
         """Requests arriving at a pool with no replica are dropped after the timeout."""
         trace = fixed_trace([0.0, 5.0], prompt=100, output=10)
