@@ -183,6 +183,10 @@ class CapacityModel(Protocol):
         """Decode step time with ``concurrency`` sequences over ``replicas``."""
         ...
 
+    def prefill_throughput_tps(self, isl_tokens: float, corr: Correction | None = None) -> float:
+        """Prompt tokens per second one prefill replica sustains at prompts of ``isl_tokens``."""
+        ...
+
     def decode_throughput_tps(self, itl_ms: float, w: Workload, corr: Correction | None = None) -> float:
         """Output tokens per second one decode replica sustains within ``itl_ms``."""
         ...

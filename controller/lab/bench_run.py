@@ -53,7 +53,7 @@ __all__ = [
     "warm_start",
 ]
 
-BUILTIN_ORDER: tuple[str, ...] = ("slo", "static", "reactive", "dynamo-like", "oracle", "hindsight")
+BUILTIN_ORDER: tuple[str, ...] = ("slo", "static", "reactive", "dynamo-like", "keda", "oracle", "hindsight")
 """Table order of the built-in policies and yardsticks; other registered policy plugins follow, sorted by name."""
 
 YARDSTICKS: tuple[str, ...] = ("oracle", "hindsight")

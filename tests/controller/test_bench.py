@@ -71,7 +71,7 @@ def test_grid_without_oracle_has_no_ratio(scenario_dir: Path) -> None:
 
 def test_parse_policies() -> None:
     """ "all" expands to every registered policy and the hindsight yardstick; unknown names list the registered."""
-    assert parse_policies("all") == ["slo", "static", "reactive", "dynamo-like", "oracle", "hindsight"]
+    assert parse_policies("all") == ["slo", "static", "reactive", "dynamo-like", "keda", "oracle", "hindsight"]
     with pytest.raises(BenchError, match="registered: slo"):
         parse_policies("slo,magic")
 

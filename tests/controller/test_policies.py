@@ -110,7 +110,7 @@ class TestParams:
         with pytest.raises(ValueError, match="demand"):
             OraclePolicy({})
 
-    @pytest.mark.parametrize("name", ["slo", "reactive", "dynamo-like", "static"])
+    @pytest.mark.parametrize("name", ["slo", "reactive", "dynamo-like", "keda", "static"])
     def test_registered_as_entry_points(self, name: str) -> None:
         """Every built-in policy loads through the plugin registry."""
         policy = Registry().create(PluginGroup.POLICIES, name, {})

@@ -1,0 +1,117 @@
+"""``keda``: llm-d's per-role KEDA recipe, one scaler per role, on the signals each role's engine exports.
+
+- **Prefill** scales on queued prompt tokens (``waiting_requests x isl_mean_tokens``; vLLM exports the queue
+  length and the prompt-length histogram) against ``target = prefill tokens/s per replica x prefill_queue_s``,
+  the prompt tokens one replica clears in ``prefill_queue_s``. A KEDA Prometheus trigger with an
+  ``AverageValue`` target makes the HPA compute ``desired = ceil(metric / target)``.
+- **Decode** scales on KV-cache occupancy (``kv_usage_ratio``, the replicas' average) against ``kv_threshold``:
+  ``desired = ceil(ready x occupancy / kv_threshold)``.
+- Both with the HPA's defaults: no change while ``|ratio - 1| <= tolerance`` (0.1, kube-controller-manager's
+  ``--horizontal-pod-autoscaler-tolerance``) and a scale-down only to the highest desired count of the last
+  ``scale_down_window_s`` (300 s, ``behavior.scaleDown.stabilizationWindowSeconds``); scale-up is immediate.
+
+The prefill tokens/s per replica is calibrated from the same capacity model ``slo`` is given (its throughput
+at the observed prompt length, the engine's token budget), or set with ``prefill_tps_per_replica``: the peer
+gets the same knowledge of the hardware as pdscale's policy. It reads no forecast.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from pdscale.controller.core.capacity import Workload
+from pdscale.controller.core.protocols import PolicyContext, Proposal
+from pdscale.controller.core.types import DataState, PoolRole
+from pdscale.controller.policies.demand import workload_from
+from pdscale.controller.policies.params import Param, validate_params
+
+__all__ = ["KedaPolicy"]
+
+PARAMS: Mapping[str, Param] = {
+    "prefill_queue_s": Param(float, 2.0, lambda v: v > 0, "must be > 0"),
+    "kv_threshold": Param(float, 0.7, lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    "tolerance": Param(float, 0.1, lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "scale_down_window_s": Param(float, 300.0, lambda v: v >= 0, "must be >= 0"),
+    "prefill_tps_per_replica": Param(float, 0.0, lambda v: v >= 0, "must be >= 0 (0: from the capacity model)"),
+}
+
+
+class KedaPolicy:
+    """One HPA-style scaler per role: prefill on queued prompt tokens, decode on KV occupancy."""
+
+    name = "keda"
+    uses_forecasts = False
+    """Reads no forecast: the bench runs it with the cheapest forecaster (same decisions, faster)."""
+
+    def __init__(self, params: Mapping[str, Any] | None = None) -> None:
+        self.params = validate_params("keda", params, PARAMS)
+        self.defaults = Workload(isl_mean_tokens=1024.0, osl_mean_tokens=256.0)
+
+    def _prefill_target(self, ctx: PolicyContext, w: Workload) -> float | None:
+        tps = self.params["prefill_tps_per_replica"]
+        if not tps and ctx.capacity is not None:
+            tps = ctx.capacity.prefill_throughput_tps(w.isl_mean_tokens)
+        return tps * self.params["prefill_queue_s"] if tps else None
+
+    def _desired(self, ctx: PolicyContext, name: str, w: Workload) -> tuple[int | None, str]:
+        obs = ctx.observations.get(name)
+        st = ctx.states[name]
+        if obs is None or obs.state is not DataState.OK:
+            return None, f"hold: metrics {obs.state.value if obs else 'missing'}"
+        s = obs.signals
+        role = ctx.pools[name].role
+        if role is PoolRole.DECODE:
+            if s.kv_usage_ratio is None:
+                return None, "hold: no KV occupancy metric"
+            base = st.ready if st.ready > 0 else st.target
+            ratio = s.kv_usage_ratio / self.params["kv_threshold"]
+            what = f"KV occupancy {s.kv_usage_ratio:.2f} vs {self.params['kv_threshold']:g}"
+            if abs(ratio - 1.0) <= self.params["tolerance"]:
+                return st.target, f"{what}: within tolerance"
+            return max(1, math.ceil(base * ratio - 1e-9)), f"{what}: ceil({base} x {ratio:.2f})"
+        target = self._prefill_target(ctx, w)
+        if target is None:
+            return None, "hold: no prefill tokens/s per replica (no capacity model, no prefill_tps_per_replica)"
+        if s.waiting_requests is None:
+            return None, "hold: no queue-length metric"
+        queued = s.waiting_requests * (s.isl_mean_tokens or w.isl_mean_tokens)
+        current = max(1, st.ready)
+        ratio = queued / (current * target)
+        what = f"{queued:,.0f} queued prompt tokens vs {target:,.0f}/replica"
+        if abs(ratio - 1.0) <= self.params["tolerance"]:
+            return st.target, f"{what}: within tolerance"
+        return math.ceil(queued / target - 1e-9), f"{what}: ceil({queued:,.0f} / {target:,.0f})"
+
+    def decide(self, ctx: PolicyContext) -> Proposal:
+        """Desired replicas per pool from its role's KEDA trigger, HPA tolerance and stabilisation."""
+        w = workload_from(ctx, ctx.state.get("workload", {}), self.defaults)
+        window = self.params["scale_down_window_s"]
+        history: dict[str, list[list[float]]] = {}
+        targets: dict[str, int] = {}
+        reasons: dict[str, str] = {}
+        for name in ctx.pools:
+            current = ctx.states[name].target
+            past = [
+                [float(t), float(v)]
+                for t, v in (ctx.state.get("desired", {}).get(name) or [])
+                if ctx.now_s - float(t) <= window
+            ]
+            desired, why = self._desired(ctx, name, w)
+            if desired is None:
+                targets[name], reasons[name], history[name] = current, why, past
+                continue
+            entries = [*past, [ctx.now_s, float(desired)]]
+            history[name] = entries
+            target = desired
+            if desired < current:
+                target = min(current, int(max(v for _, v in entries)))
+                if target != desired:
+                    why += f"; scale-down stabilisation {window:g} s keeps {target}"
+            targets[name], reasons[name] = target, why
+        state = {
+            "desired": history,
+            "workload": {"isl_mean_tokens": w.isl_mean_tokens, "osl_mean_tokens": w.osl_mean_tokens},
+        }
+        return Proposal(targets=targets, reasons=reasons, state=state)
