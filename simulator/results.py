@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pdscale.simulator.config import DROP_CODES, Pool
+from pdscale.simulator.feasibility import feasibility
 
 if TYPE_CHECKING:
     from pdscale.simulator.engine import Engine
@@ -69,6 +70,8 @@ class SimResult:
     sim_end_s: float
     sim_wall_s: float
     met_slo: npt.NDArray[np.bool_] = field(repr=False)
+    feasible: npt.NDArray[np.bool_] = field(repr=False)
+    """Requests some fleet of this hardware can serve within the SLO (``pdscale.simulator.feasibility``)."""
 
     @property
     def requests(self) -> int:
@@ -90,6 +93,17 @@ class SimResult:
         """Share of all requests (dropped ones count as misses) with TTFT and mean ITL within target."""
         return float(self.met_slo.mean()) if len(self.met_slo) else math.nan
 
+    @property
+    def infeasible(self) -> int:
+        """Requests no fleet of this hardware serves within the SLO (counted apart, never chased)."""
+        return int(np.count_nonzero(~self.feasible))
+
+    @property
+    def slo_attainment_feasible(self) -> float:
+        """Share of the feasible requests with TTFT and mean ITL within target."""
+        n = int(np.count_nonzero(self.feasible))
+        return float(np.count_nonzero(self.met_slo & self.feasible)) / n if n else math.nan
+
     def ttft_quantile_ms(self, q: float) -> float:
         """TTFT quantile over completed requests, in ms."""
         return _quantile_ms(self.ttft_s, q)
@@ -109,6 +123,8 @@ class SimResult:
             "dropped": self.dropped,
             "drop_reasons": dict(self.drop_reasons),
             "slo_attainment": _num(self.slo_attainment),
+            "slo_attainment_feasible": _num(self.slo_attainment_feasible),
+            "infeasible": self.infeasible,
             "ttft_slo_ms": self.ttft_slo_ms,
             "itl_slo_ms": self.itl_slo_ms,
             "ttft_p50_ms": _num(self.ttft_quantile_ms(0.5)),
@@ -170,4 +186,5 @@ def build_result(engine: Engine, wall_s: float) -> SimResult:
         sim_end_s=engine.now_s,
         sim_wall_s=wall_s,
         met_slo=met,
+        feasible=feasibility(cfg.perf, engine.trace, cfg.ttft_slo_ms, cfg.itl_slo_ms, cfg.max_model_len or 0).feasible,
     )

@@ -60,7 +60,7 @@ def _table(rows: list[dict[str, Any]]) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the grid; 0 on success, 2 on bad input."""
     from pdscale.controller.cli.main import write_json  # noqa: PLC0415
-    from pdscale.controller.lab.bench import BenchError, parse_policies, run_grid  # noqa: PLC0415
+    from pdscale.controller.lab.bench import BenchError, infeasibility, parse_policies, run_grid  # noqa: PLC0415
     from pdscale.controller.lab.report import plot_bench_summary, plot_timeline, write_bench_markdown  # noqa: PLC0415
     from pdscale.controller.lab.scenario import SCENARIO_DIR, ScenarioError, resolve_scenarios  # noqa: PLC0415
 
@@ -75,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
         scenarios = resolve_scenarios(args.scenarios, Path(args.scenario_dir) if args.scenario_dir else SCENARIO_DIR)
         if args.quick:
             scenarios = [s.quick() for s in scenarios]
+        for sc in scenarios:
+            warning = infeasibility(sc)
+            if warning:
+                sys.stderr.write(f"{sc.name}: {warning}; attainment is also reported over the feasible ones\n")
 
         def progress(req: Any, out: Any) -> None:
             r = out.row

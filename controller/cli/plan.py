@@ -86,9 +86,10 @@ def run(args: argparse.Namespace) -> int:
     """Plan; 0 on success, 2 on bad input."""
     from pdscale.controller.cli.main import write_json  # noqa: PLC0415
     from pdscale.controller.core.types import SLO  # noqa: PLC0415
-    from pdscale.controller.lab.bench_run import RunSpec  # noqa: PLC0415
+    from pdscale.controller.lab.bench_run import RunSpec, hardware_perf  # noqa: PLC0415
     from pdscale.controller.lab.planner import make_plan  # noqa: PLC0415
     from pdscale.controller.lab.report import write_plan_report  # noqa: PLC0415
+    from pdscale.simulator.feasibility import feasibility  # noqa: PLC0415
 
     if getattr(args, "log_level", None) is None:  # per-tick decisions would drown the table: warnings only
         import logging  # noqa: PLC0415
@@ -107,6 +108,12 @@ def run(args: argparse.Namespace) -> int:
             max_replicas=args.max_replicas,
             forecaster=args.forecaster,
         )
+        found = feasibility(hardware_perf(spec), trace, spec.slo.ttft_ms, spec.slo.itl_ms)
+        if found.infeasible:  # said up front: no split fixes these, and the plan does not buy GPUs for them
+            sys.stderr.write(
+                f"pdscale plan: {found.summary(spec.slo.ttft_ms, spec.slo.itl_ms)}; "
+                "the plan sizes for the feasible requests\n"
+            )
         plan = make_plan(
             trace,
             spec,

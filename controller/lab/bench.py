@@ -28,6 +28,7 @@ from pdscale.controller.lab.bench_run import (
     RunOutcome,
     RunSpec,
     Timeline,
+    hardware_perf,
     known_policies,
     pool_spec,
     run_policy,
@@ -38,10 +39,12 @@ from pdscale.controller.lab.bench_run import (
 from pdscale.controller.lab.planner import search_static_split
 from pdscale.controller.lab.scenario import Scenario, build_trace
 from pdscale.controller.policies.demand import split_budget
+from pdscale.simulator.feasibility import feasibility
 
 __all__ = [
     "BenchError",
     "RunRequest",
+    "infeasibility",
     "parse_policies",
     "run_grid",
     "run_request",
@@ -128,6 +131,15 @@ def simulate_scenario(scenario: Scenario, policy: str, on_tick: Callable[[float,
     spec = scenario_spec(scenario)
     initial = static_split(scenario, trace, spec) if policy == "static" else warm_start(trace, spec)
     return simulate_policy(trace, spec, policy, initial, on_tick=on_tick)
+
+
+def infeasibility(scenario: Scenario) -> str | None:
+    """What share of the scenario's requests no fleet of its true hardware serves within the SLO, said up
+    front (None when every request can): e.g. "TTFT 1 s cannot be met for 45% of these prompts on any fleet"."""
+
+    spec = scenario_spec(scenario)
+    found = feasibility(hardware_perf(spec), build_trace(scenario), spec.slo.ttft_ms, spec.slo.itl_ms)
+    return found.summary(spec.slo.ttft_ms, spec.slo.itl_ms) if found.infeasible else None
 
 
 def _requests(scenarios: Sequence[Scenario], policies: Sequence[str]) -> list[RunRequest]:

@@ -209,7 +209,8 @@ def timeline_of(result: Any) -> Timeline:
     )
 
 
-def _perf(spec: RunSpec) -> Any:
+def hardware_perf(spec: RunSpec) -> Any:
+    """The simulated (true) hardware of a run: the performance model, slowed by the scenario's slowdown."""
 
     perf = load_perf_model(spec.model, tp=spec.tp)
     return perf.scaled(spec.slowdown) if spec.slowdown != 1.0 else perf
@@ -261,7 +262,7 @@ def _settings(spec: RunSpec, policy: str, initial: Mapping[str, int]) -> Any:
 def hardware_capacity(spec: RunSpec) -> Any:
     """A capacity model of the *simulated* hardware (slowdown included): what the oracle knows."""
 
-    return ProfileCapacityModel(profile_from_perf(_perf(spec)))
+    return ProfileCapacityModel(profile_from_perf(hardware_perf(spec)))
 
 
 def oracle_demand_for(trace: Any, spec: RunSpec) -> Any:
@@ -308,7 +309,7 @@ def simulate_static(trace: Any, spec: RunSpec, sizes: Mapping[str, int]) -> Any:
 
     if spec.mode == "disagg":
         cfg = ClusterConfig(
-            perf=_perf(spec),
+            perf=hardware_perf(spec),
             prefill_replicas=int(sizes["prefill"]),
             decode_replicas=int(sizes["decode"]),
             cold_start_s=spec.cold_start_s,
@@ -317,7 +318,7 @@ def simulate_static(trace: Any, spec: RunSpec, sizes: Mapping[str, int]) -> Any:
         )
     else:
         cfg = ClusterConfig(
-            perf=_perf(spec),
+            perf=hardware_perf(spec),
             mode=Mode.COLOCATED,
             colocated_replicas=int(sizes["colocated"]),
             colocated_token_budget=spec.colocated_token_budget,
@@ -336,7 +337,7 @@ def control_loop(trace: Any, spec: RunSpec, policy: str, initial: Mapping[str, i
     """
 
     settings = _settings(spec, policy, initial)
-    cluster = Cluster(cluster_config(settings, _perf(spec)), trace)
+    cluster = Cluster(cluster_config(settings, hardware_perf(spec)), trace)
     pools = {p.name: p for p in settings.pools}
     asm = build(
         settings,

@@ -36,6 +36,7 @@ TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("x oracle", "x_oracle"),
     ("x hindsight", "x_hindsight"),
     ("SLO attainment", "slo_attainment"),
+    ("feasible attainment", "slo_attainment_feasible"),
     ("TTFT p99 ms", "ttft_p99_ms"),
     ("ITL p99 ms", "itl_p99_ms"),
     ("scale actions", "scale_actions"),
@@ -47,7 +48,7 @@ TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
 def _fmt(key: str, value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    if key == "slo_attainment":
+    if key in ("slo_attainment", "slo_attainment_feasible"):
         return f"{100.0 * float(value):.2f}%"
     if key in ("x_oracle", "x_hindsight"):
         return f"{float(value):.2f}"
@@ -69,10 +70,11 @@ def bench_markdown(rows: Sequence[Mapping[str, Any]], *, target: float = 0.99) -
     sep = "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|"
     lines = [head, sep]
     for row, cells in zip(rows, bench_table_rows(rows), strict=True):
-        att = row.get("slo_attainment")
-        if isinstance(att, (int, float)) and att < target:
-            i = [k for _, k in TABLE_COLUMNS].index("slo_attainment")
-            cells[i] = f"**{cells[i]}** !"
+        for key in ("slo_attainment", "slo_attainment_feasible"):
+            att = row.get(key)
+            if isinstance(att, (int, float)) and att < target:
+                i = [k for _, k in TABLE_COLUMNS].index(key)
+                cells[i] = f"**{cells[i]}** !"
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
