@@ -43,7 +43,10 @@ class Feasibility:
         parts = []
         if self.too_slow_prefill:
             share = self.too_slow_prefill / n
-            parts.append(f"TTFT {ttft_slo_ms / 1000:g} s cannot be met for {share:.1%} of these prompts")
+            parts.append(
+                f"TTFT {ttft_slo_ms / 1000:g} s cannot be met for {share:.1%} of these prompts "
+                f"({self.too_slow_prefill:,} of {n:,})"
+            )
         if self.too_slow_decode:
             parts.append(f"ITL {itl_slo_ms:g} ms cannot be met at batch 1 for {self.too_slow_decode / n:.1%}")
         if self.too_long:

@@ -86,6 +86,7 @@ def scenario_spec(scenario: Scenario) -> RunSpec:
         slowdown=scenario.slowdown,
         forecaster=scenario.forecaster,
         policy_params=scenario.policy_params,
+        hardware_file=scenario.hardware,
     )
 
 

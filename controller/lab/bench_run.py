@@ -35,6 +35,7 @@ from pdscale.controller.runtime.settings import Settings
 from pdscale.controller.sources.simulator import SimulatorMetricsSource
 from pdscale.forecasting.fitting import FitMode
 from pdscale.simulator import Cluster, ClusterConfig, Mode
+from pdscale.simulator.hardware import load_hardware
 from pdscale.simulator.perf import load_perf_model
 
 __all__ = [
@@ -99,6 +100,8 @@ class RunSpec:
     forecaster: str = "ensemble"
     policy_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     mode: str = "disagg"
+    hardware_file: str | None = None
+    """The simulated replica's hardware file (``pdscale.simulator.hardware``); None: the calibrated H100."""
     colocated_token_budget: int = 2048
     """Prompt tokens mixed into one colocated iteration (simulator ``colocated_token_budget``)."""
 
@@ -210,10 +213,19 @@ def timeline_of(result: Any) -> Timeline:
 
 
 def hardware_perf(spec: RunSpec) -> Any:
-    """The simulated (true) hardware of a run: the performance model, slowed by the scenario's slowdown."""
-
-    perf = load_perf_model(spec.model, tp=spec.tp)
+    """The simulated (true) hardware of a run: its hardware variant (else the calibrated H100), slowed by the
+    scenario's slowdown. The controller's profile stays the default one."""
+    perf = (
+        load_hardware(spec.hardware_file).perf_model(spec.model, spec.tp)
+        if spec.hardware_file
+        else load_perf_model(spec.model, tp=spec.tp)
+    )
     return perf.scaled(spec.slowdown) if spec.slowdown != 1.0 else perf
+
+
+def hardware_engine(spec: RunSpec) -> dict[str, Any]:
+    """Engine limits the run's hardware variant sets (ClusterConfig fields); empty for the default."""
+    return dict(load_hardware(spec.hardware_file).engine) if spec.hardware_file else {}
 
 
 def _settings(spec: RunSpec, policy: str, initial: Mapping[str, int]) -> Any:
@@ -251,7 +263,10 @@ def _settings(spec: RunSpec, policy: str, initial: Mapping[str, int]) -> Any:
             "simulator": {
                 "mode": spec.mode,
                 "slowdown": spec.slowdown,
-                "params": {"colocated_token_budget": spec.colocated_token_budget} if spec.mode == "colocated" else {},
+                "params": {
+                    **({"colocated_token_budget": spec.colocated_token_budget} if spec.mode == "colocated" else {}),
+                    **hardware_engine(spec),
+                },
             },
             "admin": {"enabled": False},
             "telemetry": {"enabled": False},
@@ -315,6 +330,7 @@ def simulate_static(trace: Any, spec: RunSpec, sizes: Mapping[str, int]) -> Any:
             cold_start_s=spec.cold_start_s,
             ttft_slo_ms=spec.slo.ttft_ms,
             itl_slo_ms=spec.slo.itl_ms,
+            **hardware_engine(spec),
         )
     else:
         cfg = ClusterConfig(
@@ -325,6 +341,7 @@ def simulate_static(trace: Any, spec: RunSpec, sizes: Mapping[str, int]) -> Any:
             cold_start_s=spec.cold_start_s,
             ttft_slo_ms=spec.slo.ttft_ms,
             itl_slo_ms=spec.slo.itl_ms,
+            **hardware_engine(spec),
         )
     return Cluster(cfg, trace).finish()
 

@@ -42,6 +42,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pdscale.controller.lab.bench_run import known_policies
+from pdscale.simulator.hardware import load_hardware
 from pdscale.simulator.synth import synthesize
 from pdscale.simulator.traces import RateCurve, bundled_rate_curve, bundled_trace, load_rate_curve, load_trace
 
@@ -114,13 +115,17 @@ class Scenario(_Section):
     max_replicas: int = Field(32, ge=1)
     budget_gpus: int | None = Field(None, ge=2)
     slowdown: float = Field(1.0, gt=0)
+    hardware: str | None = None
+    """A hardware file (``pdscale.simulator.hardware``): the simulated replica, apart from the controller's
+    profile (which stays the default builtin one)."""
     forecaster: str = "ensemble"
     policy_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     static: StaticSplit | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-
+        if self.hardware is not None:
+            load_hardware(self.hardware)  # a HardwareError (a ValueError) names the file and the field
         known = known_policies()
         unknown = sorted(set(self.policy_params) - set(known))
         if unknown:
@@ -154,8 +159,12 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
-    """Trace and curve files named relative to a scenario file resolve against its folder (as ``extends`` does),
-    not against the directory pdscale runs in; ``bundled:`` names and ``own`` stay as they are."""
+    """Trace, curve and hardware files named relative to a scenario file resolve against its folder (as
+    ``extends`` does), not against the directory pdscale runs in; ``bundled:`` names and ``own`` stay."""
+    hardware = data.get("hardware")
+    if isinstance(hardware, str):
+        p = Path(hardware).expanduser()
+        data["hardware"] = str(p if p.is_absolute() else (base / p).resolve())
     traffic = data.get("traffic")
     if not isinstance(traffic, dict):
         return

@@ -44,7 +44,7 @@ def test_request_past_the_context_window_is_infeasible() -> None:
 def test_summary_says_the_share_up_front() -> None:
     """The operator's line names the target and the share of prompts no fleet can serve."""
     found = feasibility(PERF, _mixed(1000, 20_000, 30_000, 500), ttft_slo_ms=1000.0, itl_slo_ms=50.0)
-    assert found.summary(1000.0, 50.0) == "TTFT 1 s cannot be met for 50.0% of these prompts on any fleet"
+    assert found.summary(1000.0, 50.0) == "TTFT 1 s cannot be met for 50.0% of these prompts (2 of 4) on any fleet"
 
 
 def test_result_reports_attainment_over_all_and_over_feasible_requests() -> None:

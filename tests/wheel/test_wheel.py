@@ -82,6 +82,10 @@ def test_wheel_ships_bundled_configs_scenarios_and_data(wheel: Path) -> None:
         f"pdscale/controller/bundled/scenarios/data/{p.name}"
         for p in (REPO / "controller" / "bundled" / "scenarios" / "data").glob("*.csv")
     }
+    expected |= {
+        f"pdscale/controller/bundled/scenarios/hardware/{p.name}"
+        for p in (REPO / "controller" / "bundled" / "scenarios" / "hardware").glob("*.json")
+    }
     expected |= {f"pdscale/simulator/{d}" for d in data if (REPO / "simulator" / d).is_file()}
     assert expected - names == set()
 
