@@ -11,7 +11,7 @@ import math
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -122,6 +122,7 @@ class Reconciler:
         self.policy_params: Mapping[str, Any] = dict(policy_params or {})
         self.slo = slo
         self.tick_s = tick_s
+        self._read_states: dict[str, PoolState] = {}
         self.budget_gpus = budget_gpus
         self.capacity = capacity
         self.guard_settings = guard_settings or GuardSettings()
@@ -166,13 +167,23 @@ class Reconciler:
                 reps = list(self.actuator.replicas(name))
             except Exception as exc:
                 errors[name] = f"{type(exc).__name__}: {exc}"
-                known = self._applied.get(name, self.pools[name].min_replicas)
-                states[name] = PoolState(pool=name, target=known, ready=0)
+                states[name] = self._unread_state(name)
                 log.warning("actuator_read_failed", pool=name, error=errors[name])
                 continue
             states[name] = PoolState.from_replicas(name, target, reps)
+            self._read_states[name] = states[name]
             self._check_external(name, target, now)
         return states, errors
+
+    def _unread_state(self, name: str) -> PoolState:
+        """A pool whose actuator read failed, counted at its worst case for the budget: the last counts read
+        (never zero), with the larger of their target and the last applied one; before any read, every replica
+        of the applied target held. The pool itself holds this tick."""
+        known = self._applied.get(name, self.pools[name].min_replicas)
+        last = self._read_states.get(name)
+        if last is None:
+            return PoolState(pool=name, target=known, ready=known)
+        return replace(last, target=max(last.target, known))
 
     def _check_external(self, pool: str, target: int, now: float) -> None:
         applied = self._applied.get(pool)

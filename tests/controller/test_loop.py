@@ -244,3 +244,48 @@ class TestRunner:
             return await runner.run()
 
         assert asyncio.run(main()) == 0
+
+
+class _DecodeReadFails(FakeActuator):
+    """A fake whose decode reads fail while ``failing`` is set (an apiserver or Ray dashboard outage)."""
+
+    failing = False
+
+    def replicas(self, pool: str):  # type: ignore[no-untyped-def]
+        if self.failing and pool == "decode":
+            raise ConnectionError("read timed out")
+        return super().replicas(pool)
+
+    def held_gpus(self) -> int:
+        """GPUs the fleet holds, counted from the actuator's own replicas (starting, ready, draining)."""
+        self.failing, was = False, self.failing
+        try:
+            return sum(4 * len(list(super(_DecodeReadFails, self).replicas(p))) for p in ("prefill", "decode"))
+        finally:
+            self.failing = was
+
+
+class TestBudgetUnderReadFailures:
+    def test_failed_read_keeps_the_last_counts_so_the_budget_holds(self) -> None:
+        """Decode drains 2 of 6 replicas, then its reads fail: prefill may not grow into the GPUs still paid."""
+        clock = ManualClock(1000.0)
+        actuator = _DecodeReadFails({"prefill": 4, "decode": 6}, clock=clock, drain_s=600.0)
+        policy = FixedPolicy({"prefill": 4, "decode": 4})
+        rec = Reconciler(
+            pools=POOLS,
+            source=StaticMetricsSource.ok({"prefill": BUSY, "decode": BUSY}),
+            actuator=actuator,
+            policy=policy,
+            slo=SLO(ttft_ms=1000, itl_ms=50),
+            tick_s=30.0,
+            budget_gpus=40,
+            guard_settings=GuardSettings(max_step_up=8, max_step_down=8, scale_down_window_s=0.0),
+        )
+        rec.run_once(clock())
+        assert actuator.held_gpus() == 40  # 4 prefill + 4 decode ready + 2 decode draining
+        actuator.failing = True
+        policy.targets = {"prefill": 6, "decode": 4}
+        for _ in range(3):
+            clock.advance(30.0)
+            rec.run_once(clock())
+            assert actuator.held_gpus() <= 40
