@@ -12,8 +12,13 @@ if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-  # The package may start a system Prometheus on :9090; the tests start their own on free ports.
-  $SUDO pkill -x prometheus 2>/dev/null || true
+  # The package may start its own service on :9090; the tests start theirs on free ports. Stop that service
+  # through its service manager (never by process name: a developer's other Prometheus servers stay up).
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
+    $SUDO systemctl stop prometheus || true
+  elif [ -x /etc/init.d/prometheus ]; then
+    $SUDO /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+  fi
 fi
 
 log "installing pdscale with every extra and the test tools"

@@ -92,6 +92,18 @@ def _check_config_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    """The installed distribution's version (the package's own when run from a checkout)."""
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return version("pdscale")
+    except PackageNotFoundError:
+        from pdscale import __version__  # noqa: PLC0415
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser."""
     parser = argparse.ArgumentParser(
@@ -99,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Control plane for disaggregated LLM serving: sizes prefill and decode GPU pools "
         "against TTFT/ITL SLOs under a GPU budget.",
     )
+    parser.add_argument("--version", action="version", version=f"pdscale {_version()}")
     parser.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
     parser.add_argument("--log-format", default=None, choices=["auto", "json", "console"])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

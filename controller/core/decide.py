@@ -35,7 +35,8 @@ class DecideOutput:
     error: str | None = None
 
 
-def _hold_all(inp: DecideInput, policy_name: str, reason: str) -> DecideOutput:
+def _hold_all(inp: DecideInput, policy_name: str, reason: str, *, failed: bool = True) -> DecideOutput:
+    """Every pool holds; ``failed`` says the policy failed (an error to report), not an operator's pause."""
     ctx = inp.ctx
     pools = {
         name: PoolDecision(
@@ -47,7 +48,7 @@ def _hold_all(inp: DecideInput, policy_name: str, reason: str) -> DecideOutput:
         decision=Decision(time_s=ctx.now_s, policy=policy_name, pools=pools, held=True),
         policy_state=ctx.state,
         guard_state=inp.guard_state,
-        error=reason,
+        error=reason if failed else None,
     )
 
 
@@ -71,7 +72,7 @@ def decide(policy: Policy, inp: DecideInput) -> DecideOutput:
     ctx = inp.ctx
     policy_name = getattr(policy, "name", type(policy).__name__)
     if ALL_POOLS in inp.paused and not inp.overrides:
-        return _hold_all(inp, policy_name, "paused")
+        return _hold_all(inp, policy_name, "paused", failed=False)
     try:
         proposal = policy.decide(ctx)
         if not isinstance(proposal, Proposal):

@@ -15,6 +15,15 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "simulator.yaml"
 
 
 class TestCli:
+    def test_version(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """`pdscale --version` prints the installed version."""
+        from importlib.metadata import version
+
+        with pytest.raises(SystemExit) as done:
+            main(["--version"])
+        assert done.value.code == 0
+        assert capsys.readouterr().out.strip() == f"pdscale {version('pdscale')}"
+
     def test_help_lists_commands(self, capsys: pytest.CaptureFixture[str]) -> None:
         """`pdscale --help` names every command of the project."""
         with pytest.raises(SystemExit):

@@ -289,3 +289,16 @@ class TestBudgetUnderReadFailures:
             clock.advance(30.0)
             rec.run_once(clock())
             assert actuator.held_gpus() <= 40
+
+
+def test_pause_is_not_an_error() -> None:
+    """A paused loop holds every pool and logs nothing at ERROR (operators alert on ERROR)."""
+    from pdscale.controller.core.decide import ALL_POOLS
+
+    rec, act, _ = make(FixedPolicy({"prefill": 5, "decode": 5}))
+    rec.paused = {ALL_POOLS}
+    with capture_logs() as logs:
+        result = rec.run_once(1000.0)
+    assert act.target_size("prefill") == 2
+    assert result.decision.held
+    assert [e for e in logs if e["log_level"] == "error"] == []
