@@ -303,6 +303,12 @@ def run(args: argparse.Namespace) -> int:
                 return 0
             resp = call(request, metadata=metadata, timeout=args.timeout)
         except grpc.RpcError as exc:
+            if exc.code() is grpc.StatusCode.UNAVAILABLE:
+                sys.stderr.write(
+                    f"pdscale admin {args.admin_command}: no daemon answers at {args.address} "
+                    "(is `pdscale serve` running? --address or PDSCALE_ADMIN_ADDRESS picks another)\n"
+                )
+                return 1
             sys.stderr.write(f"pdscale admin {args.admin_command}: {exc.code().name}: {exc.details()}\n")
             return 1
         except KeyboardInterrupt:

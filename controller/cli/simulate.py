@@ -19,6 +19,17 @@ from typing import Any
 __all__ = ["add_parser", "run"]
 
 
+def _replicas(text: str) -> int:
+    """A replica count flag: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of replicas, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def add_parser(subparsers: Any) -> None:
     """Register ``simulate``."""
     p = subparsers.add_parser("simulate", help="replay a trace, scenario or settings file through the simulator")
@@ -29,9 +40,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--policy", help="policy plugin (default: slo with --scenario, the file's with --config)")
     p.add_argument("--quick", action="store_true", help="with --scenario: its short quick window")
     p.add_argument("--mode", choices=["disagg", "colocated"], help="serving mode (--trace, --config)")
-    p.add_argument("--prefill", type=int, default=2, help="prefill replicas with --trace (default 2)")
-    p.add_argument("--decode", type=int, default=2, help="decode replicas with --trace (default 2)")
-    p.add_argument("--replicas", type=int, default=4, help="colocated replicas with --trace (default 4)")
+    p.add_argument("--prefill", type=_replicas, default=2, help="prefill replicas with --trace (default 2)")
+    p.add_argument("--decode", type=_replicas, default=2, help="decode replicas with --trace (default 2)")
+    p.add_argument("--replicas", type=_replicas, default=4, help="colocated replicas with --trace (default 4)")
     p.add_argument("--model", default="llama-3.1-70b", help="model of the performance model with --trace")
     p.add_argument("--tp", type=int, default=4, help="tensor-parallel GPUs per replica with --trace (default 4)")
     p.add_argument("--slo-ttft-ms", type=float, default=1000.0, help="TTFT target with --trace (default 1000)")
@@ -56,6 +67,11 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError, PluginError, SettingsError) as exc:
         sys.stderr.write(f"pdscale simulate: {exc}\n")
         return 2
+    if summary.get("requests") and summary.get("completed") == 0:
+        sys.stderr.write(
+            f"pdscale simulate: warning: none of {summary['requests']} requests completed "
+            f"(dropped: {summary.get('drop_reasons') or {}}); a pool with 0 replicas serves nothing\n"
+        )
     if args.json_out:
         write_json(summary, args.json_out)
     if args.json_out != "-":

@@ -65,3 +65,16 @@ class TestCli:
         assert main(["plugins", "--json", str(out)]) == 0
         data = json.loads(out.read_text())
         assert "static" in [p["name"] for p in data["pdscale.policies"]]
+
+
+def test_admin_without_a_daemon_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    """`pdscale admin status` with nothing listening names the address and the likely fix, not a gRPC dump."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["admin", "--address", f"127.0.0.1:{port}", "--timeout", "2", "status"]) == 1
+    err = capsys.readouterr().err
+    assert f"no daemon answers at 127.0.0.1:{port}" in err
+    assert "pdscale serve" in err

@@ -136,3 +136,19 @@ class TestSimulateScenario:
         """An unregistered --policy exits 2 naming the registered ones."""
         assert main(["simulate", "--scenario", "chat-hour", "--quick", "--policy", "magic"]) == 2
         assert "registered: slo" in capsys.readouterr().err
+
+
+class TestSimulateFlags:
+    def test_negative_replicas_name_the_flag(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """--prefill -1 is refused by argparse naming the flag, not by an internal class."""
+        with pytest.raises(SystemExit) as done:
+            main(["simulate", "--trace", "bundled:azure-conv", "--prefill", "-1"])
+        assert done.value.code == 2
+        err = capsys.readouterr().err
+        assert "--prefill" in err
+        assert "ClusterConfig" not in err
+
+    def test_a_pool_of_zero_warns(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """With no prefill replica nothing completes, and the run says so instead of exiting quietly."""
+        assert main(["simulate", "--trace", str(_small_trace(tmp_path, 20)), "--prefill", "0"]) == 0
+        assert "none of 20 requests completed" in capsys.readouterr().err
