@@ -30,56 +30,73 @@ _SUBCOMMANDS = (
 )
 
 
+def _connection_flags(p: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """Where the daemon is, how to authenticate, and where the answer goes."""
+
+    def d(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    p.add_argument("--address", default=d(os.environ.get("PDSCALE_ADMIN_ADDRESS", "127.0.0.1:50051")))
+    p.add_argument("--token", default=d(None), help="bearer token (default: $PDSCALE_ADMIN_TOKEN)")
+    p.add_argument("--token-file", type=Path, default=d(None), help="read the bearer token from a file")
+    p.add_argument("--tls-ca", type=Path, default=d(None), help="CA bundle to verify the server (turns TLS on)")
+    p.add_argument("--tls-cert", type=Path, default=d(None), help="client certificate (mutual TLS)")
+    p.add_argument("--tls-key", type=Path, default=d(None), help="client private key (mutual TLS)")
+    p.add_argument("--server-name", default=d(None), help="TLS name to verify when it differs from the address")
+    p.add_argument("--timeout", type=float, default=d(10.0), help="seconds per call (default: 10)")
+    p.add_argument("--json", metavar="PATH", default=d(None), help="write the response as JSON to PATH (- for stdout)")
+
+
 def add_parser(subparsers: Any) -> None:
     """Register ``admin`` and its subcommands."""
     p = subparsers.add_parser("admin", help="talk to a running daemon's admin API")
-    p.add_argument("--address", default=os.environ.get("PDSCALE_ADMIN_ADDRESS", "127.0.0.1:50051"))
-    p.add_argument("--token", default=None, help="bearer token (default: $PDSCALE_ADMIN_TOKEN)")
-    p.add_argument("--token-file", type=Path, default=None, help="read the bearer token from a file")
-    p.add_argument("--tls-ca", type=Path, default=None, help="CA bundle to verify the server (turns TLS on)")
-    p.add_argument("--tls-cert", type=Path, default=None, help="client certificate (mutual TLS)")
-    p.add_argument("--tls-key", type=Path, default=None, help="client private key (mutual TLS)")
-    p.add_argument("--server-name", default=None, help="TLS name to verify when it differs from the address")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds per call (default: %(default)s)")
-    p.add_argument("--json", metavar="PATH", default=None, help="write the response as JSON to PATH (- for stdout)")
+    _connection_flags(p, defaults=True)
+    # The same flags after the subcommand too (`pdscale admin status --json -`), without resetting them there.
+    common = argparse.ArgumentParser(add_help=False)
+    _connection_flags(common, defaults=False)
     sub = p.add_subparsers(dest="admin_command", metavar="SUBCOMMAND", required=True)
-    sub.add_parser("status", help="pools, targets, replicas, forecasts, SLO attainment, pause state")
-    sub.add_parser("pools", help="pool specs")
-    s = sub.add_parser("forecast", help="one pool's latest forecasts")
+
+    def add(name: str, **kw: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = sub.add_parser(name, parents=[common], **kw)
+        return parser
+
+    add("status", help="pools, targets, replicas, forecasts, SLO attainment, pause state")
+    add("pools", help="pool specs")
+    s = add("forecast", help="one pool's latest forecasts")
     s.add_argument("pool")
-    s = sub.add_parser("decisions", help="recorded decisions, newest first")
+    s = add("decisions", help="recorded decisions, newest first")
     s.add_argument("--pool", default="")
     s.add_argument("--since", type=float, default=None, help="loop-clock seconds")
     s.add_argument("--until", type=float, default=None, help="loop-clock seconds")
     s.add_argument("--limit", type=int, default=20, help="page size (default: %(default)s)")
     s.add_argument("--page-token", default="")
-    s = sub.add_parser("watch", help="stream decisions as they are made (Ctrl-C to stop)")
+    s = add("watch", help="stream decisions as they are made (Ctrl-C to stop)")
     s.add_argument("--pool", default="")
     s.add_argument("--after-id", type=int, default=0)
     s.add_argument("--count", type=int, default=0, help="stop after N decisions (0: never)")
-    s = sub.add_parser("explain", help="one decision with inputs, guards and outcomes")
+    s = add("explain", help="one decision with inputs, guards and outcomes")
     s.add_argument("id", type=int, nargs="?", default=0, help="decision id (default: the latest)")
-    s = sub.add_parser("pause", help="hold a pool (or all) at its current target")
+    s = add("pause", help="hold a pool (or all) at its current target")
     s.add_argument("pool", nargs="?", default="")
     s.add_argument("--reason", default="")
-    s = sub.add_parser("resume", help="resume a pool (or all)")
+    s = add("resume", help="resume a pool (or all)")
     s.add_argument("pool", nargs="?", default="")
-    s = sub.add_parser("override", help="pin a pool's replicas (exact/min/max) or clear the pin")
+    s = add("override", help="pin a pool's replicas (exact/min/max) or clear the pin")
     s.add_argument("pool")
     s.add_argument("mode", choices=["exact", "min", "max", "clear"])
     s.add_argument("replicas", type=int, nargs="?", default=None)
     s.add_argument("--ttl", type=float, default=None, help="seconds of loop clock until it expires")
     s.add_argument("--reason", default="")
-    s = sub.add_parser("policy", help="switch the policy plugin: NAME [--params JSON]")
+    s = add("policy", help="switch the policy plugin: NAME [--params JSON]")
     s.add_argument("name")
     s.add_argument("--params", default="{}", help="JSON object of policy parameters")
-    s = sub.add_parser("slo", help="change latency objectives")
+    s = add("slo", help="change latency objectives")
     s.add_argument("--ttft-ms", type=float, default=None)
     s.add_argument("--itl-ms", type=float, default=None)
     s.add_argument("--quantile", type=float, default=None)
-    s = sub.add_parser("budget", help="change the GPU budget: N or 'unlimited'")
+    s = add("budget", help="change the GPU budget: N or 'unlimited'")
     s.add_argument("max_gpus")
-    s = sub.add_parser("dry-run", help="what the policy would decide now with changes; acts on nothing")
+    s = add("dry-run", help="what the policy would decide now with changes; acts on nothing")
     s.add_argument("--policy", default="")
     s.add_argument("--params", default=None, help="JSON object of policy parameters")
     s.add_argument("--ttft-ms", type=float, default=None)
@@ -87,7 +104,7 @@ def add_parser(subparsers: Any) -> None:
     s.add_argument("--budget", default=None, help="N or 'unlimited'")
     s.add_argument("--override", action="append", default=[], metavar="POOL=MODE:N", help="e.g. decode=exact:4")
     s.add_argument("--ignore-pause", action="store_true")
-    sub.add_parser("plugins", help="registered plugins")
+    add("plugins", help="registered plugins")
 
 
 def _token(args: argparse.Namespace) -> str | None:

@@ -78,3 +78,14 @@ def test_admin_without_a_daemon_says_so(capsys: pytest.CaptureFixture[str]) -> N
     err = capsys.readouterr().err
     assert f"no daemon answers at 127.0.0.1:{port}" in err
     assert "pdscale serve" in err
+
+
+def test_admin_flags_work_after_the_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    """`pdscale admin status --address A --json -` reads the flags given after the subcommand."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["admin", "status", "--address", f"127.0.0.1:{port}", "--timeout", "2", "--json", "-"]) == 1
+    assert f"no daemon answers at 127.0.0.1:{port}" in capsys.readouterr().err
