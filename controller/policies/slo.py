@@ -261,7 +261,10 @@ class SloPolicy:
                 reasons[name] += f"; hold: fewer replicas not yet sustained for {window:g} s"
             else:
                 targets[name] = peak
-                reasons[name] += f"; {peak} hold the SLO over the last {window:g} s"
+                if window > 0:
+                    reasons[name] += f"; {peak} hold the SLO over the last {window:g} s"
+                else:
+                    reasons[name] += f"; down to {peak} (no sustain window)"
         return targets, history
 
 
