@@ -94,8 +94,11 @@ class Runner:
     async def run(self) -> int:
         """Tick until stopped or ``max_ticks``; returns an exit code (0: clean stop)."""
         next_at = self.clock()
+        paced = self.wall_per_tick_s is not None  # a simulated clock paced by wall time: ticks on their slots
         while not self._stop.is_set():
-            now = next_at
+            # On the real clock a tick's ``now`` is the clock's time, never a slot it is running behind: windows
+            # and step limits are measured on time that really passed.
+            now = next_at if paced else max(next_at, self.clock())
             if self.before_tick is not None:
                 await self._maybe_await(self.before_tick(now))
             result = await asyncio.to_thread(self.reconciler.run_once, now)
@@ -105,6 +108,12 @@ class Runner:
             if self.max_ticks is not None and self.ticks >= self.max_ticks:
                 break
             next_at = now + self.tick_s
+            if not paced:
+                behind_s = self.clock() - next_at
+                if behind_s >= self.tick_s:  # whole slots missed: skip them, never replay them back to back
+                    skipped = int(behind_s // self.tick_s)
+                    next_at += skipped * self.tick_s
+                    log.warning("ticks_skipped", count=skipped, behind_s=round(behind_s, 3), tick_s=self.tick_s)
             delay = self.wall_per_tick_s if self.wall_per_tick_s is not None else max(0.0, next_at - self.clock())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=delay)

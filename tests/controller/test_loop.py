@@ -302,3 +302,31 @@ def test_pause_is_not_an_error() -> None:
     assert act.target_size("prefill") == 2
     assert result.decision.held
     assert [e for e in logs if e["log_level"] == "error"] == []
+
+
+class _SlowReconciler:
+    """Each tick takes 150 s of the manual clock (five 30 s ticks): a stalled actuator or a long fit."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
+        self.nows: list[float] = []
+        self.started: list[float] = []
+
+    def run_once(self, now: float) -> object:
+        self.started.append(self.clock())
+        self.nows.append(now)
+        self.clock.advance(150.0)
+        return None
+
+
+def test_slow_ticks_are_skipped_not_replayed() -> None:
+    """After a tick that overran five slots the runner skips them: every tick's now is the clock's time, and no
+    burst of catch-up ticks runs on a clock faster than real time."""
+    clock = ManualClock(1000.0)
+    rec = _SlowReconciler(clock)
+    runner = Runner(rec, tick_s=30.0, clock=clock, max_ticks=4)  # type: ignore[arg-type]
+    with capture_logs() as logs:
+        asyncio.run(runner.run())
+    assert rec.nows == rec.started == [1000.0, 1150.0, 1300.0, 1450.0]
+    skipped = [e for e in logs if e["event"] == "ticks_skipped"]
+    assert [e["count"] for e in skipped] == [4, 4, 4]
