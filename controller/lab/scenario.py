@@ -42,6 +42,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pdscale.controller.lab.bench_run import known_policies
+from pdscale.controller.runtime.settings import safe_load_unique
 from pdscale.simulator.hardware import load_hardware
 from pdscale.simulator.synth import synthesize
 from pdscale.simulator.traces import RateCurve, bundled_rate_curve, bundled_trace, load_rate_curve, load_trace
@@ -184,7 +185,7 @@ def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot read scenario: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = safe_load_unique(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""

@@ -49,7 +49,32 @@ class SettingsError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No inf or NaN anywhere: `stale_after_s: .inf` would switch the stale-data hold off without a word.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a key given twice in one mapping (YAML's default keeps the last silently)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def safe_load_unique(text: str) -> Any:
+    """``yaml.safe_load`` that refuses duplicate keys, naming the key and both lines."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506  (a SafeLoader subclass)
 
 
 class SecretRef(_Section):
@@ -70,9 +95,12 @@ class SecretRef(_Section):
             return os.environ[self.env].strip()
         if self.file is not None:
             try:
-                return self.file.read_text(encoding="utf-8").strip()
+                value = self.file.read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise SettingsError(f"secret file {self.file}: {exc.strerror}") from exc
+            if not value:  # an empty secret must not turn authentication off
+                raise SettingsError(f"secret file {self.file} is empty")
+            return value
         raise SettingsError(f"secret: environment variable {self.env} is not set")
 
 
@@ -325,7 +353,7 @@ def load_settings(path: str | Path) -> Settings:
     except OSError as exc:
         raise SettingsError(f"{p}: cannot read settings file: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = safe_load_unique(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""

@@ -102,3 +102,28 @@ class TestSecrets:
         monkeypatch.delenv("PDSCALE_NOPE", raising=False)
         with pytest.raises(SettingsError, match="PDSCALE_NOPE"):
             SecretRef(env="PDSCALE_NOPE").resolve()
+
+
+class TestHostileFiles:
+    def test_empty_token_file_is_refused(self, tmp_path: Path) -> None:
+        """An empty secret file is an error, never an empty token that turns authentication off."""
+        f = tmp_path / "token"
+        f.write_text("\n")
+        with pytest.raises(SettingsError, match="is empty"):
+            SecretRef(file=f).resolve()
+
+    def test_duplicate_key_is_refused_with_both_lines(self, tmp_path: Path) -> None:
+        """A key given twice is an error naming the key, not a silent last-wins."""
+        path = tmp_path / "s.yaml"
+        path.write_text(EXAMPLE.read_text() + "\ntick_s: 1\ntick_s: 2\n")
+        with pytest.raises(SettingsError, match="duplicate key 'tick_s'"):
+            load_settings(path)
+
+    def test_infinite_stale_window_is_refused(self) -> None:
+        """`stale_after_s: .inf` would disable the stale-data hold: refused, naming the field."""
+        import yaml
+
+        data = yaml.safe_load(EXAMPLE.read_text())
+        data.setdefault("guards", {})["stale_after_s"] = float("inf")
+        with pytest.raises(SettingsError, match="stale_after_s"):
+            parse_settings(data, "x.yaml")
