@@ -54,11 +54,23 @@ __all__ = [
     "SourceHealth",
     "parse_params",
     "parse_selector",
+    "redact_url",
 ]
 
 log = structlog.get_logger(__name__)
 
 _QUERY_NAMES = frozenset(SIGNAL_KINDS) | {FRESHNESS}
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``***@``: logs, reasons and the admin API never show it."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    host, slash, path = rest.partition("/")
+    if "@" in host:
+        host = "***@" + host.rsplit("@", 1)[1]
+    return f"{scheme}://{host}{slash}{path}"
 
 
 class PrometheusConfigError(ValueError):
@@ -319,7 +331,7 @@ class PrometheusMetricsSource:
         except _UnreachableError as exc:
             return self._failed(now, str(exc))
         if self._failures:
-            log.info("prometheus_recovered", url=self.params.url, after_failures=self._failures)
+            log.info("prometheus_recovered", url=self._shown_url, after_failures=self._failures)
         self._failures, self._rebuilt, self._backoffs, self._backoff_until = 0, False, 0, None
         self._last_success = now
         return out
@@ -327,7 +339,7 @@ class PrometheusMetricsSource:
     def _failed(self, now: float, error: str) -> dict[str, PoolObservation]:
         self._failures += 1
         self._last_error = error
-        log.warning("prometheus_unreachable", url=self.params.url, failures=self._failures, error=error)
+        log.warning("prometheus_unreachable", url=self._shown_url, failures=self._failures, error=error)
         if self._failures >= self.params.rebuild_after_failures:
             if not self._rebuilt:
                 self._rebuild()
@@ -335,15 +347,15 @@ class PrometheusMetricsSource:
                 delay = min(self.params.backoff_max_s, self.params.backoff_base_s * 2**self._backoffs)
                 self._backoffs += 1
                 self._backoff_until = now + delay
-                log.warning("prometheus_backoff", url=self.params.url, failures=self._failures, retry_in_s=delay)
-        why = f"prometheus unreachable at {self.params.url} ({self._failures} consecutive failures): {error}"
+                log.warning("prometheus_backoff", url=self._shown_url, failures=self._failures, retry_in_s=delay)
+        why = f"prometheus unreachable at {self._shown_url} ({self._failures} consecutive failures): {error}"
         return {p: PoolObservation.missing(p, why) for p in self._pools}
 
     def _rebuild(self) -> None:
         self._close_client()
         self._rebuilt = True
         self._rebuilds += 1
-        log.warning("prometheus_client_rebuilt", url=self.params.url, failures=self._failures)
+        log.warning("prometheus_client_rebuilt", url=self._shown_url, failures=self._failures)
 
     def _observe(self, pool: str, c: _Compiled, now: float) -> PoolObservation:
         values: dict[str, float | None] = {}
@@ -438,6 +450,10 @@ class PrometheusMetricsSource:
                 client.close()
             except Exception as exc:  # closing a broken session must not break the loop
                 log.debug("prometheus_close_failed", error=str(exc))
+
+    @property
+    def _shown_url(self) -> str:
+        return redact_url(self.params.url)
 
     def close(self) -> None:
         """Close the HTTP session."""

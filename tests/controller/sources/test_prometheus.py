@@ -325,6 +325,20 @@ class TestFailures:
         assert obs.state is DataState.MISSING
         assert "ConnectionError" in obs.reason
 
+    def test_credentials_in_the_url_never_reach_logs_or_reasons(self) -> None:
+        """`user:password@` in the URL is shown as `***@` in the reason (served by GetStatus) and in every log."""
+        from structlog.testing import capture_logs
+
+        src = PrometheusMetricsSource(
+            pools(PoolRole.PREFILL), {"url": "http://alice:hunter2@127.0.0.1:9", "retries": 0, "timeout_s": 0.5}
+        )
+        with capture_logs() as logs:
+            obs = src.fetch(1.0)["prefill"]
+        assert "***@127.0.0.1:9" in obs.reason
+        assert "hunter2" not in obs.reason
+        assert logs
+        assert all("hunter2" not in str(e) for e in logs)
+
 
 class TestParams:
     @pytest.mark.parametrize(
