@@ -107,6 +107,15 @@ def pool_spec_to_pb(spec: PoolSpec) -> pb.PoolSpec:
     )
 
 
+_INT32_MAX = 2**31 - 1
+
+
+def _int32(value: int) -> int:
+    """A replica count saturated into the proto's int32: one absurd proposal (a plugin's, say) must not make
+    every later ListDecisions / Explain / Watch fail with "Value out of range"."""
+    return max(-_INT32_MAX - 1, min(_INT32_MAX, int(value)))
+
+
 def decision_to_pb(rec: DecisionRecord) -> pb.DecisionRecord:
     """A recorded decision with per-pool outcomes."""
     d = rec.decision
@@ -117,9 +126,9 @@ def decision_to_pb(rec: DecisionRecord) -> pb.DecisionRecord:
         pools.append(
             pb.PoolDecision(
                 pool=name,
-                previous=p.previous,
-                proposed=p.proposed,
-                target=p.target,
+                previous=_int32(p.previous),
+                proposed=_int32(p.proposed),
+                target=_int32(p.target),
                 direction="flip" if name in flipped else p.direction.value,
                 reason=p.reason,
                 guards=list(p.guards),

@@ -10,6 +10,10 @@ from pdscale.controller.core.protocols import PolicyContext, Proposal
 __all__ = ["StaticPolicy"]
 
 
+MAX_REPLICAS = 100_000
+"""Far above any pool's ``max_replicas``: a count beyond it is a typo, and would not fit the audit trail."""
+
+
 class StaticPolicy:
     """Holds each pool at ``params.replicas[pool]`` (default: its current target).
 
@@ -31,8 +35,8 @@ class StaticPolicy:
             raise ValueError("static policy: 'replicas' must map pool names to counts")
         self.replicas: dict[str, int] = {}
         for pool, n in replicas.items():
-            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-                raise ValueError(f"static policy: replicas.{pool} must be a non-negative integer, got {n!r}")
+            if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_REPLICAS:
+                raise ValueError(f"static policy: replicas.{pool} must be an integer in [0, {MAX_REPLICAS}], got {n!r}")
             self.replicas[str(pool)] = n
 
     def decide(self, ctx: PolicyContext) -> Proposal:
