@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -67,6 +69,18 @@ def _consistent_flips(
     return tuple(kept)
 
 
+def _check_targets(proposal: Proposal) -> None:
+    """Every proposed target is a whole, finite, non-negative number: NaN, inf, None, strings and fractions
+    are a policy bug that holds every pool, never a crash or a silently truncated count."""
+    for pool, value in proposal.targets.items():
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if ok:
+            as_float = float(value)
+            ok = math.isfinite(as_float) and as_float >= 0 and as_float.is_integer()
+        if not ok:
+            raise ValueError(f"target for pool {pool!r} must be a whole number >= 0, got {value!r}")
+
+
 def decide(policy: Policy, inp: DecideInput) -> DecideOutput:
     """Ask the policy, then apply guards per pool and the budget jointly. A policy error holds every pool."""
     ctx = inp.ctx
@@ -77,6 +91,7 @@ def decide(policy: Policy, inp: DecideInput) -> DecideOutput:
         proposal = policy.decide(ctx)
         if not isinstance(proposal, Proposal):
             raise TypeError(f"policy returned {type(proposal).__name__}, expected Proposal")
+        _check_targets(proposal)
     except Exception as exc:
         return _hold_all(inp, policy_name, f"policy_error: {type(exc).__name__}: {exc}")
 

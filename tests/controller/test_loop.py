@@ -330,3 +330,29 @@ def test_slow_ticks_are_skipped_not_replayed() -> None:
     assert rec.nows == rec.started == [1000.0, 1150.0, 1300.0, 1450.0]
     skipped = [e for e in logs if e["event"] == "ticks_skipped"]
     assert [e["count"] for e in skipped] == [4, 4, 4]
+
+
+class _Returns:
+    """Proposes ``value`` for prefill (a plugin bug)."""
+
+    name = "returns"
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def decide(self, ctx: PolicyContext) -> Proposal:
+        return Proposal(targets={"prefill": self.value, "decode": 5})  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), None, "3", 2.5, -1, True])
+def test_a_policy_returning_a_bad_target_holds_every_pool(value: object) -> None:
+    """NaN, inf, None, a string, a fraction, a negative or a bool: the tick holds every pool and names the value;
+    the loop survives and the actuator is untouched."""
+    rec, act, _ = make(_Returns(value))
+    with capture_logs() as logs:
+        result = rec.run_once(1000.0)
+    assert result.decision.held
+    assert (act.target_size("prefill"), act.target_size("decode")) == (2, 2)
+    failed = [e for e in logs if e["event"] == "policy_failed"]
+    assert failed
+    assert "prefill" in failed[0]["error"]
