@@ -75,7 +75,9 @@ class Daemon:
         self.registry = registry or Registry()
         self.env = env or PluginEnv()
         st = settings.state
-        self.store = SqliteStore(st.path, retention_days=st.retention_days, max_decisions=st.max_decisions)
+        self.store = SqliteStore(
+            st.path, retention_days=st.retention_days, max_decisions=st.max_decisions, exclusive=True
+        )
         self.assembly = build(
             settings,
             registry=self.registry,

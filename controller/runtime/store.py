@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -189,6 +190,30 @@ def _scrub(value: Any) -> Any:
     return value
 
 
+def _claim(path: Path) -> Any:
+    """Hold an exclusive lock on ``<state>.lock`` for this process's lifetime: two daemons on one state file
+    would overwrite each other's rows and both actuate. The lock dies with the process (kill -9 included)."""
+    import fcntl  # noqa: PLC0415  (POSIX only; only the daemon claims its state file)
+
+    lock_path = path.with_name(path.name + ".lock")
+    fh = lock_path.open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "unknown"
+        fh.close()
+        raise StoreError(
+            f"state file {path} is in use by another pdscale daemon (pid {holder}); one daemon per state file "
+            "(stop it, or give this one its own state.path)"
+        ) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    return fh
+
+
 class SqliteStore:
     """Decisions, intents, applied targets, overrides, pause and runtime settings in one SQLite file.
 
@@ -196,15 +221,23 @@ class SqliteStore:
     """
 
     def __init__(
-        self, path: str | Path | None = None, *, retention_days: float = 30.0, max_decisions: int = 100_000
+        self,
+        path: str | Path | None = None,
+        *,
+        retention_days: float = 30.0,
+        max_decisions: int = 100_000,
+        exclusive: bool = False,
     ) -> None:
         self.path = None if path in (None, ":memory:") else Path(path)  # type: ignore[arg-type]
         self.retention_s = retention_days * _DAY_S
         self.max_decisions = max_decisions
         self._lock = threading.RLock()
+        self._owner: Any = None
         target = ":memory:" if self.path is None else str(self.path)
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if exclusive:
+                self._owner = _claim(self.path)
         try:
             self._db = sqlite3.connect(target, check_same_thread=False, isolation_level=None, timeout=10.0)
             if self.path is not None:
@@ -238,11 +271,14 @@ class SqliteStore:
             self._db.execute("COMMIT")
 
     def close(self) -> None:
-        """Checkpoint and close the file."""
+        """Checkpoint and close the file (and give up the daemon's claim on it)."""
         with self._lock:
             if self.path is not None:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
+            if self._owner is not None:
+                self._owner.close()  # closing the descriptor releases the flock
+                self._owner = None
 
     # -- Recorder -------------------------------------------------------------------------------------------
     def next_id(self) -> int:

@@ -205,3 +205,20 @@ class TestIntents:
         rec.run_once(clock())
         assert store.open_intents() == []
         assert sorted(i.outcome for i in store.intents() if i.outcome) == [IntentOutcome.APPLIED, IntentOutcome.FAILED]
+
+
+class TestOneDaemonPerStateFile:
+    def test_second_claim_is_refused_naming_the_holder(self, tmp_path: Path) -> None:
+        """A second daemon on the same state file is refused with the first one's pid, not left to overwrite."""
+        import os
+
+        from pdscale.controller.runtime.store import StoreError
+
+        path = tmp_path / "state.db"
+        first = SqliteStore(path, exclusive=True)
+        try:
+            with pytest.raises(StoreError, match=rf"in use by another pdscale daemon \(pid {os.getpid()}\)"):
+                SqliteStore(path, exclusive=True)
+        finally:
+            first.close()
+        SqliteStore(path, exclusive=True).close()  # released on close: a restart gets it back
