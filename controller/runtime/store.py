@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -214,6 +215,10 @@ def _claim(path: Path) -> Any:
     return fh
 
 
+_TABLES = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _SCHEMA))
+"""The tables of a pdscale state DB (all of them exist in any file this code has opened)."""
+
+
 class SqliteStore:
     """Decisions, intents, applied targets, overrides, pause and runtime settings in one SQLite file.
 
@@ -234,12 +239,15 @@ class SqliteStore:
         self._lock = threading.RLock()
         self._owner: Any = None
         target = ":memory:" if self.path is None else str(self.path)
+        existed = self.path is not None and self.path.exists()
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if exclusive:
                 self._owner = _claim(self.path)
         try:
             self._db = sqlite3.connect(target, check_same_thread=False, isolation_level=None, timeout=10.0)
+            if existed:
+                self._check_existing(target)
             if self.path is not None:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 # NORMAL under WAL: a killed process loses no committed row (only power loss could).
@@ -247,10 +255,34 @@ class SqliteStore:
             self._db.executescript(_SCHEMA)
             self._check_schema()
         except sqlite3.Error as exc:
-            raise StoreError(f"state file {target}: {exc}") from exc
+            self._release()
+            raise StoreError(f"state file {target}: {exc} (move it aside to start from an empty state)") from exc
+        except StoreError:
+            self._release()
+            raise
         row = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM decisions").fetchone()
         self._id = int(row[0])
         self._since_prune = 0
+
+    def _release(self) -> None:
+        if self._owner is not None:
+            self._owner.close()
+            self._owner = None
+
+    def _check_existing(self, target: str) -> None:
+        """An existing state file must be an intact pdscale state DB: a truncated file, a dropped table or a
+        corrupted page would otherwise reset decisions, overrides and pauses without a word."""
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        missing = sorted(_TABLES - tables)
+        if missing:
+            what = "is empty" if not tables else f"lacks table(s) {', '.join(missing)}"
+            raise StoreError(
+                f"state file {target} exists but {what}: not an intact pdscale state DB "
+                "(move it aside to start from an empty state)"
+            )
+        problems = [r[0] for r in self._db.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            raise StoreError(f"state file {target} is damaged ({'; '.join(problems)}); move it aside or restore it")
 
     def _check_schema(self) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -276,9 +308,7 @@ class SqliteStore:
             if self.path is not None:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
-            if self._owner is not None:
-                self._owner.close()  # closing the descriptor releases the flock
-                self._owner = None
+            self._release()  # closing the lock file's descriptor releases the flock
 
     # -- Recorder -------------------------------------------------------------------------------------------
     def next_id(self) -> int:

@@ -222,3 +222,46 @@ class TestOneDaemonPerStateFile:
         finally:
             first.close()
         SqliteStore(path, exclusive=True).close()  # released on close: a restart gets it back
+
+
+class TestDamagedStateFile:
+    def test_truncated_file_is_refused_not_reset(self, tmp_path: Path) -> None:
+        """A zero-length state file (truncated) is an error to act on, not a silent fresh start."""
+        from pdscale.controller.runtime.store import StoreError
+
+        path = tmp_path / "state.db"
+        path.write_bytes(b"")
+        with pytest.raises(StoreError, match="exists but is empty"):
+            SqliteStore(path)
+
+    def test_dropped_table_is_refused(self, tmp_path: Path) -> None:
+        """A state DB missing a table (an override's or a pause's) is refused, naming the table."""
+        import sqlite3
+
+        from pdscale.controller.runtime.store import StoreError
+
+        path = tmp_path / "state.db"
+        SqliteStore(path).close()
+        with sqlite3.connect(path) as db:
+            db.execute("DROP TABLE overrides")
+        with pytest.raises(StoreError, match=r"lacks table.*overrides"):
+            SqliteStore(path)
+
+    def test_scribbled_file_is_refused_with_a_hint(self, tmp_path: Path) -> None:
+        """Garbage where the state DB should be gives a one-line StoreError with the fix, not a traceback."""
+        from pdscale.controller.runtime.store import StoreError
+
+        path = tmp_path / "state.db"
+        path.write_bytes(b"not a database at all" * 100)
+        with pytest.raises(StoreError, match="move it aside"):
+            SqliteStore(path)
+
+    def test_intact_file_reopens(self, tmp_path: Path) -> None:
+        """A healthy state DB written before opens again with its contents."""
+        path = tmp_path / "state.db"
+        s = SqliteStore(path)
+        s.set_applied("prefill", 3)
+        s.close()
+        again = SqliteStore(path)
+        assert again.last_applied() == {"prefill": 3}
+        again.close()
