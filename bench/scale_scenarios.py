@@ -5,7 +5,7 @@
 The capacity model's answer for the trace's peak demand (``pdscale.controller.lab.planner.model_estimate``) is
 bisected over ``traffic.rate_scale``; ``--verify`` then runs the planner's simulator search
 (``search_static_split``) at the scale found and prints the split to record as the scenario's ``static``.
-The scenario files in bench/scenarios/ say which figures this script printed for them.
+The scenario files (controller/bundled/scenarios/) say which figures this script printed for them.
 """
 
 from __future__ import annotations

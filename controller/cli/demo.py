@@ -1,6 +1,6 @@
 """``pdscale demo``: the daemon against the embedded simulator at an accelerated clock.
 
-Replays the bundled trace (examples/simulator.yaml by default) through the simulated H100 cluster with the admin
+Replays the bundled trace (the bundled demo.yaml settings by default, also at examples/simulator.yaml) through the simulated H100 cluster with the admin
 API live (try ``pdscale admin status`` in another terminal), then prints a summary and writes a plot.
 """
 
