@@ -1,7 +1,8 @@
 """``pdscale demo``: the daemon against the embedded simulator at an accelerated clock.
 
-Replays the bundled trace (the bundled demo.yaml settings by default, also at examples/simulator.yaml) through the simulated H100 cluster with the admin
-API live (try ``pdscale admin status`` in another terminal), then prints a summary and writes a plot.
+Replays the bundled trace (settings: the bundled ``demo.yaml``, also at examples/simulator.yaml) through the
+simulated H100 cluster with the admin API live (try ``pdscale admin status`` in another terminal), then prints a
+summary and writes a plot.
 """
 
 from __future__ import annotations
