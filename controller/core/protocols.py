@@ -183,6 +183,10 @@ class CapacityModel(Protocol):
         """Decode step time with ``concurrency`` sequences over ``replicas``."""
         ...
 
+    def decode_batch(self, itl_ms: float, w: Workload, corr: Correction | None = None) -> int:
+        """The largest batch one decode replica runs within ``itl_ms`` whose KV fits."""
+        ...
+
     def prefill_throughput_tps(self, isl_tokens: float, corr: Correction | None = None) -> float:
         """Prompt tokens per second one prefill replica sustains at prompts of ``isl_tokens``."""
         ...

@@ -5,7 +5,10 @@
   the prompt tokens one replica clears in ``prefill_queue_s``. A KEDA Prometheus trigger with an
   ``AverageValue`` target makes the HPA compute ``desired = ceil(metric / target)``.
 - **Decode** scales on KV-cache occupancy (``kv_usage_ratio``, the replicas' average) against ``kv_threshold``:
-  ``desired = ceil(ready x occupancy / kv_threshold)``.
+  ``desired = ceil(ready x occupancy / kv_threshold)``. The threshold is calibrated like the prefill target: the
+  occupancy of one replica at the largest batch that meets the ITL target (the capacity model's ITL-bound
+  batch x the KV a mean sequence holds), since a fixed 0.7 would let an ITL-bound pool shrink until its
+  batch breaks the ITL target long before its KV fills. ``kv_threshold`` set in the params overrides it.
 - Both with the HPA's defaults: no change while ``|ratio - 1| <= tolerance`` (0.1, kube-controller-manager's
   ``--horizontal-pod-autoscaler-tolerance``) and a scale-down only to the highest desired count of the last
   ``scale_down_window_s`` (300 s, ``behavior.scaleDown.stabilizationWindowSeconds``); scale-up is immediate.
@@ -31,7 +34,7 @@ __all__ = ["KedaPolicy"]
 
 PARAMS: Mapping[str, Param] = {
     "prefill_queue_s": Param(float, 2.0, lambda v: v > 0, "must be > 0"),
-    "kv_threshold": Param(float, 0.7, lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    "kv_threshold": Param(float, 0.0, lambda v: 0 <= v <= 1, "must be in [0, 1] (0: calibrated)"),
     "tolerance": Param(float, 0.1, lambda v: 0 <= v < 1, "must be in [0, 1)"),
     "scale_down_window_s": Param(float, 300.0, lambda v: v >= 0, "must be >= 0"),
     "prefill_tps_per_replica": Param(float, 0.0, lambda v: v >= 0, "must be >= 0 (0: from the capacity model)"),
@@ -55,6 +58,15 @@ class KedaPolicy:
             tps = ctx.capacity.prefill_throughput_tps(w.isl_mean_tokens)
         return tps * self.params["prefill_queue_s"] if tps else None
 
+    def _kv_threshold(self, ctx: PolicyContext, w: Workload) -> float:
+        fixed = self.params["kv_threshold"]
+        if fixed or ctx.capacity is None:
+            return fixed or 0.7
+        batch = ctx.capacity.decode_batch(ctx.slo.itl_ms, w)
+        per_seq = w.isl_mean_tokens + w.osl_mean_tokens / 2.0
+        share = batch * per_seq / max(1.0, float(ctx.capacity.profile.max_kv_tokens))
+        return min(0.95, max(0.01, share))
+
     def _desired(self, ctx: PolicyContext, name: str, w: Workload) -> tuple[int | None, str]:
         obs = ctx.observations.get(name)
         st = ctx.states[name]
@@ -66,8 +78,9 @@ class KedaPolicy:
             if s.kv_usage_ratio is None:
                 return None, "hold: no KV occupancy metric"
             base = st.ready if st.ready > 0 else st.target
-            ratio = s.kv_usage_ratio / self.params["kv_threshold"]
-            what = f"KV occupancy {s.kv_usage_ratio:.2f} vs {self.params['kv_threshold']:g}"
+            threshold = self._kv_threshold(ctx, w)
+            ratio = s.kv_usage_ratio / threshold
+            what = f"KV occupancy {s.kv_usage_ratio:.2f} vs {threshold:.2f}"
             if abs(ratio - 1.0) <= self.params["tolerance"]:
                 return st.target, f"{what}: within tolerance"
             return max(1, math.ceil(base * ratio - 1e-9)), f"{what}: ceil({base} x {ratio:.2f})"

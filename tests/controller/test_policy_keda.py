@@ -58,13 +58,13 @@ def test_prefill_within_tolerance_holds() -> None:
 
 def test_decode_scales_on_kv_occupancy() -> None:
     """KV at 0.9 against a 0.7 threshold on 4 replicas: ceil(4 x 0.9 / 0.7) = 6."""
-    out = KedaPolicy().decide(ctx(kv=0.9, ready=4))
+    out = KedaPolicy({"kv_threshold": 0.7}).decide(ctx(kv=0.9, ready=4))
     assert out.targets["decode"] == math.ceil(4 * 0.9 / 0.7)
 
 
 def test_scale_down_waits_for_the_stabilisation_window() -> None:
     """After wanting 6 decode replicas, a low reading 100 s later keeps 6; 301 s later it may go down."""
-    policy = KedaPolicy()
+    policy = KedaPolicy({"kv_threshold": 0.7})
     first = policy.decide(ctx(kv=0.9, ready=4, now=0.0))
     held = policy.decide(ctx(kv=0.2, ready=6, now=100.0, state=dict(first.state)))
     later = policy.decide(ctx(kv=0.2, ready=6, now=401.0, state=dict(held.state)))
@@ -85,3 +85,16 @@ def test_unknown_parameter_is_named() -> None:
     """A misspelt parameter is refused by name."""
     with pytest.raises(ValueError, match="kv_treshold"):
         KedaPolicy({"kv_treshold": 0.5})
+
+
+def test_kv_threshold_is_calibrated_to_the_itl_bound_batch() -> None:
+    """Without the parameter the decode threshold is one replica's KV share at the largest batch meeting ITL."""
+    from pdscale.controller.core.capacity import Workload
+
+    c = ctx(kv=0.9, ready=4)
+    assert c.capacity is not None
+    w = Workload(isl_mean_tokens=2048.0, osl_mean_tokens=256.0)  # ISL observed on prefill, default OSL
+    share = c.capacity.decode_batch(50.0, w) * (2048.0 + 128.0) / c.capacity.profile.max_kv_tokens
+    expected = min(0.95, max(0.01, share))
+    out = KedaPolicy().decide(c)
+    assert f"vs {expected:.2f}" in out.reasons["decode"]
