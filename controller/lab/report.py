@@ -157,8 +157,13 @@ def plot_bench_summary(rows: Sequence[Mapping[str, Any]], path: str | Path) -> N
     plt = _pyplot()
     scenarios = list(dict.fromkeys(str(r["scenario"]) for r in rows))
     policies = list(dict.fromkeys(str(r["policy"]) for r in rows))
-    fig, axes = plt.subplots(1, len(scenarios), figsize=(4.5 * len(scenarios), 4), squeeze=False)
-    for ax, scen in zip(axes[0], scenarios, strict=True):
+    cols = min(4, len(scenarios))
+    grid_rows = -(-len(scenarios) // cols)
+    fig, axes = plt.subplots(grid_rows, cols, figsize=(4.5 * cols, 4 * grid_rows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[len(scenarios) :]:
+        ax.set_visible(False)
+    for ax, scen in zip(flat, scenarios, strict=False):
         mine = {str(r["policy"]): r for r in rows if r["scenario"] == scen and r.get("gpu_hours") is not None}
         names = [p for p in policies if p in mine]
         values = [float(mine[p]["gpu_hours"]) for p in names]
@@ -166,7 +171,9 @@ def plot_bench_summary(rows: Sequence[Mapping[str, Any]], path: str | Path) -> N
         for bar, p in zip(bars, names, strict=True):
             att = mine[p].get("slo_attainment")
             label = "-" if att is None else f"{100 * float(att):.2f}%"
-            ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom")
+            ax.annotate(
+                label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=7
+            )
         ax.set_title(scen)
         ax.set_ylabel("GPU-hours (label: SLO attainment)")
         ax.tick_params(axis="x", rotation=30)
