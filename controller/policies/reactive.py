@@ -1,11 +1,12 @@
-"""``reactive``: a Kubernetes-HPA-like baseline on utilisation and queue length, no forecast, no capacity model.
+"""``reactive``: the Kubernetes HPA on utilisation and queue length, per pool, no forecast, no capacity model.
 
 Per pool: ``ratio = max(utilisation / target_utilization, waiting per replica / queue_per_replica)``;
 inside the tolerance band (``|ratio - 1| <= tolerance``) the pool holds, otherwise
 ``desired = ceil(ready x ratio)``. Stabilisation windows (seconds, kept in the policy state) make a scale-down
 go only to the highest desired count of the last ``scale_down_window_s`` and a scale-up only to the lowest of
-the last ``scale_up_window_s``. Utilisation is the pool's busy fraction (prefill) or the larger of the decode
-busy fraction and KV usage (decode); colocated pools take the largest of the three.
+the last ``scale_up_window_s``. Utilisation is each pool's own compute-busy share: ``prefill_utilization`` for
+prefill, ``decode_utilization`` for decode (the busy share of its step loop, not the KV share: an ITL-bound
+decode batch keeps its KV mostly empty), the larger of the two for colocated pools.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ def _utilization(role: PoolRole, s: Signals) -> float | None:
     if role is PoolRole.PREFILL:
         values = [s.prefill_utilization]
     elif role is PoolRole.DECODE:
-        values = [s.decode_utilization, s.kv_usage_ratio]
+        values = [s.decode_utilization]
     else:
-        values = [s.prefill_utilization, s.decode_utilization, s.kv_usage_ratio]
+        values = [s.prefill_utilization, s.decode_utilization]
     known = [v for v in values if v is not None]
     return max(known) if known else None
 

@@ -143,9 +143,8 @@ class SimulatorMetricsSource:
             itl_p99_ms=quantile_ms("itl_seconds", 0.99),
             ready_replicas=float(m.ready_replicas),
             prefill_utilization=utilisation if m.pool is not Pool.DECODE else None,
-            decode_utilization=(m.kv_cache_usage_perc if m.kv_tokens_capacity else None)
-            if m.pool is not Pool.PREFILL
-            else None,
+            # The compute-busy share, as for prefill; the KV share is kv_usage_ratio, never "utilisation".
+            decode_utilization=utilisation if m.pool is not Pool.PREFILL else None,
         )
 
     def close(self) -> None:

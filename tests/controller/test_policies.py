@@ -254,6 +254,12 @@ class TestReactive:
         p = ReactivePolicy({"target_utilization": 0.5}).decide(ctx(extra={"prefill_utilization": 0.9}))
         assert p.targets["prefill"] == math.ceil(2 * 0.9 / 0.5)
 
+    def test_decode_scales_on_its_busy_share_not_the_kv_share(self) -> None:
+        """A decode pool 90% compute-busy with its KV 5% full scales up: the KV share is not utilisation."""
+        extra = {"decode_utilization": 0.9, "kv_usage_ratio": 0.05}
+        p = ReactivePolicy({"target_utilization": 0.5}).decide(ctx(extra=extra))
+        assert p.targets["decode"] == math.ceil(2 * 0.9 / 0.5)
+
     def test_tolerance_band_holds(self) -> None:
         """Within 10% of the target the pool holds."""
         p = ReactivePolicy({"target_utilization": 0.5}).decide(ctx(extra={"prefill_utilization": 0.54}))
