@@ -75,11 +75,38 @@ def run(args: argparse.Namespace) -> int:
     if args.json_out:
         write_json(summary, args.json_out)
     if args.json_out != "-":
-        for key in ("requests", "completed", "dropped", "slo_attainment", "ttft_p99_ms", "itl_p99_ms", "gpu_hours"):
-            sys.stdout.write(f"{key:16} {summary[key]}\n")
+        sys.stdout.write(_summary_text(summary))
     if args.plot:
         _plot(result, args.plot)
+        if args.json_out != "-":
+            sys.stdout.write(f"plot             {args.plot}\n")
     return 0
+
+
+def _summary_text(s: dict[str, Any]) -> str:
+    """The human summary: counts, attainment against the targets, latencies and cost, with units."""
+
+    def ms(v: Any) -> str:
+        return "-" if v is None else f"{float(v):,.1f} ms"
+
+    att = s.get("slo_attainment")
+    feasible = s.get("slo_attainment_feasible")
+    lines = [
+        f"requests         {s['requests']:,} ({s['completed']:,} completed, {s['dropped']:,} dropped)",
+        f"SLO attainment   {'-' if att is None else f'{100 * att:.2f}%'} "
+        f"(TTFT <= {s['ttft_slo_ms']:g} ms and mean ITL <= {s['itl_slo_ms']:g} ms)",
+    ]
+    if s.get("infeasible"):
+        lines.append(
+            f"                 {'-' if feasible is None else f'{100 * feasible:.2f}%'} of the feasible requests; "
+            f"{s['infeasible']:,} no fleet can serve within the SLO"
+        )
+    lines += [
+        f"TTFT p50 / p99   {ms(s.get('ttft_p50_ms'))} / {ms(s.get('ttft_p99_ms'))}",
+        f"ITL p50 / p99    {ms(s.get('itl_p50_ms'))} / {ms(s.get('itl_p99_ms'))} (per-request mean)",
+        f"GPU-hours        {s['gpu_hours']:,.1f}",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def _run_trace(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:

@@ -152,3 +152,16 @@ class TestSimulateFlags:
         """With no prefill replica nothing completes, and the run says so instead of exiting quietly."""
         assert main(["simulate", "--trace", str(_small_trace(tmp_path, 20)), "--prefill", "0"]) == 0
         assert "none of 20 requests completed" in capsys.readouterr().err
+
+
+def test_summary_reads_with_units_and_says_where_the_plot_went(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The human summary names the SLO targets, gives latencies in ms, and prints the plot's path."""
+    png = tmp_path / "p.png"
+    assert main(["simulate", "--trace", str(_small_trace(tmp_path)), "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "SLO attainment" in out
+    assert "TTFT <= 1000 ms and mean ITL <= 50 ms" in out
+    assert " ms / " in out
+    assert f"plot             {png}" in out
