@@ -157,6 +157,16 @@ class _Walk:
 class AwsAsgActuator:
     """Pools as Auto Scaling groups of GPU nodes; see the module docstring."""
 
+    requires: tuple[str, ...] = ("boto3",)
+    """Modules this actuator imports when built; ``pdscale check-config`` names the extra that installs them."""
+    extra = "aws"
+
+    @staticmethod
+    def check_settings(pools: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+        """Validate the params and every pool's ``actuator`` block without connecting (``check-config``)."""
+        parse_params(AwsAsgParams, params, BACKEND)
+        parse_pool_addresses(AwsAsgPoolAddress, pools, BACKEND)
+
     def __init__(self, pools: Mapping[str, Any], params: Mapping[str, Any], env: Any = None) -> None:
         import boto3
 

@@ -138,6 +138,16 @@ class KubernetesParams(ActuatorParams):
 class KubernetesActuator:
     """Scales pools through ``/scale``; see the module docstring."""
 
+    requires: tuple[str, ...] = ("kubernetes",)
+    """Modules this actuator imports when built; ``pdscale check-config`` names the extra that installs them."""
+    extra = "kubernetes"
+
+    @staticmethod
+    def check_settings(pools: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+        """Validate the params and every pool's ``actuator`` block without connecting (``check-config``)."""
+        parse_params(KubernetesParams, params, BACKEND)
+        parse_pool_addresses(KubernetesPoolAddress, pools, BACKEND)
+
     def __init__(self, pools: Mapping[str, Any], params: Mapping[str, Any], env: Any = None) -> None:
         self.params = parse_params(KubernetesParams, params, BACKEND)
         self.addresses = parse_pool_addresses(KubernetesPoolAddress, pools, BACKEND)

@@ -74,6 +74,16 @@ class RayServeParams(ActuatorParams):
 class RayServeActuator:
     """Scales Ray Serve deployments in place; see the module docstring."""
 
+    requires: tuple[str, ...] = ("requests",)
+    """Modules this actuator imports when built; ``pdscale check-config`` names the extra that installs them."""
+    extra = "ray"
+
+    @staticmethod
+    def check_settings(pools: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+        """Validate the params and every pool's ``actuator`` block without connecting (``check-config``)."""
+        parse_params(RayServeParams, params, BACKEND)
+        parse_pool_addresses(RayServePoolAddress, pools, BACKEND)
+
     def __init__(self, pools: Mapping[str, Any], params: Mapping[str, Any], env: Any = None) -> None:
         import requests
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -102,12 +103,27 @@ def _prepare_env(settings: Settings, env: PluginEnv) -> None:
 
 
 def validate_plugins(settings: Settings, registry: Registry | None = None) -> None:
-    """Fail early (PluginError, a ValueError) when settings name unknown plugins or bad policy params."""
+    """Fail early (PluginError, a ValueError) when settings name unknown plugins, bad policy params, an
+    actuator whose package is not installed (naming the pip extra), or bad actuator params / per-pool blocks.
+
+    Nothing connects: an actuator's ``check_settings(pools, params)``, where it has one, validates offline."""
     reg = registry or Registry()
     reg.create(PluginGroup.POLICIES, settings.policy.name, settings.policy.params)
     reg.load(PluginGroup.FORECASTERS, settings.forecasting.model)
-    reg.load(PluginGroup.ACTUATORS, settings.actuator.name)
     reg.load(PluginGroup.METRICS_SOURCES, settings.metrics.source)
+    name = settings.actuator.name
+    factory = reg.load(PluginGroup.ACTUATORS, name)
+    missing = [m for m in getattr(factory, "requires", ()) if importlib.util.find_spec(m) is None]
+    if missing:
+        extra = getattr(factory, "extra", "")
+        hint = f"pip install 'pdscale[{extra}]'" if extra else f"pip install {' '.join(missing)}"
+        raise PluginError(f"actuator {name!r} needs the {', '.join(missing)} package(s), not installed: {hint}")
+    check = getattr(factory, "check_settings", None)
+    if callable(check):
+        try:
+            check({p.name: p for p in settings.pools}, settings.actuator.params)
+        except Exception as exc:  # any actuator's own validation error, reported as a settings problem
+            raise PluginError(f"actuator {name!r}: {exc}") from None
 
 
 def build(

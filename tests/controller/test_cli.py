@@ -89,3 +89,48 @@ def test_admin_flags_work_after_the_subcommand(capsys: pytest.CaptureFixture[str
         port = s.getsockname()[1]
     assert main(["admin", "status", "--address", f"127.0.0.1:{port}", "--timeout", "2", "--json", "-"]) == 1
     assert f"no daemon answers at 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def _k8s_config(tmp_path: Path, per_pool: bool) -> Path:
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    data = yaml.safe_load((root / "examples" / "simulator.yaml").read_text())
+    data["actuator"] = {"name": "kubernetes", "params": {}}
+    data["metrics"] = {"source": "prometheus", "params": {"url": "http://127.0.0.1:9"}}
+    data.pop("simulator", None)
+    for pool in data["pools"]:
+        pool.pop("actuator", None)
+        if per_pool:
+            pool["actuator"] = {"name": f"vllm-{pool['name']}", "namespace": "serving"}
+    path = tmp_path / "k8s.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_check_config_catches_a_missing_per_pool_actuator_block(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """kubernetes without pools[].actuator fails check-config, naming the field (it used to pass, then crash)."""
+    assert main(["check-config", str(_k8s_config(tmp_path, per_pool=False))]) == 1
+    err = capsys.readouterr().err
+    assert "actuator 'kubernetes'" in err
+    assert "pools[prefill].actuator" in err
+
+
+def test_check_config_passes_a_complete_kubernetes_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With every pool's actuator block, check-config says ok without contacting any cluster."""
+    assert main(["check-config", str(_k8s_config(tmp_path, per_pool=True))]) == 0
+    assert ": ok" in capsys.readouterr().out
+
+
+def test_check_config_names_the_extra_to_install(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the kubernetes package, check-config names the pip extra instead of a ModuleNotFoundError later."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "kubernetes" else real(name, *a))
+    assert main(["check-config", str(_k8s_config(tmp_path, per_pool=True))]) == 1
+    assert "pip install 'pdscale[kubernetes]'" in capsys.readouterr().err
