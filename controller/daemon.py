@@ -23,12 +23,13 @@ from pdscale.controller.admin.server import AdminServer, start_admin_server
 from pdscale.controller.admin.servicer import AdminServicer, RuntimeView
 from pdscale.controller.core.protocols import Actuator, MetricsSource
 from pdscale.controller.runtime.assembly import build, validate_plugins
+from pdscale.controller.runtime.intents import reconcile_intents
 from pdscale.controller.runtime.loop import TickResult
 from pdscale.controller.runtime.plugins import PluginEnv, PluginError, Registry
 from pdscale.controller.runtime.record import DecisionRecord
 from pdscale.controller.runtime.runner import Runner
 from pdscale.controller.runtime.settings import Settings, SettingsError, load_settings
-from pdscale.controller.runtime.store import SqliteStore, reconcile_intents
+from pdscale.controller.runtime.store import SqliteStore
 from pdscale.controller.runtime.telemetry import Telemetry, TelemetryServer
 
 __all__ = ["LIVE_SECTIONS", "Daemon"]

@@ -3,8 +3,8 @@ last applied targets, overrides, pause state and runtime policy/SLO/budget chang
 
 ``SqliteStore`` implements ``pdscale.controller.runtime.record.Recorder``. Actuation is crash-safe: the loop writes
 an *intent* row before calling the actuator and its outcome after (``begin_intent``/``finish_intent``); on start,
-``reconcile_intents`` checks each intent left without an outcome against the actuator's current target and
-marks it applied (target reached) or not applied, never calling the actuator again.
+``runtime.intents.reconcile_intents`` checks each intent left without an outcome against the actuator's current
+target and marks it applied (target reached) or not applied, never calling the actuator again.
 
 Thread-safe: the loop (a worker thread) and the admin API (the event loop) share one connection under a lock.
 """
@@ -26,7 +26,6 @@ from typing import Any
 
 import structlog
 
-from pdscale.controller.core.protocols import Actuator
 from pdscale.controller.core.types import Decision, Override, OverrideMode, PoolDecision, RoleFlip
 from pdscale.controller.runtime.record import DecisionRecord, Outcome, PoolOutcome
 
@@ -39,7 +38,6 @@ __all__ = [
     "StoreError",
     "decision_record_from_json",
     "decision_record_to_json",
-    "reconcile_intents",
 ]
 
 log = structlog.get_logger(__name__)
@@ -490,30 +488,3 @@ class SqliteStore:
         """Forget runtime settings (e.g. after a config reload made the file authoritative again)."""
         with self._tx() as db:
             db.executemany("DELETE FROM kv WHERE key = ?", [(k,) for k in keys])
-
-
-def reconcile_intents(store: SqliteStore, actuator: Actuator) -> list[IntentResolution]:
-    """Settle intents left open by a crash against the actuator's current targets; never calls set_target.
-
-    Target reached: the call took effect, so it is marked applied and remembered as the applied target (the loop
-    then sees no external change and does not repeat it). Otherwise it never took effect and is marked so.
-    """
-    out: list[IntentResolution] = []
-    for intent in store.open_intents():
-        try:
-            actual: int | None = actuator.target_size(intent.pool)
-        except Exception as exc:
-            store.finish_intent(intent.id, IntentOutcome.UNVERIFIED, f"{type(exc).__name__}: {exc}")
-            out.append(IntentResolution(intent, IntentOutcome.UNVERIFIED, None))
-            log.warning("intent_unverified", pool=intent.pool, target=intent.target, error=str(exc))
-            continue
-        if actual == intent.target:
-            store.set_applied(intent.pool, intent.target)
-            store.finish_intent(intent.id, IntentOutcome.APPLIED, "confirmed after restart")
-            outcome = IntentOutcome.APPLIED
-        else:
-            store.finish_intent(intent.id, IntentOutcome.NOT_APPLIED, f"actuator at {actual} after restart")
-            outcome = IntentOutcome.NOT_APPLIED
-        out.append(IntentResolution(intent, outcome, actual))
-        log.info("intent_reconciled", pool=intent.pool, target=intent.target, actual=actual, outcome=outcome.value)
-    return out

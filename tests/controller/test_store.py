@@ -19,9 +19,10 @@ from pdscale.controller.core.types import (
     RoleFlip,
     Signals,
 )
+from pdscale.controller.runtime.intents import reconcile_intents
 from pdscale.controller.runtime.loop import Reconciler
 from pdscale.controller.runtime.record import DecisionRecord, Outcome, PoolOutcome
-from pdscale.controller.runtime.store import IntentOutcome, SqliteStore, StoreError, reconcile_intents
+from pdscale.controller.runtime.store import IntentOutcome, SqliteStore, StoreError
 from pdscale.testing import FakeActuator, ManualClock, StaticMetricsSource
 
 POOLS = {
