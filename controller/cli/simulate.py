@@ -57,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
     from pdscale.controller.runtime.plugins import PluginError  # noqa: PLC0415
     from pdscale.controller.runtime.settings import SettingsError  # noqa: PLC0415
 
+    if args.quick and not args.scenario:
+        sys.stderr.write("pdscale simulate: --quick applies to --scenario (a scenario's quick window)\n")
+        return 2
     try:
         if args.scenario:
             summary, result = _run_scenario(args)

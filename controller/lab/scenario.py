@@ -39,7 +39,7 @@ from typing import Any, Self
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pdscale.controller.lab.bench_run import known_policies
 from pdscale.controller.runtime.settings import safe_load_unique
@@ -123,10 +123,15 @@ class Scenario(_Section):
     policy_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     static: StaticSplit | None = None
 
+    @field_validator("hardware")
+    @classmethod
+    def _hardware_file(cls, value: str | None) -> str | None:
+        if value is not None:
+            load_hardware(value)  # a HardwareError (a ValueError) names the file and the field
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        if self.hardware is not None:
-            load_hardware(self.hardware)  # a HardwareError (a ValueError) names the file and the field
         known = known_policies()
         unknown = sorted(set(self.policy_params) - set(known))
         if unknown:

@@ -139,3 +139,11 @@ class TestTrafficFiles:
 
         curve = own_curve(fixed_trace([float(i) for i in range(150)], prompt=100, output=10))
         assert list(curve.requests_per_s) == [1.0, 1.0]
+
+
+def test_bad_hardware_file_is_named_under_the_hardware_field(tmp_path: Path) -> None:
+    """A scenario's broken hardware file fails the scenario at load, under `hardware:` with the file's own error."""
+    (tmp_path / "h.json").write_text('{"format": "pdscale-hardware/v1", "scale": {"decode_kv_eff": "fast"}}')
+    path = _write(tmp_path, "y", "hardware: h.json\n")
+    with pytest.raises(ScenarioError, match=r"hardware: .*h\.json: scale: decode_kv_eff must be a finite number"):
+        load_scenario(path)

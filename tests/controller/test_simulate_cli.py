@@ -165,3 +165,9 @@ def test_summary_reads_with_units_and_says_where_the_plot_went(
     assert "TTFT <= 1000 ms and mean ITL <= 50 ms" in out
     assert " ms / " in out
     assert f"plot             {png}" in out
+
+
+def test_quick_without_a_scenario_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """--quick is a scenario's window: with --trace it would be accepted and ignored, so it is refused."""
+    assert main(["simulate", "--trace", "bundled:azure-conv", "--quick"]) == 2
+    assert "--quick applies to --scenario" in capsys.readouterr().err
