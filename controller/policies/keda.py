@@ -28,6 +28,7 @@ from pdscale.controller.core.capacity import Workload
 from pdscale.controller.core.protocols import PolicyContext, Proposal
 from pdscale.controller.core.types import DataState, PoolRole
 from pdscale.controller.policies.demand import workload_from
+from pdscale.controller.policies.hpa import stabilised
 from pdscale.controller.policies.params import Param, validate_params
 
 __all__ = ["KedaPolicy"]
@@ -100,29 +101,12 @@ class KedaPolicy:
     def decide(self, ctx: PolicyContext) -> Proposal:
         """Desired replicas per pool from its role's KEDA trigger, HPA tolerance and stabilisation."""
         w = workload_from(ctx, ctx.state.get("workload", {}), self.defaults)
-        window = self.params["scale_down_window_s"]
-        history: dict[str, list[list[float]]] = {}
-        targets: dict[str, int] = {}
-        reasons: dict[str, str] = {}
-        for name in ctx.pools:
-            current = ctx.states[name].target
-            past = [
-                [float(t), float(v)]
-                for t, v in (ctx.state.get("desired", {}).get(name) or [])
-                if ctx.now_s - float(t) <= window
-            ]
-            desired, why = self._desired(ctx, name, w)
-            if desired is None:
-                targets[name], reasons[name], history[name] = current, why, past
-                continue
-            entries = [*past, [ctx.now_s, float(desired)]]
-            history[name] = entries
-            target = desired
-            if desired < current:
-                target = min(current, int(max(v for _, v in entries)))
-                if target != desired:
-                    why += f"; scale-down stabilisation {window:g} s keeps {target}"
-            targets[name], reasons[name] = target, why
+        targets, reasons, history = stabilised(
+            ctx,
+            lambda name: self._desired(ctx, name, w),
+            down_window_s=self.params["scale_down_window_s"],
+            down_label="scale-down stabilisation",
+        )
         state = {
             "desired": history,
             "workload": {"isl_mean_tokens": w.isl_mean_tokens, "osl_mean_tokens": w.osl_mean_tokens},

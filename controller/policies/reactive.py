@@ -17,6 +17,7 @@ from typing import Any
 
 from pdscale.controller.core.protocols import PolicyContext, Proposal
 from pdscale.controller.core.types import DataState, PoolRole, Signals
+from pdscale.controller.policies.hpa import stabilised
 from pdscale.controller.policies.params import Param, validate_params
 
 __all__ = ["ReactivePolicy"]
@@ -76,31 +77,10 @@ class ReactivePolicy:
 
     def decide(self, ctx: PolicyContext) -> Proposal:
         """Desired replicas per pool from current utilisation and queues."""
-        history: dict[str, list[list[float]]] = {}
-        targets: dict[str, int] = {}
-        reasons: dict[str, str] = {}
-        up_w, down_w = self.params["scale_up_window_s"], self.params["scale_down_window_s"]
-        for name in ctx.pools:
-            current = ctx.states[name].target
-            past = [
-                [float(t), float(v)]
-                for t, v in (ctx.state.get("desired", {}).get(name) or [])
-                if ctx.now_s - float(t) <= max(up_w, down_w)
-            ]
-            desired, why = self._desired(ctx, name)
-            if desired is None:
-                targets[name], reasons[name], history[name] = current, why, past
-                continue
-            entries = [*past, [ctx.now_s, float(desired)]]
-            history[name] = entries
-            target = desired
-            if desired < current:
-                target = min(current, int(max(v for t, v in entries if ctx.now_s - t <= down_w)))
-                if target != desired:
-                    why += f"; scale-down window {down_w:g} s keeps {target}"
-            elif desired > current and up_w > 0:
-                target = max(current, int(min(v for t, v in entries if ctx.now_s - t <= up_w)))
-                if target != desired:
-                    why += f"; scale-up window {up_w:g} s keeps {target}"
-            targets[name], reasons[name] = target, why
+        targets, reasons, history = stabilised(
+            ctx,
+            lambda name: self._desired(ctx, name),
+            down_window_s=self.params["scale_down_window_s"],
+            up_window_s=self.params["scale_up_window_s"],
+        )
         return Proposal(targets=targets, reasons=reasons, state={"desired": history})
