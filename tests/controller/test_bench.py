@@ -189,12 +189,12 @@ def test_budget_never_exceeded(tmp_path: Path) -> None:
 
 
 def test_forecast_free_policies_are_told_by_the_policy_class() -> None:
-    """The policies that read no forecast (static, reactive, oracle) say so themselves; slo and dynamo-like do."""
+    """The policies that read no forecast (static, reactive, dynamo-like with its own predictor, oracle) say so."""
     from pdscale.controller.lab.bench_run import uses_forecasts
 
     assert {p: uses_forecasts(p) for p in ("slo", "dynamo-like", "static", "reactive", "oracle")} == {
         "slo": True,
-        "dynamo-like": True,
+        "dynamo-like": False,
         "static": False,
         "reactive": False,
         "oracle": False,

@@ -23,7 +23,7 @@ from pdscale.controller.core.types import (
 )
 from pdscale.controller.lab.oracle_demand import build_oracle_demand
 from pdscale.controller.policies.demand import split_budget
-from pdscale.controller.policies.dynamo_like import DynamoLikePolicy
+from pdscale.controller.policies.dynamo_like import DynamoLikePolicy, arima_next
 from pdscale.controller.policies.oracle import OraclePolicy
 from pdscale.controller.policies.reactive import ReactivePolicy
 from pdscale.controller.policies.slo import SloPolicy
@@ -53,6 +53,7 @@ def ctx(
     capacity: ProfileCapacityModel | None = MODEL,
     data: DataState = DataState.OK,
     extra: dict[str, float] | None = None,
+    slo_ttft_ms: float = 1000.0,
 ) -> PolicyContext:
     targets = targets or {"prefill": 2, "decode": 2}
     sig = Signals(
@@ -75,7 +76,7 @@ def ctx(
             "prefill": {Signal.PREFILL_TPS: fc(rate * 1000.0), Signal.REQUEST_RATE: fc(rate)},
             "decode": {Signal.DECODE_CONCURRENCY: fc(conc), Signal.REQUEST_RATE: fc(rate)},
         },
-        slo=SLO(1000.0, 50.0),
+        slo=SLO(slo_ttft_ms, 50.0),
         budget_gpus=budget,
         capacity=capacity,
         supports_role_flip=flips,
@@ -294,24 +295,83 @@ class TestReactive:
         assert p.targets == {"prefill": 2, "decode": 2}
 
 
+def _brute_decode_batch(itl_ms: float, isl: float, osl: float) -> int:
+    """The largest batch meeting ``itl_ms`` by trying every batch (independent of the policy's binary search)."""
+    context = isl + osl / 2.0
+    cap = min(MODEL.params.max_running_seqs, int(MODEL.profile.max_kv_tokens / context))
+    fits = [b for b in range(1, cap + 1) if MODEL.profile.decode_step_ms(b, context) <= itl_ms]
+    return max(fits) if fits else 1
+
+
+def _run_interval(policy: DynamoLikePolicy, *, rate: float, start: float = 0.0, **kw: Any) -> Any:
+    """Ticks of 30 s from ``start`` through one full adjustment interval at a constant arrival rate."""
+    state: dict[str, Any] = kw.pop("state", {})
+    proposal = None
+    for k in range(7):
+        proposal = policy.decide(ctx(now=start + 30.0 * k, rate=rate, state=dict(state), **kw))
+        state = dict(proposal.state)
+    return proposal
+
+
 class TestDynamoLike:
     def test_published_formula(self) -> None:
-        """Prefill = ceil(rate x ISL / engine prefill tok/s); decode = ceil(rate x OSL / engine decode tok/s)."""
-        p = DynamoLikePolicy({"correction": False}).decide(ctx(rate=20.0))
-        w = Workload(1000.0, 200.0)
-        per_p = 1000.0 / (MODEL.profile.prefill_ms(1000.0, 1.0) / 1e3)
-        per_d = MODEL.decode_throughput_tps(50.0 / MODEL.params.itl_headroom, w)
-        assert p.targets["prefill"] == math.ceil(20.0 * 1000.0 / per_p)
-        assert p.targets["decode"] == math.ceil(20.0 * 200.0 / per_d)
+        """After one interval: prefill = ceil(rps x wall time of one prompt); decode = ceil(rps / engine rps)."""
+        p = _run_interval(DynamoLikePolicy(), rate=20.0)
+        wall_s = MODEL.profile.prefill_ms(1000.0, 1.0) / 1e3
+        batch = _brute_decode_batch(50.0, 1000.0, 200.0)
+        step_s = MODEL.profile.decode_step_ms(batch, 1100.0) / 1e3
+        assert p.targets["prefill"] == max(1, math.ceil(20.0 * wall_s - 1e-9))
+        assert p.targets["decode"] == math.ceil(20.0 / (batch / (200.0 * step_s)) - 1e-9)
+
+    def test_holds_through_the_first_interval(self) -> None:
+        """Until one interval of arrivals is collected the targets hold."""
+        policy = DynamoLikePolicy()
+        first = policy.decide(ctx(now=0.0, rate=80.0))
+        assert first.targets == {"prefill": 2, "decode": 2}
+        assert "collecting" in first.reasons["prefill"]
 
     def test_adjusts_only_every_interval(self) -> None:
-        """Between adjustment intervals the targets hold."""
-        policy = DynamoLikePolicy({"adjustment_interval_s": 180.0})
-        first = policy.decide(ctx(now=0.0, rate=20.0))
-        second = policy.decide(ctx(now=90.0, rate=80.0, state=dict(first.state)))
-        assert second.targets == first.targets
-        third = policy.decide(ctx(now=180.0, rate=80.0, state=dict(second.state)))
-        assert third.targets["prefill"] > first.targets["prefill"]
+        """Between adjustment intervals the targets hold even when load jumps."""
+        policy = DynamoLikePolicy()
+        first = _run_interval(policy, rate=20.0)
+        mid = policy.decide(ctx(now=210.0, rate=80.0, state=dict(first.state)))
+        assert mid.targets == first.targets
+
+    def test_sizes_from_arrivals_not_completions(self) -> None:
+        """A saturated pool completing 5 req/s while 20 arrive is sized for the 20 arriving."""
+        served = _run_interval(DynamoLikePolicy(), rate=5.0, extra={"arrival_rate_per_s": 20.0})
+        arrived = _run_interval(DynamoLikePolicy(), rate=20.0)
+        assert served.targets == arrived.targets
+
+    def test_change_capped_per_interval(self) -> None:
+        """A pool moves at most ``max_change`` replicas per adjustment."""
+        p = _run_interval(DynamoLikePolicy({"max_change": 3}), rate=400.0)
+        assert p.targets["decode"] == 2 + 3
+        assert "capped" in p.reasons["decode"]
+
+    def test_min_endpoint_floor(self) -> None:
+        """Idle traffic still keeps ``min_endpoint`` replicas per pool."""
+        p = _run_interval(DynamoLikePolicy({"min_endpoint": 2}), rate=0.01)
+        assert p.targets == {"prefill": 2, "decode": 2}
+
+    def test_ttft_floor_when_one_prompt_misses(self) -> None:
+        """A prompt whose prefill alone exceeds the TTFT target adds the floor ceil(TTFT / target)."""
+        policy = DynamoLikePolicy()
+        wall_ms = MODEL.profile.prefill_ms(1000.0, 1.0)
+        p = _run_interval(policy, rate=0.01, slo_ttft_ms=wall_ms / 2.5)
+        assert p.targets["prefill"] == 3
+
+    def test_arima_follows_a_trend(self) -> None:
+        """On a steadily rising series the ARIMA forecast continues the trend."""
+        assert arima_next([10.0, 20.0, 30.0, 40.0, 50.0, 60.0]) == pytest.approx(70.0, rel=0.02)
+
+    def test_arima_warm_up_is_constant(self) -> None:
+        """With fewer than ``min_points`` values the forecast is the last value."""
+        assert arima_next([10.0, 40.0, 90.0], min_points=5) == 90.0
+
+    def test_arima_never_negative(self) -> None:
+        """A falling series never forecasts negative demand."""
+        assert arima_next([50.0, 40.0, 30.0, 20.0, 10.0, 1.0]) >= 0.0
 
 
 class TestOracle:
