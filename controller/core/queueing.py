@@ -13,7 +13,14 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["erlang_c", "lognormal_cv2", "mgc_wait_mean_s", "mgc_wait_quantile_s"]
+__all__ = [
+    "erlang_c",
+    "lognormal_cv2",
+    "lognormal_exceedance",
+    "lognormal_sigma",
+    "mgc_wait_mean_s",
+    "mgc_wait_quantile_s",
+]
 
 
 def erlang_c(servers: int, offered_load: float) -> float:
@@ -70,16 +77,35 @@ def mgc_wait_quantile_s(
     return _variability(arrival_cv2, service_cv2) / slack * math.log(c / tail)
 
 
+_Z90 = 1.2815515655446004
+"""The standard normal's 90th percentile."""
+
+
+def lognormal_sigma(mean: float, p90: float) -> float | None:
+    """The log-space sigma of a log-normal with this mean and 90th percentile (None if no log-normal fits)."""
+    if not (mean > 0.0 and p90 > 0.0):
+        return None
+    # mean = exp(mu + s^2/2), p90 = exp(mu + z s)  =>  s^2/2 - z s + ln(p90/mean) = 0
+    disc = _Z90 * _Z90 - 2.0 * math.log(p90 / mean)
+    if disc < 0.0:
+        return None
+    return max(0.0, _Z90 - math.sqrt(disc))
+
+
 def lognormal_cv2(mean: float, p90: float) -> float:
     """Squared coefficient of variation of a log-normal with this mean and 90th percentile (1.0 if undefined)."""
-    if not (mean > 0.0 and p90 > 0.0):
+    s = lognormal_sigma(mean, p90)
+    if s is None:
         return 1.0
-    # mean = exp(mu + s^2/2), p90 = exp(mu + z s)  =>  s^2/2 - z s + ln(p90/mean) = 0
-    z = 1.2815515655446004
-    disc = z * z - 2.0 * math.log(p90 / mean)
-    if disc < 0.0:
-        return 1.0
-    s = z - math.sqrt(disc)
-    if s <= 0.0:
-        return 0.0
     return math.expm1(s * s)
+
+
+def lognormal_exceedance(mean: float, p90: float, x: float) -> float:
+    """P(X > x) for the log-normal with this mean and 90th percentile (0 or 1 for a point mass at the mean)."""
+    s = lognormal_sigma(mean, p90)
+    if s is None or x <= 0.0:
+        return 1.0 if x < mean else 0.0
+    if s == 0.0:
+        return 1.0 if x < mean else 0.0
+    mu = math.log(mean) - s * s / 2.0
+    return 0.5 * math.erfc((math.log(x) - mu) / (s * math.sqrt(2.0)))

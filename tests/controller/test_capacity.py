@@ -16,7 +16,13 @@ from pdscale.controller.core.capacity import (
     ProfileCapacityModel,
     Workload,
 )
-from pdscale.controller.core.queueing import erlang_c, lognormal_cv2, mgc_wait_quantile_s
+from pdscale.controller.core.queueing import (
+    erlang_c,
+    lognormal_cv2,
+    lognormal_exceedance,
+    lognormal_sigma,
+    mgc_wait_quantile_s,
+)
 from pdscale.controller.core.types import SLO, PoolRole, PoolSpec, Signal
 from tests.helpers.capacity_profiles import decode_ms, prefill_ms, small_profile
 
@@ -52,6 +58,24 @@ class TestQueueing:
     def test_lognormal_cv2_grows_with_spread(self) -> None:
         """A wider p90 relative to the mean means more variability."""
         assert lognormal_cv2(1000.0, 3000.0) > lognormal_cv2(1000.0, 1500.0) > 0.0
+
+    def test_lognormal_sigma_recovers_the_parameter(self) -> None:
+        """A log-normal built from mu = ln 1000, sigma = 0.8 is fitted back to sigma 0.8 from its mean and p90."""
+        mu, sigma = math.log(1000.0), 0.8
+        mean, p90 = math.exp(mu + sigma * sigma / 2.0), math.exp(mu + 1.2815515655446004 * sigma)
+        assert lognormal_sigma(mean, p90) == pytest.approx(sigma)
+
+    def test_lognormal_exceedance_at_median_and_p90(self) -> None:
+        """Half the mass lies above the median and a tenth above the 90th percentile."""
+        mu, sigma = math.log(2000.0), 1.1
+        mean, p90 = math.exp(mu + sigma * sigma / 2.0), math.exp(mu + 1.2815515655446004 * sigma)
+        assert lognormal_exceedance(mean, p90, 2000.0) == pytest.approx(0.5)
+        assert lognormal_exceedance(mean, p90, p90) == pytest.approx(0.1)
+
+    def test_lognormal_exceedance_of_a_point_mass(self) -> None:
+        """With p90 equal to the mean the lengths are all the mean: nothing above it, everything below."""
+        assert lognormal_exceedance(1000.0, 1000.0, 1500.0) == 0.0
+        assert lognormal_exceedance(1000.0, 1000.0, 500.0) == 1.0
 
 
 class TestProfile:
