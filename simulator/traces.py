@@ -9,8 +9,8 @@
 Token counts must be whole numbers >= 1. Rows out of time order are sorted (stable) and a warning is logged:
 merged traces are legitimately unsorted, and the simulator needs arrival order. An empty trace is an error.
 
-`bundled_trace("azure-conv" | "azure-code")` and `load_rate_curve("servegen-14d")` read the data shipped in
-`simulator/data/traces` (see ATTRIBUTION.md there); `load_trace("bundled:azure-conv")` works too.
+`bundled_trace("azure-conv" | "azure-code" | "mooncake-conv")` and `load_rate_curve("servegen-14d")` read the data
+shipped in `simulator/data/traces` (see ATTRIBUTION.md there); `load_trace("bundled:azure-conv")` works too.
 """
 
 from __future__ import annotations
@@ -41,8 +41,13 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-BUNDLED_TRACES = {"azure-conv": "azure2023_conv.csv", "azure-code": "azure2023_code.csv"}
-"""Shipped one-hour traces from the Azure LLM inference trace 2023 (Patel et al., Splitwise, ISCA 2024)."""
+BUNDLED_TRACES = {
+    "azure-conv": "azure2023_conv.csv",
+    "azure-code": "azure2023_code.csv",
+    "mooncake-conv": "mooncake_conv.csv",
+}
+"""Shipped one-hour traces: the Azure LLM inference trace 2023 (Patel et al., Splitwise, ISCA 2024) and Mooncake's
+FAST'25 multi-turn conversation trace (Qin et al.; long prompts that resend earlier turns)."""
 BUNDLED_RATE_CURVES = {"servegen-14d": "servegen_m_large_rate_14d.csv"}
 """Shipped request-rate curve: 14 days in 10-minute windows from alibaba/ServeGen."""
 BUNDLED_PREFIX = "bundled:"
@@ -278,7 +283,7 @@ def load_trace(path: str | Path) -> Trace:
 
 
 def bundled_trace(name: str) -> Trace:
-    """A trace shipped with pdscale: "azure-conv" or "azure-code" (one hour each)."""
+    """A trace shipped with pdscale: "azure-conv", "azure-code" or "mooncake-conv" (one hour each)."""
     key = name.removeprefix(BUNDLED_PREFIX)
     if key not in BUNDLED_TRACES:
         raise TraceError(f"unknown bundled trace {name!r}; available: {', '.join(sorted(BUNDLED_TRACES))}")

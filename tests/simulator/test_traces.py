@@ -130,9 +130,11 @@ class TestMooncakeJsonl:
 
 
 class TestBundled:
-    @pytest.mark.parametrize(("name", "count"), [("azure-conv", 19_366), ("azure-code", 8_819)])
+    @pytest.mark.parametrize(
+        ("name", "count"), [("azure-conv", 19_366), ("azure-code", 8_819), ("mooncake-conv", 12_031)]
+    )
     def test_bundled_traces(self, name: str, count: int) -> None:
-        """The shipped Azure hours load by name and through load_trace('bundled:...')."""
+        """The shipped hours (Azure 2023, Mooncake) load by name and through load_trace('bundled:...')."""
         trace = bundled_trace(name)
         assert len(trace) == count
         assert trace.name == name
@@ -141,7 +143,7 @@ class TestBundled:
 
     def test_unknown_bundled_trace(self) -> None:
         """An unknown bundled name lists the available ones."""
-        with pytest.raises(TraceError, match="available: azure-code, azure-conv"):
+        with pytest.raises(TraceError, match="available: azure-code, azure-conv, mooncake-conv"):
             bundled_trace("azure-chat")
 
     def test_bundled_rate_curve(self) -> None:
