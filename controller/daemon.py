@@ -195,6 +195,7 @@ class Daemon:
             except StoreError as exc:
                 log.warning("leader_waiting_for_state_file", identity=self._identity, error=str(exc))
                 return False
+        self.store.reload_ids()
         self.intent_resolutions = reconcile_intents(self.store, self.actuator)
         with self.rec.lock:
             self.rec.overrides = {}

@@ -285,11 +285,16 @@ class SqliteStore:
 
     def claim(self, holder: str | None = None) -> None:
         """Take the state file's lock now (raises StoreError naming the holder when another daemon has it), then
-        re-read what the previous owner wrote (the next decision id)."""
+        continue after the previous owner's decision ids."""
         with self._lock:
             if self.path is None or self._owner is not None:
                 return
             self._owner = _claim(self.path, holder)
+        self.reload_ids()
+
+    def reload_ids(self) -> None:
+        """Continue decision ids after the newest row (another daemon may have written since this one opened)."""
+        with self._lock:
             row = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM decisions").fetchone()
             self._id = max(self._id, int(row[0]))
 
