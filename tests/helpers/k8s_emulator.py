@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -109,6 +110,8 @@ class K8sEmulator:
     faults: list[_Fault] = field(default_factory=list)
     leases: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     scale_writes: list[ScaleWrite] = field(default_factory=list)
+    lease_writes: list[tuple[float, str, str, int]] = field(default_factory=list)
+    """(time.time, client, holderIdentity, leaseTransitions) of every Lease create or replace."""
     partitioned: dict[str, str] = field(default_factory=dict)
     """client name -> "all" or "leases": requests the emulator drops without an answer."""
     _client: str = ""
@@ -520,6 +523,9 @@ class K8sEmulator:
             "spec": copy.deepcopy(body.get("spec") or {}),
         }
         self.leases[(ns, name)] = obj
+        spec = obj["spec"]
+        holder, transitions = str(spec.get("holderIdentity") or ""), int(spec.get("leaseTransitions") or 0)
+        self.lease_writes.append((time.time(), self._client, holder, transitions))
         return copy.deepcopy(obj)
 
 
@@ -665,6 +671,12 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     emulator: K8sEmulator
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client killed mid-request (the leader-election tests kill -9 daemons) is not an emulator error.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 @contextmanager
