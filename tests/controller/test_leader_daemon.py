@@ -143,3 +143,18 @@ async def test_takeover_continues_decision_ids(tmp_path: Path) -> None:
     finally:
         store.close()
     assert kept == a.telemetry.ticks + b.telemetry.ticks
+
+
+@pytest.mark.timeout(60)
+async def test_without_election_status_says_single(tmp_path: Path) -> None:
+    """With leader election off, GetStatus reports role single and names this daemon as the leader."""
+    d = _daemon(tmp_path, "solo", mode="off")
+    task = asyncio.create_task(d.run(install_signals=False))
+    try:
+        await _until(lambda: d.telemetry.ticks > 0)
+        assert d.admin is not None
+        async with grpc.aio.insecure_channel(d.admin.address) as channel:
+            st = await pb_grpc.AdminServiceStub(channel).GetStatus(pb.GetStatusRequest())
+    finally:
+        await _stop([task], d)
+    assert (st.role, st.leader, st.identity) == ("single", "solo", "solo")
