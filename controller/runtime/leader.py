@@ -40,7 +40,7 @@ import structlog
 
 from pdscale.controller.core.protocols import ActuationError, Actuator
 from pdscale.controller.core.types import ErrorClass, ReplicaInfo
-from pdscale.controller.runtime.settings import LeaderElectionMode, LeaderElectionSettings
+from pdscale.controller.runtime.settings import LeaderElectionMode, LeaderElectionSettings, SettingsError
 from pdscale.controller.runtime.store import lock_path_of
 
 __all__ = [
@@ -446,15 +446,23 @@ class FileLockElector:
 
 
 def build_elector(settings: LeaderElectionSettings, state_path: Path | None, *, api_client: Any = None) -> Elector:
-    """The elector ``settings.mode`` names (not ``off``)."""
+    """The elector ``settings.mode`` names (not ``off``); SettingsError when it cannot be built."""
     identity = settings.identity or default_identity()
     if settings.mode is LeaderElectionMode.FILE:
         if state_path is None:
             raise ValueError("leader_election.mode 'file' locks the state file: set state.path")
         return FileLockElector(state_path, identity, retry_period_s=settings.retry_period_s)
     if settings.mode is LeaderElectionMode.LEASE:
+        try:
+            lock = KubernetesLeaseLock(settings, api_client)
+        except ImportError:
+            raise SettingsError(
+                "leader_election.mode 'lease' needs the kubernetes client: pip install 'pdscale[kubernetes]'"
+            ) from None
+        except LeaseError as exc:
+            raise SettingsError(str(exc)) from None
         return LeaseElector(
-            KubernetesLeaseLock(settings, api_client),
+            lock,
             identity,
             lease_duration_s=settings.lease_duration_s,
             renew_deadline_s=settings.renew_deadline_s,

@@ -19,6 +19,7 @@ from pdscale.controller.runtime.leader import (
     LeaseError,
     LeaseRecord,
     Role,
+    build_elector,
 )
 from pdscale.controller.runtime.settings import LeaderElectionSettings, SettingsError, parse_settings
 from pdscale.controller.runtime.store import SqliteStore, StoreError
@@ -324,3 +325,17 @@ class TestSettings:
         """Defaults are client-go's: 15 s lease, 10 s renew deadline, 2 s retry period; election off."""
         le = parse_settings({"pools": self.POOLS}).leader_election
         assert (le.mode.value, le.lease_duration_s, le.renew_deadline_s, le.retry_period_s) == ("off", 15, 10, 2)
+
+
+class TestBuild:
+    def test_unreadable_kubeconfig_is_a_settings_error(self, tmp_path: Path) -> None:
+        """Lease mode with a kubeconfig that does not exist fails with a SettingsError naming leader_election."""
+        le = LeaderElectionSettings(mode="lease", kubeconfig=str(tmp_path / "missing.yaml"))
+        with pytest.raises(SettingsError, match="leader_election: cannot load Kubernetes credentials"):
+            build_elector(le, None)
+
+    def test_file_mode_builds_the_state_file_lock(self, tmp_path: Path) -> None:
+        """File mode elects over ``<state.path>.lock``."""
+        elector = build_elector(LeaderElectionSettings(mode="file", identity="me"), tmp_path / "state.db")
+        assert isinstance(elector, FileLockElector)
+        assert elector.lock_path == tmp_path / "state.db.lock"
