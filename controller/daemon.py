@@ -139,6 +139,7 @@ class Daemon:
         if isinstance(saved, dict) and saved.get("policy") == self.controls.policy_name:
             self.rec.policy_state = dict(saved.get("state") or {})
         self.telemetry = Telemetry()
+        self.telemetry.leader.set(int(self._active))
         self.hub = DecisionHub()
         self.on_tick = on_tick
         self.max_ticks = max_ticks
@@ -223,7 +224,9 @@ class Daemon:
             await asyncio.to_thread(self._take_over)
         elif not leader and self._active:
             self._step_down()
-        return self._may_actuate()
+        actuating = self._may_actuate()
+        self.telemetry.leader.set(int(actuating))
+        return actuating
 
     # -- hooks around each tick ---------------------------------------------------------------------------
     def _advance(self, now: float) -> None:
@@ -335,6 +338,7 @@ class Daemon:
 
     async def _shutdown(self) -> None:
         self.telemetry.up.set(0)
+        self.telemetry.leader.set(0)
         if self.elector is not None:  # no tick runs any more: hand the leadership over without waiting for expiry
             self._election_stop.set()
             self._active = False

@@ -158,3 +158,14 @@ async def test_without_election_status_says_single(tmp_path: Path) -> None:
     finally:
         await _stop([task], d)
     assert (st.role, st.leader, st.identity) == ("single", "solo", "solo")
+
+
+@pytest.mark.timeout(60)
+async def test_leader_gauge_tells_leader_from_standby(tmp_path: Path) -> None:
+    """pdscale_leader is 1 on the leader and 0 on the standby."""
+    a, b, tasks = await _pair(tmp_path)
+    try:
+        values = [d.telemetry.registry.get_sample_value("pdscale_leader") for d in (a, b)]
+    finally:
+        await _stop(tasks, a, b)
+    assert values == [1.0, 0.0]
