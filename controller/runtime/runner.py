@@ -108,12 +108,16 @@ class Runner:
         """Tick until stopped or ``max_ticks``; returns an exit code (0: clean stop)."""
         next_at = self.clock()
         paced = self.wall_per_tick_s is not None  # a simulated clock paced by wall time: ticks on their slots
+        gated = False
         while not self._stop.is_set():
-            if self.gate is not None and not await self._gate_open():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), timeout=self.gate_poll_s)
-                next_at = self.clock()  # a standby's missed slots are not ticks behind: start afresh when let in
-                continue
+            if self.gate is not None:
+                if not await self._gate_open():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), timeout=self.gate_poll_s)
+                    gated = True
+                    continue
+                if gated:  # a standby's missed slots are not ticks behind: start afresh when let in
+                    next_at, gated = self.clock(), False
             # On the real clock a tick's ``now`` is the clock's time, never a slot it is running behind: windows
             # and step limits are measured on time that really passed.
             now = next_at if paced else max(next_at, self.clock())
