@@ -72,3 +72,17 @@ def test_partitioned_leader_steps_down_first(tmp_path: Path) -> None:
     b_acquired = min(t for t, client, holder, _ in writes if client == "b" and holder == "b")
     last_write_a = max(w.time_s for w in scales if w.client == "a")
     assert last_write_a < b_acquired
+
+
+def test_file_lock_standby_waits_for_a_killed_leader(tmp_path: Path) -> None:
+    """One host, file lock mode: the standby writes nothing while the leader lives, and scales once it is killed."""
+    with leader_cluster(tmp_path, TIMINGS) as c:
+        c.start("a", mode="file")
+        c.wait(lambda: c.wrote_scale("a"), what="a scaling")
+        c.start("b", mode="file")
+        c.wait(lambda: '"leader_standby"' in c.log("b"), what="b standing by")
+        c.wait(lambda: len([w for w in c.emu.scale_writes if w.client == "a"]) >= 10, what="a scaling on")
+        killed_at = c.kill("a")
+        early = [w for w in c.emu.scale_writes if w.client == "b" and w.time_s <= killed_at]
+        c.wait(lambda: c.wrote_scale("b", killed_at), what="b taking over")
+    assert early == []

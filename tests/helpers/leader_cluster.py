@@ -41,11 +41,11 @@ class LeaderCluster:
     timings: Timings
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def start(self, identity: str) -> subprocess.Popen[bytes]:
-        """Start a daemon named ``identity``; its log goes to ``workdir/<identity>.log``."""
+    def start(self, identity: str, mode: str = "lease") -> subprocess.Popen[bytes]:
+        """Start a daemon named ``identity`` electing by ``mode``; its log goes to ``workdir/<identity>.log``."""
         t = self.timings
         env = {**os.environ, "PYTHONPATH": os.pathsep.join((str(ROOT), str(ROOT / "tests" / "plugins")))}
-        args = ["--lease-s", str(t.lease_s), "--renew-s", str(t.renew_s), "--retry-s", str(t.retry_s)]
+        args = ["--lease-s", str(t.lease_s), "--renew-s", str(t.renew_s), "--retry-s", str(t.retry_s), "--mode", mode]
         with (self.workdir / f"{identity}.log").open("ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, str(HELPER), identity, self.url, str(self.workdir), *args, "--tick-s", str(t.tick_s)],

@@ -47,6 +47,7 @@ def main() -> int:
     parser.add_argument("--renew-s", type=float, default=0.7)
     parser.add_argument("--retry-s", type=float, default=0.2)
     parser.add_argument("--tick-s", type=float, default=0.1)
+    parser.add_argument("--mode", choices=("lease", "file"), default="lease")
     args = parser.parse_args()
     url = f"{args.server}/clients/{args.identity}"
     kubeconfig = write_kubeconfig(args.workdir / f"kubeconfig-{args.identity}.json", url)
@@ -70,7 +71,7 @@ def main() -> int:
             "telemetry": {"enabled": False},
             "state": {"path": str(args.workdir / "state.db")},
             "leader_election": {
-                "mode": "lease",
+                "mode": args.mode,
                 "identity": args.identity,
                 "kubeconfig": str(kubeconfig),
                 "lease_duration_s": args.lease_s,
