@@ -4,8 +4,16 @@ Start-up order: open the store; build the Reconciler (``pdscale.controller.runti
 as its recorder; settle actuation intents a crash left open (never repeating a call); restore pause state,
 overrides and runtime policy/SLO/budget changes; start the admin server and /metrics; tick until SIGTERM/SIGINT,
 which finish the current tick, persist and exit 0. SIGHUP reloads the settings file: a bad file keeps the running
-settings and logs why. With the embedded simulator the loop runs on the simulator's clock, ``speedup`` times faster
-than wall time."""
+settings and logs why.
+
+With ``leader_election`` on (pdscale.controller.runtime.leader), a daemon starts as a standby: it opens the state
+file for reading, serves the admin API (reads answer and name the leader; writes are refused) and runs no tick.
+When it wins the election it takes over: claims the state file, settles the intents the previous leader left
+open, restores pause state, overrides, runtime changes and policy state, then ticks. A leader that loses the
+election stops ticking before its next tick, and every write to the cluster is checked against the leadership
+at the moment it is made (``FencedActuator``).
+
+With the embedded simulator the loop runs on the simulator's clock, ``speedup`` times faster than wall time."""
 
 from __future__ import annotations
 
@@ -24,12 +32,26 @@ from pdscale.controller.admin.servicer import AdminServicer, RuntimeView
 from pdscale.controller.core.protocols import Actuator, MetricsSource
 from pdscale.controller.runtime.assembly import build, validate_plugins
 from pdscale.controller.runtime.intents import reconcile_intents
+from pdscale.controller.runtime.leader import (
+    Elector,
+    FencedActuator,
+    LeaderStatus,
+    Role,
+    build_elector,
+    default_identity,
+    run_election,
+)
 from pdscale.controller.runtime.loop import TickResult
 from pdscale.controller.runtime.plugins import PluginEnv, PluginError, Registry
 from pdscale.controller.runtime.record import DecisionRecord
 from pdscale.controller.runtime.runner import Runner
-from pdscale.controller.runtime.settings import Settings, SettingsError, load_settings
-from pdscale.controller.runtime.store import SqliteStore
+from pdscale.controller.runtime.settings import (
+    LeaderElectionMode,
+    Settings,
+    SettingsError,
+    load_settings,
+)
+from pdscale.controller.runtime.store import IntentResolution, SqliteStore, StoreError
 from pdscale.controller.runtime.telemetry import Telemetry, TelemetryServer
 
 __all__ = ["LIVE_SECTIONS", "Daemon"]
@@ -51,6 +73,7 @@ _RESTART_SECTIONS = (
     "admin",
     "telemetry",
     "state",
+    "leader_election",
 )
 
 
@@ -70,14 +93,21 @@ class Daemon:
         max_ticks: int | None = None,
         wall_per_tick_s: float | None = None,
         on_tick: Callable[[TickResult], Any] | None = None,
+        elector: Elector | None = None,
     ) -> None:
         self.settings = settings
         self.config_path = Path(config_path) if config_path is not None else None
         self.registry = registry or Registry()
         self.env = env or PluginEnv()
         st = settings.state
+        le = settings.leader_election
+        electing = le.mode is not LeaderElectionMode.OFF
         self.store = SqliteStore(
-            st.path, retention_days=st.retention_days, max_decisions=st.max_decisions, exclusive=True
+            st.path,
+            retention_days=st.retention_days,
+            max_decisions=st.max_decisions,
+            exclusive=not electing,
+            shared=electing,
         )
         self.assembly = build(
             settings,
@@ -89,7 +119,19 @@ class Daemon:
             fits=settings.forecasting.fits,
         )
         self.rec = self.assembly.reconciler
-        self.intent_resolutions = reconcile_intents(self.store, self.rec.actuator)
+        self.actuator = self.rec.actuator
+        """The actuator itself (``rec.actuator`` is it behind the leadership fence when electing)."""
+        self.elector: Elector | None = None
+        self._active = not electing
+        self._identity = le.identity or default_identity()
+        self.intent_resolutions: list[IntentResolution] = []
+        if electing:
+            # A standby must not settle intents: the leader may be in the middle of those calls.
+            self.elector = elector or build_elector(le, st.path)
+            self._identity = self.elector.identity
+            self.rec.actuator = FencedActuator(self.actuator, self._may_actuate, lambda: self.leader_status().leader)
+        else:
+            self.intent_resolutions = reconcile_intents(self.store, self.actuator)
         self.rec.reload_applied()
         self.controls = Controls(self.rec, self.store, self.registry)
         self.controls.restore()
@@ -97,6 +139,7 @@ class Daemon:
         if isinstance(saved, dict) and saved.get("policy") == self.controls.policy_name:
             self.rec.policy_state = dict(saved.get("state") or {})
         self.telemetry = Telemetry()
+        self.telemetry.leader.set(int(self._active))
         self.hub = DecisionHub()
         self.on_tick = on_tick
         self.max_ticks = max_ticks
@@ -117,6 +160,7 @@ class Daemon:
             ready=lambda: self.telemetry.ready,
             ticks=lambda: self.telemetry.ticks,
             attainment=self.telemetry.slo_tracker.ratio,
+            leadership=self.leader_status,
         )
         self.servicer = AdminServicer(self.controls, self.view, self.hub)
         self.runner: Runner | None = None
@@ -125,7 +169,64 @@ class Daemon:
         self.reloads = 0
         self.reload_failures = 0
         self._bg: set[asyncio.Task[Any]] = set()
+        self._election_stop = asyncio.Event()
+        self.takeovers = 0
         self.started = asyncio.Event()
+
+    # -- leadership -----------------------------------------------------------------------------------------
+    def _may_actuate(self) -> bool:
+        return self._active and (self.elector is None or self.elector.is_leader())
+
+    def leader_status(self) -> LeaderStatus:
+        """Role, identity and leader for the admin API: ``leader`` only once this daemon has taken over."""
+        if self.elector is None:
+            return LeaderStatus(Role.SINGLE, self._identity, self._identity)
+        st = self.elector.status()
+        if self._may_actuate():
+            return LeaderStatus(Role.LEADER, st.identity, st.identity, st.transitions)
+        leader = "" if st.leader == st.identity else st.leader
+        return LeaderStatus(Role.STANDBY, st.identity, leader, st.transitions)
+
+    def _take_over(self) -> bool:
+        """Resume from the state store as the new leader; False while the state file is still held."""
+        mode = self.settings.leader_election.mode
+        if mode is LeaderElectionMode.LEASE:  # in file mode the elector's lock is the state file's lock
+            try:
+                self.store.claim(holder=self._identity)
+            except StoreError as exc:
+                log.warning("leader_waiting_for_state_file", identity=self._identity, error=str(exc))
+                return False
+        self.store.reload_ids()
+        self.intent_resolutions = reconcile_intents(self.store, self.actuator)
+        with self.rec.lock:
+            self.rec.overrides = {}
+            self.rec.reload_applied()
+        self.controls.restore()
+        saved = self.store.get_value(KEY_POLICY_STATE)
+        if isinstance(saved, dict) and saved.get("policy") == self.controls.policy_name:
+            self.rec.policy_state = dict(saved.get("state") or {})
+        self._active = True
+        self.takeovers += 1
+        log.info("leader_took_over", identity=self._identity, settled_intents=len(self.intent_resolutions))
+        return True
+
+    def _step_down(self) -> None:
+        self._active = False
+        if self.settings.leader_election.mode is LeaderElectionMode.LEASE:
+            self.store.release_claim()
+        log.warning("leader_stepped_down", identity=self._identity, reason="leadership lapsed; not actuating")
+
+    async def _gate(self) -> bool:
+        """Asked by the runner before each tick: tick only as the leader that has taken over."""
+        assert self.elector is not None
+        leader = self.elector.is_leader()
+        if leader and not self._active:
+            await asyncio.to_thread(self._take_over)
+        elif not leader and self._active:
+            self._step_down()
+        actuating = self._may_actuate()
+        self.telemetry.leader.set(int(actuating))
+        return actuating
 
     # -- hooks around each tick ---------------------------------------------------------------------------
     def _advance(self, now: float) -> None:
@@ -207,8 +308,12 @@ class Daemon:
             after_tick=self._after_tick,
             max_ticks=self.max_ticks,
             wall_per_tick_s=self.wall_per_tick_s,
+            gate=self._gate if self.elector is not None else None,
+            gate_poll_s=self.elector.retry_period_s / 4 if self.elector is not None else 1.0,
         )
         try:
+            if self.elector is not None:
+                self.runner.spawn("leader-election", run_election(self.elector, self._election_stop))
             if s.telemetry.enabled:
                 self.telemetry_server = TelemetryServer(self.telemetry, s.telemetry.listen).start()
             if s.admin.enabled:
@@ -223,6 +328,8 @@ class Daemon:
                 telemetry_port=self.telemetry_server.port if self.telemetry_server else None,
                 state=str(s.state.path) if s.state.path else "memory",
                 settled_intents=len(self.intent_resolutions),
+                role=self.leader_status().role.value,
+                identity=self._identity,
             )
             self.started.set()
             return await self.runner.run()
@@ -231,6 +338,11 @@ class Daemon:
 
     async def _shutdown(self) -> None:
         self.telemetry.up.set(0)
+        self.telemetry.leader.set(0)
+        if self.elector is not None:  # no tick runs any more: hand the leadership over without waiting for expiry
+            self._election_stop.set()
+            self._active = False
+            await asyncio.to_thread(self.elector.release)
         if self.admin is not None:
             await self.admin.stop(grace_s=1.0)
         if self.telemetry_server is not None:

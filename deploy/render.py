@@ -72,6 +72,8 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
         "Controller",
         (
             Panel("Up", (Query(f"min(pdscale_up{{{D}}})", "up"),), kind="stat", width=4, height=4),
+            # Daemons actuating: 1 with leader election working; 0 (none elected) or 2 (two actuate) need a look.
+            Panel("Leaders", (Query(f"sum(pdscale_leader{{{D}}})", "leaders"),), kind="stat", width=4, height=4),
             Panel(
                 "Paused pools",
                 (Query(f"sum(pdscale_paused{{{D}}})", "paused"),),

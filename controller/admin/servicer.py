@@ -26,6 +26,7 @@ from pdscale.controller.admin.controls import AdminError, Controls, ErrorKind
 from pdscale.controller.admin.hub import DecisionHub
 from pdscale.controller.core.decide import ALL_POOLS, DecideInput, decide
 from pdscale.controller.core.types import DataState, Override
+from pdscale.controller.runtime.leader import LeaderStatus, Role
 from pdscale.controller.runtime.plugins import PluginGroup
 from pdscale.controller.runtime.record import DecisionRecord, Outcome, PoolOutcome
 
@@ -54,6 +55,8 @@ class RuntimeView:
     ready: Callable[[], bool] = lambda: False
     ticks: Callable[[], int] = lambda: 0
     attainment: Callable[[str], float | None] = lambda _pool: None
+    leadership: Callable[[], LeaderStatus] = lambda: LeaderStatus(Role.SINGLE, "")
+    """Who leads (leader election); a standby answers reads and refuses writes naming the leader."""
 
 
 def _handled(
@@ -95,6 +98,16 @@ def _parse_token(token: str) -> int | None:
         return int(text.removeprefix(_CURSOR_PREFIX))
     except (ValueError, UnicodeError, binascii.Error):
         raise _invalid("page_token is not one this server issued; pass next_page_token unchanged") from None
+
+
+def _refuse_on_standby(view: RuntimeView) -> None:
+    st = view.leadership()
+    if st.role is Role.STANDBY:
+        leader = st.leader or "none elected yet"
+        raise AdminError(
+            ErrorKind.FAILED_PRECONDITION,
+            f"this daemon ({st.identity}) is a standby and changes nothing; send writes to the leader: {leader}",
+        )
 
 
 def summary_lines(rec: DecisionRecord) -> list[str]:
@@ -141,6 +154,8 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
             ready=self.view.ready(),
             tick_s=rec.tick_s,
         )
+        lead = self.view.leadership()
+        resp.role, resp.leader, resp.identity = lead.role.value, lead.leader, lead.identity
         if rec.budget_gpus is not None:
             resp.budget_gpus = rec.budget_gpus
         allocated = 0
@@ -367,11 +382,13 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
     # -- mutating -----------------------------------------------------------------------------------------
     @_handled
     async def Pause(self, request: pb.PauseRequest, context: grpc.aio.ServicerContext) -> pb.PauseResponse:
+        _refuse_on_standby(self.view)
         paused = await asyncio.to_thread(self.controls.pause, request.pool, request.reason)
         return pb.PauseResponse(paused=paused)
 
     @_handled
     async def Resume(self, request: pb.ResumeRequest, context: grpc.aio.ServicerContext) -> pb.ResumeResponse:
+        _refuse_on_standby(self.view)
         paused = await asyncio.to_thread(self.controls.resume, request.pool)
         return pb.ResumeResponse(paused=paused)
 
@@ -379,6 +396,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
     async def SetOverride(
         self, request: pb.SetOverrideRequest, context: grpc.aio.ServicerContext
     ) -> pb.SetOverrideResponse:
+        _refuse_on_standby(self.view)
         if not request.pool:
             raise _invalid("pool is required")
         ttl = request.ttl_s if request.HasField("ttl_s") else None
@@ -397,6 +415,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
     async def ClearOverride(
         self, request: pb.ClearOverrideRequest, context: grpc.aio.ServicerContext
     ) -> pb.ClearOverrideResponse:
+        _refuse_on_standby(self.view)
         if not request.pool:
             raise _invalid("pool is required")
         cleared = await asyncio.to_thread(self.controls.clear_override, request.pool)
@@ -404,12 +423,14 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
 
     @_handled
     async def SetPolicy(self, request: pb.SetPolicyRequest, context: grpc.aio.ServicerContext) -> pb.SetPolicyResponse:
+        _refuse_on_standby(self.view)
         params = convert.struct_to_dict(request.params)
         choice = await asyncio.to_thread(self.controls.set_policy, request.name, params)
         return pb.SetPolicyResponse(name=choice.name, params=convert.dict_to_struct(choice.params))
 
     @_handled
     async def UpdateSLO(self, request: pb.UpdateSLORequest, context: grpc.aio.ServicerContext) -> pb.UpdateSLOResponse:
+        _refuse_on_standby(self.view)
         slo = await asyncio.to_thread(
             self.controls.update_slo,
             request.ttft_ms if request.HasField("ttft_ms") else None,
@@ -422,6 +443,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
     async def UpdateBudget(
         self, request: pb.UpdateBudgetRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpdateBudgetResponse:
+        _refuse_on_standby(self.view)
         has = request.HasField("max_gpus")
         if has == request.unlimited:
             raise _invalid("set exactly one of max_gpus or unlimited")

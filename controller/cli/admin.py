@@ -234,6 +234,10 @@ def _render(method: str, data: dict[str, Any], write: Callable[[Any], None]) -> 
             f"ready {data.get('ready', False)}  GPUs {data.get('gpusAllocated', 0)}/{budget}"
             + ("  PAUSED" if data.get("pausedAll") else "")
         )
+        if data.get("role", "single") != "single":  # leader election on: say who this is and who leads
+            write(
+                f"role {data['role']}  identity {data.get('identity', '')}  leader {data.get('leader') or 'none known'}"
+            )
         t = Table("pool", "role", "target", "desired", "ready", "starting", "draining", "data", "stale s",
                   "SLO met", "forecast", "guards", "outcome", "override")  # fmt: skip
         for p in data.get("pools", []):

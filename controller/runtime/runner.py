@@ -26,7 +26,9 @@ class Runner:
     """Runs ``reconciler.run_once`` every ``tick_s`` of ``clock`` until stopped.
 
     ``before_tick`` (e.g. advance an embedded simulator) and ``after_tick`` (telemetry) hooks run around each
-    tick. ``stop()`` lets the current tick finish; SIGTERM/SIGINT call it when ``install_signal_handlers`` ran.
+    tick. ``gate`` (leader election) is asked before each tick: while it answers False no tick runs (nothing is
+    decided, recorded or actuated) and it is asked again every ``gate_poll_s``.
+    ``stop()`` lets the current tick finish; SIGTERM/SIGINT call it when ``install_signal_handlers`` ran.
     """
 
     def __init__(
@@ -40,6 +42,8 @@ class Runner:
         after_tick: Callable[[TickResult], Any] | None = None,
         max_ticks: int | None = None,
         wall_per_tick_s: float | None = None,
+        gate: Callable[[], Any] | None = None,
+        gate_poll_s: float = 1.0,
     ) -> None:
         self.reconciler = reconciler
         self.tick_s = tick_s
@@ -49,6 +53,8 @@ class Runner:
         self.after_tick = after_tick
         self.max_ticks = max_ticks
         self.wall_per_tick_s = wall_per_tick_s
+        self.gate = gate
+        self.gate_poll_s = gate_poll_s
         self.ticks = 0
         self._stop = asyncio.Event()
         self.tasks: dict[str, asyncio.Task[None]] = {}
@@ -91,11 +97,27 @@ class Runner:
         if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
             await value
 
+    async def _gate_open(self) -> bool:
+        assert self.gate is not None
+        value = self.gate()
+        if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+            value = await value
+        return bool(value)
+
     async def run(self) -> int:
         """Tick until stopped or ``max_ticks``; returns an exit code (0: clean stop)."""
         next_at = self.clock()
         paced = self.wall_per_tick_s is not None  # a simulated clock paced by wall time: ticks on their slots
+        gated = False
         while not self._stop.is_set():
+            if self.gate is not None:
+                if not await self._gate_open():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), timeout=self.gate_poll_s)
+                    gated = True
+                    continue
+                if gated:  # a standby's missed slots are not ticks behind: start afresh when let in
+                    next_at, gated = self.clock(), False
             # On the real clock a tick's ``now`` is the clock's time, never a slot it is running behind: windows
             # and step limits are measured on time that really passed.
             now = next_at if paced else max(next_at, self.clock())

@@ -27,6 +27,8 @@ __all__ = [
     "ExternalChange",
     "ForecastingSettings",
     "GuardSection",
+    "LeaderElectionMode",
+    "LeaderElectionSettings",
     "LoggingSettings",
     "MetricsSettings",
     "PolicySettings",
@@ -280,6 +282,52 @@ class StateSettings(_Section):
     max_decisions: int = Field(100_000, ge=100)
 
 
+class LeaderElectionMode(StrEnum):
+    """How replicas of the daemon agree on the one that actuates."""
+
+    OFF = "off"
+    """One daemon per state file (the state file's lock refuses a second one)."""
+    LEASE = "lease"
+    """A coordination.k8s.io/v1 Lease (client-go leaderelection semantics); standbys keep their admin API up."""
+    FILE = "file"
+    """One host: the state file's lock; a standby waits for it instead of refusing to start."""
+
+
+class LeaderElectionSettings(_Section):
+    """Leader election: only the leader actuates; see pdscale.controller.runtime.leader."""
+
+    mode: LeaderElectionMode = LeaderElectionMode.OFF
+    identity: str | None = None
+    """This daemon's holder identity; default: $POD_NAME (else the host name) and the process id."""
+    lease_name: str = Field("pdscale", min_length=1, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    namespace: str | None = None
+    """The Lease's namespace; default: the pod's own (service account namespace file), else ``default``."""
+    kubeconfig: str | None = None
+    context: str | None = None
+    in_cluster: bool | None = None
+    """None: in-cluster when KUBERNETES_SERVICE_HOST is set and no kubeconfig is given."""
+    lease_duration_s: float = Field(15.0, gt=0)
+    """How long a standby waits, from the last change of the Lease it saw, before it takes over."""
+    renew_deadline_s: float = Field(10.0, gt=0)
+    """A leader that has not renewed for this long stops actuating (before its Lease can expire elsewhere)."""
+    retry_period_s: float = Field(2.0, gt=0)
+    """Between two attempts to acquire or renew."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        # client-go's rules: leaseDuration > renewDeadline > 1.2 * retryPeriod (its jitter factor).
+        if self.renew_deadline_s >= self.lease_duration_s:
+            raise ValueError(
+                f"renew_deadline_s ({self.renew_deadline_s}) must be below lease_duration_s ({self.lease_duration_s}):"
+                " a leader must stop actuating before its lease can expire"
+            )
+        if self.renew_deadline_s <= 1.2 * self.retry_period_s:
+            raise ValueError(
+                f"renew_deadline_s ({self.renew_deadline_s}) must exceed 1.2 x retry_period_s ({self.retry_period_s})"
+            )
+        return self
+
+
 class LoggingSettings(_Section):
     """Log level and renderer (``auto``: JSON when not a TTY)."""
 
@@ -305,6 +353,7 @@ class Settings(_Section):
     admin: AdminSettings = Field(default_factory=AdminSettings)  # type: ignore[arg-type]
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     state: StateSettings = Field(default_factory=StateSettings)  # type: ignore[arg-type]
+    leader_election: LeaderElectionSettings = Field(default_factory=LeaderElectionSettings)  # type: ignore[arg-type]
     logging: LoggingSettings = Field(default_factory=LoggingSettings)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
@@ -313,6 +362,8 @@ class Settings(_Section):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"pool names must be unique; repeated: {', '.join(dupes)}")
+        if self.leader_election.mode is LeaderElectionMode.FILE and self.state.path is None:
+            raise ValueError("leader_election.mode 'file' locks the state file: set state.path")
         if self.budget.max_gpus is not None:
             floor = sum(p.min_replicas * p.gpus_per_replica for p in self.pools)
             if floor > self.budget.max_gpus:

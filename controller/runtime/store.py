@@ -38,6 +38,7 @@ __all__ = [
     "StoreError",
     "decision_record_from_json",
     "decision_record_to_json",
+    "lock_path_of",
 ]
 
 log = structlog.get_logger(__name__)
@@ -189,12 +190,18 @@ def _scrub(value: Any) -> Any:
     return value
 
 
-def _claim(path: Path) -> Any:
+def lock_path_of(path: Path) -> Path:
+    """The lock file that guards the state file ``path``."""
+    return path.with_name(path.name + ".lock")
+
+
+def _claim(path: Path, holder: str | None = None) -> Any:
     """Hold an exclusive lock on ``<state>.lock`` for this process's lifetime: two daemons on one state file
-    would overwrite each other's rows and both actuate. The lock dies with the process (kill -9 included)."""
+    would overwrite each other's rows and both actuate. The lock dies with the process (kill -9 included).
+    The lock file then names ``holder`` (default: the process id)."""
     import fcntl  # noqa: PLC0415  (POSIX only; only the daemon claims its state file)
 
-    lock_path = path.with_name(path.name + ".lock")
+    lock_path = lock_path_of(path)
     fh = lock_path.open("a+", encoding="utf-8")
     try:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -203,12 +210,12 @@ def _claim(path: Path) -> Any:
         holder = fh.read().strip() or "unknown"
         fh.close()
         raise StoreError(
-            f"state file {path} is in use by another pdscale daemon (pid {holder}); one daemon per state file "
+            f"state file {path} is in use by another pdscale daemon ({holder}); one daemon per state file "
             "(stop it, or give this one its own state.path)"
         ) from None
     fh.seek(0)
     fh.truncate()
-    fh.write(f"{os.getpid()}\n")
+    fh.write(f"{holder or f'pid {os.getpid()}'}\n")
     fh.flush()
     return fh
 
@@ -221,6 +228,8 @@ class SqliteStore:
     """Decisions, intents, applied targets, overrides, pause and runtime settings in one SQLite file.
 
     ``path=None`` (or ``":memory:"``) keeps everything in memory: same API, nothing survives a restart.
+    ``shared=True``: another daemon may own the file (a leader-election standby reads it); closing then never
+    waits on the owner, and ``claim()`` takes ownership when this daemon becomes the leader.
     """
 
     def __init__(
@@ -230,12 +239,14 @@ class SqliteStore:
         retention_days: float = 30.0,
         max_decisions: int = 100_000,
         exclusive: bool = False,
+        shared: bool = False,
     ) -> None:
         self.path = None if path in (None, ":memory:") else Path(path)  # type: ignore[arg-type]
         self.retention_s = retention_days * _DAY_S
         self.max_decisions = max_decisions
         self._lock = threading.RLock()
         self._owner: Any = None
+        self._shared = shared
         target = ":memory:" if self.path is None else str(self.path)
         existed = self.path is not None and self.path.exists()
         if self.path is not None:
@@ -266,6 +277,31 @@ class SqliteStore:
         if self._owner is not None:
             self._owner.close()
             self._owner = None
+
+    @property
+    def claimed(self) -> bool:
+        """Whether this process holds the state file's lock."""
+        return self._owner is not None
+
+    def claim(self, holder: str | None = None) -> None:
+        """Take the state file's lock now (raises StoreError naming the holder when another daemon has it), then
+        continue after the previous owner's decision ids."""
+        with self._lock:
+            if self.path is None or self._owner is not None:
+                return
+            self._owner = _claim(self.path, holder)
+        self.reload_ids()
+
+    def reload_ids(self) -> None:
+        """Continue decision ids after the newest row (another daemon may have written since this one opened)."""
+        with self._lock:
+            row = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM decisions").fetchone()
+            self._id = max(self._id, int(row[0]))
+
+    def release_claim(self) -> None:
+        """Give up the state file's lock (a leader stepping down); the connection stays open for reads."""
+        with self._lock:
+            self._release()
 
     def _check_existing(self, target: str) -> None:
         """An existing state file must be an intact pdscale state DB: a truncated file, a dropped table or a
@@ -304,7 +340,8 @@ class SqliteStore:
         """Checkpoint and close the file (and give up the daemon's claim on it)."""
         with self._lock:
             if self.path is not None:
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                shared = self._shared and self._owner is None  # the owner may be writing: do not wait on it
+                self._db.execute(f"PRAGMA wal_checkpoint({'PASSIVE' if shared else 'TRUNCATE'})")
             self._db.close()
             self._release()  # closing the lock file's descriptor releases the flock
 

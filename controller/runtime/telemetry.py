@@ -28,6 +28,7 @@ _TICK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 
 METRIC_NAMES: tuple[str, ...] = (
     "pdscale_up",
+    "pdscale_leader",
     "pdscale_desired_replicas",
     "pdscale_actual_replicas",
     "pdscale_forecast",
@@ -98,6 +99,11 @@ class Telemetry:
         self.ticks = 0
         self.slo_tracker = SloTracker()
         self.up = Gauge("pdscale_up", "1 while the control loop is running.", registry=r)
+        self.leader = Gauge(
+            "pdscale_leader",
+            "1 while this daemon actuates (the elected leader, or leader election off); 0 as a standby.",
+            registry=r,
+        )
         self.desired = Gauge(
             "pdscale_desired_replicas",
             "Replica count pdscale wants for the pool after guards.",

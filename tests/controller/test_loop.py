@@ -356,3 +356,23 @@ def test_a_policy_returning_a_bad_target_holds_every_pool(value: object) -> None
     failed = [e for e in logs if e["event"] == "policy_failed"]
     assert failed
     assert "prefill" in failed[0]["error"]
+
+
+class TestRunnerGate:
+    def test_no_tick_while_the_gate_is_closed(self) -> None:
+        """A closed gate (a leader-election standby) runs no tick; ticks start once it opens."""
+        clock = ManualClock(0.0)
+        rec, _, _ = make(FixedPolicy({"prefill": 2, "decode": 2}), clock=clock)
+        answers = iter([False, False, False, True, True])
+        seen: list[float] = []
+
+        def gate() -> bool:
+            clock.advance(1.0)  # each ask is one poll later
+            return next(answers)
+
+        runner = Runner(
+            rec, tick_s=30.0, clock=clock, before_tick=seen.append, max_ticks=2, wall_per_tick_s=0.0, gate=gate,
+            gate_poll_s=0.0,
+        )  # fmt: skip
+        assert asyncio.run(runner.run()) == 0
+        assert seen == [4.0, 34.0]  # the first tick on the 4th ask (t=4), the next a tick_s later

@@ -15,6 +15,12 @@ exercised end to end (kubeconfig, URL building, content types, error decoding):
 A tiny workload controller makes pods follow ``spec.replicas``: new pods are Pending then Running+Ready after
 ``start_delay_s``; scale-down marks pods terminating (``deletionTimestamp``) and removes them after
 ``terminate_delay_s``; for Deployments the lowest ``controller.kubernetes.io/pod-deletion-cost`` goes first.
+Leases (coordination.k8s.io/v1, for leader election): GET, POST on the collection (409 AlreadyExists), PUT with
+``metadata.resourceVersion`` (409 Conflict when stale). A base URL ``.../clients/<name>`` names the client (put it
+in its kubeconfig): ``partition(name)`` then drops that client's requests (all, or only its Lease calls), and every
+scale write is logged in ``scale_writes`` with the client and the Lease holders at that moment, so a test counts
+writes made by a daemon that was not the leader. These client names are an emulator-only device.
+
 It is not a real API server: no admission, no RBAC, no server-side apply, no informers' bookmarks.
 """
 
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["K8sEmulator", "ResourceKind", "running_emulator", "write_kubeconfig"]
+__all__ = ["K8sEmulator", "ResourceKind", "ScaleWrite", "running_emulator", "write_kubeconfig"]
 
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 
@@ -63,6 +70,22 @@ class ApiError(Exception):
         self.code, self.reason, self.message = code, reason, message
 
 
+@dataclass(frozen=True, slots=True)
+class ScaleWrite:
+    """One change of a workload's spec.replicas through /scale, as the emulator saw it."""
+
+    time_s: float
+    """Wall clock (time.time) when the write was applied."""
+    client: str
+    """The ``/clients/<name>`` the request came through ("" when none)."""
+    manager: str
+    plural: str
+    name: str
+    replicas: int
+    lease_holders: dict[str, str]
+    """``namespace/name`` of every Lease to its holderIdentity at the moment of the write."""
+
+
 @dataclass
 class _Fault:
     method: str
@@ -85,6 +108,13 @@ class K8sEmulator:
     events: list[tuple[int, str, str, dict[str, Any]]] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)
     faults: list[_Fault] = field(default_factory=list)
+    leases: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    scale_writes: list[ScaleWrite] = field(default_factory=list)
+    lease_writes: list[tuple[float, str, str, int]] = field(default_factory=list)
+    """(time.time, client, holderIdentity, leaseTransitions) of every Lease create or replace."""
+    partitioned: dict[str, str] = field(default_factory=dict)
+    """client name -> "all" or "leases": requests the emulator drops without an answer."""
+    _client: str = ""
     _rv: int = 100
     _seq: int = 0
     _cond: threading.Condition = field(default_factory=lambda: threading.Condition(threading.RLock()))
@@ -268,9 +298,12 @@ class K8sEmulator:
         }
 
     # -- request handling -----------------------------------------------------------------------
-    def handle(self, method: str, path: str, query: dict[str, str], body: Any, ctype: str, agent: str) -> Any:
+    def handle(
+        self, method: str, path: str, query: dict[str, str], body: Any, ctype: str, agent: str, client: str = ""
+    ) -> Any:
         """Answer one request (the HTTP layer turns ApiError into a Status)."""
         with self._cond:
+            self._client = client
             self.requests.append((method, path))
             for f in self.faults:
                 if f.method == method and path.endswith(f.path_suffix) and f.times > 0:
@@ -282,6 +315,8 @@ class K8sEmulator:
             manager = query.get("fieldManager") or agent.split("/", maxsplit=1)[0] or "unknown"
             if parts[:2] == ["api", "v1"] and len(parts) >= 5 and parts[4] == "pods":
                 return self._pods(method, parts[3], parts[5] if len(parts) > 5 else None, query, body, ctype)
+            if parts[:3] == ["apis", "coordination.k8s.io", "v1"] and len(parts) >= 6 and parts[5] == "leases":
+                return self._lease(method, parts[4], parts[6] if len(parts) > 6 else None, body)
             if parts[0] == "apis" and len(parts) >= 6 and parts[3] == "namespaces":
                 ns, plural = parts[4], parts[5]
                 name = parts[6] if len(parts) > 6 else None
@@ -382,6 +417,8 @@ class K8sEmulator:
             self._record(obj, manager, "Update", sub)
             self._bump(plural, obj, "MODIFIED")
             self._reconcile(plural, ns, name)
+            if sub == "scale":
+                self._log_scale_write(manager, plural, name, replicas)
         return self._scale_of(plural, obj) if sub == "scale" else copy.deepcopy(obj)
 
     def _pods(
@@ -412,6 +449,93 @@ class K8sEmulator:
             self._rv += 1
             pod["metadata"]["resourceVersion"] = str(self._rv)
         return _public(pod)
+
+    # -- leases (coordination.k8s.io/v1), partitions and the scale-write log ---------------------------------
+    def partition(self, client: str, scope: str = "all") -> None:
+        """Drop every request of ``client`` (``scope="leases"``: only its Lease calls) until ``heal``."""
+        if scope not in ("all", "leases"):
+            raise ValueError(f"partition scope must be 'all' or 'leases', got {scope!r}")
+        with self._cond:
+            self.partitioned[client] = scope
+
+    def heal(self, client: str) -> None:
+        """Answer ``client`` again."""
+        with self._cond:
+            self.partitioned.pop(client, None)
+
+    def drops(self, client: str, path: str) -> bool:
+        """Whether a request of ``client`` for ``path`` is lost in a partition."""
+        with self._cond:
+            scope = self.partitioned.get(client)
+        return scope == "all" or (scope == "leases" and "/leases" in path)
+
+    def lease(self, name: str, ns: str = "default") -> dict[str, Any] | None:
+        """A copy of the Lease, or None."""
+        with self._cond:
+            got = self.leases.get((ns, name))
+            return copy.deepcopy(got) if got is not None else None
+
+    def writes_by_non_leader(self, lease: str = "pdscale", ns: str = "default") -> list[ScaleWrite]:
+        """Scale writes made by a client that was not the Lease's holder at that moment (double actuation)."""
+        key = f"{ns}/{lease}"
+        with self._cond:
+            return [w for w in self.scale_writes if w.client != w.lease_holders.get(key)]
+
+    def _log_scale_write(self, manager: str, plural: str, name: str, replicas: int) -> None:
+        holders = {
+            f"{n}/{k}": str((o.get("spec") or {}).get("holderIdentity") or "") for (n, k), o in self.leases.items()
+        }
+        self.scale_writes.append(ScaleWrite(time.time(), self._client, manager, plural, name, replicas, holders))
+
+    def _lease(self, method: str, ns: str, name: str | None, body: Any) -> dict[str, Any]:
+        if name is None:
+            if method != "POST":
+                raise ApiError(405, "MethodNotAllowed", f"{method} on the leases collection is not served")
+            if not isinstance(body, dict) or not (body.get("metadata") or {}).get("name"):
+                raise ApiError(422, "Invalid", "Lease.coordination.k8s.io: metadata.name: Required value")
+            name = str(body["metadata"]["name"])
+            if (ns, name) in self.leases:
+                raise ApiError(409, "AlreadyExists", f'leases.coordination.k8s.io "{name}" already exists')
+            return self._store_lease(ns, name, body)
+        current = self.leases.get((ns, name))
+        if current is None:
+            raise ApiError(404, "NotFound", f'leases.coordination.k8s.io "{name}" not found')
+        if method == "GET":
+            return copy.deepcopy(current)
+        if method != "PUT":
+            raise ApiError(405, "MethodNotAllowed", f"{method} on a Lease is not served")
+        sent_rv = (body.get("metadata") or {}).get("resourceVersion") if isinstance(body, dict) else None
+        if sent_rv and sent_rv != current["metadata"]["resourceVersion"]:
+            raise ApiError(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on leases.coordination.k8s.io "{name}": the object has been modified; '
+                "please apply your changes to the latest version and try again",
+            )
+        return self._store_lease(ns, name, body)
+
+    def _store_lease(self, ns: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        self._rv += 1
+        obj = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name, "namespace": ns, "resourceVersion": str(self._rv), "uid": f"uid-lease-{name}"},
+            "spec": copy.deepcopy(body.get("spec") or {}),
+        }
+        self.leases[(ns, name)] = obj
+        spec = obj["spec"]
+        holder, transitions = str(spec.get("holderIdentity") or ""), int(spec.get("leaseTransitions") or 0)
+        self.lease_writes.append((time.time(), self._client, holder, transitions))
+        return copy.deepcopy(obj)
+
+
+def _split_client(path: str) -> tuple[str, str]:
+    """``/clients/<name>/rest`` -> (name, ``/rest``); other paths have no client name."""
+    if path.startswith("/clients/"):
+        _, _, rest = path.partition("/clients/")
+        name, _, tail = rest.partition("/")
+        return name, "/" + tail
+    return "", path
 
 
 def _public(pod: dict[str, Any]) -> dict[str, Any]:
@@ -496,6 +620,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         emu = self.server.emulator
         url = urlsplit(self.path)
+        client, path = _split_client(url.path)
+        if emu.drops(client, path):
+            self.close_connection = True  # a partition: no answer at all
+            return
+        url = url._replace(path=path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
@@ -514,6 +643,7 @@ class _Handler(BaseHTTPRequestHandler):
                 body,
                 self.headers.get("Content-Type", ""),
                 self.headers.get("User-Agent", ""),
+                client,
             )
         except ApiError as exc:
             status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure"}
@@ -541,6 +671,12 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     emulator: K8sEmulator
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client killed mid-request (the leader-election tests kill -9 daemons) is not an emulator error.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 @contextmanager

@@ -123,7 +123,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("model", "policy", "policy_params", "slo", "budget_gpus", "gpus_allocated", "paused_all", "last_tick_s", "ticks", "last_decision_id", "dry_run", "ready", "tick_s", "pools")
+    __slots__ = ("model", "policy", "policy_params", "slo", "budget_gpus", "gpus_allocated", "paused_all", "last_tick_s", "ticks", "last_decision_id", "dry_run", "ready", "tick_s", "pools", "role", "leader", "identity")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     POLICY_PARAMS_FIELD_NUMBER: _ClassVar[int]
@@ -138,6 +138,9 @@ class GetStatusResponse(_message.Message):
     READY_FIELD_NUMBER: _ClassVar[int]
     TICK_S_FIELD_NUMBER: _ClassVar[int]
     POOLS_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
     model: str
     policy: str
     policy_params: _struct_pb2.Struct
@@ -152,7 +155,10 @@ class GetStatusResponse(_message.Message):
     ready: bool
     tick_s: float
     pools: _containers.RepeatedCompositeFieldContainer[PoolStatus]
-    def __init__(self, model: _Optional[str] = ..., policy: _Optional[str] = ..., policy_params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., slo: _Optional[_Union[SLO, _Mapping]] = ..., budget_gpus: _Optional[int] = ..., gpus_allocated: _Optional[int] = ..., paused_all: _Optional[bool] = ..., last_tick_s: _Optional[float] = ..., ticks: _Optional[int] = ..., last_decision_id: _Optional[int] = ..., dry_run: _Optional[bool] = ..., ready: _Optional[bool] = ..., tick_s: _Optional[float] = ..., pools: _Optional[_Iterable[_Union[PoolStatus, _Mapping]]] = ...) -> None: ...
+    role: str
+    leader: str
+    identity: str
+    def __init__(self, model: _Optional[str] = ..., policy: _Optional[str] = ..., policy_params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., slo: _Optional[_Union[SLO, _Mapping]] = ..., budget_gpus: _Optional[int] = ..., gpus_allocated: _Optional[int] = ..., paused_all: _Optional[bool] = ..., last_tick_s: _Optional[float] = ..., ticks: _Optional[int] = ..., last_decision_id: _Optional[int] = ..., dry_run: _Optional[bool] = ..., ready: _Optional[bool] = ..., tick_s: _Optional[float] = ..., pools: _Optional[_Iterable[_Union[PoolStatus, _Mapping]]] = ..., role: _Optional[str] = ..., leader: _Optional[str] = ..., identity: _Optional[str] = ...) -> None: ...
 
 class PoolSpec(_message.Message):
     __slots__ = ("name", "role", "gpus_per_replica", "min_replicas", "max_replicas", "cold_start_s", "drain_timeout_s", "model")
