@@ -101,11 +101,19 @@ def lognormal_cv2(mean: float, p90: float) -> float:
 
 
 def lognormal_exceedance(mean: float, p90: float, x: float) -> float:
-    """P(X > x) for the log-normal with this mean and 90th percentile (0 or 1 for a point mass at the mean)."""
+    """P(X > x) for the log-normal with this mean and 90th percentile (0 or 1 for a point mass at the mean).
+
+    A p90 above ``exp(z90^2 / 2)`` (~2.27) times the mean is a heavier tail than any log-normal with that mean
+    has: the tail is then the heaviest log-normal with that mean (sigma = z90), which understates the mass far
+    out rather than inventing it, and never reads a heavy tail as none (a point mass would).
+    """
+    if x <= 0.0:
+        return 1.0
     s = lognormal_sigma(mean, p90)
-    if s is None or x <= 0.0:
+    if s is None and mean > 0.0 and p90 > mean:
+        s, mu = _Z90, math.log(mean) - _Z90 * _Z90 / 2.0
+    elif s is None or s == 0.0:
         return 1.0 if x < mean else 0.0
-    if s == 0.0:
-        return 1.0 if x < mean else 0.0
-    mu = math.log(mean) - s * s / 2.0
+    else:
+        mu = math.log(mean) - s * s / 2.0
     return 0.5 * math.erfc((math.log(x) - mu) / (s * math.sqrt(2.0)))

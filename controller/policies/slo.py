@@ -35,6 +35,7 @@ from pdscale.controller.core.protocols import CapacityEstimate, CapacityModel, P
 from pdscale.controller.core.types import DataState, PoolRole, PoolSpec, RoleFlip, Signal, Signals
 from pdscale.controller.policies.demand import pool_demand, split_budget, workload_from
 from pdscale.controller.policies.dispersion import Dispersion
+from pdscale.controller.policies.feasibility import TtftFeasibility, ttft_feasibility
 from pdscale.controller.policies.feedback import Margin, update_margin
 from pdscale.controller.policies.params import Param, validate_params
 
@@ -80,7 +81,7 @@ class SloPolicy:
 
     # -- calibration ----------------------------------------------------------------------------------
     def _calibrate(
-        self, ctx: PolicyContext, model: CapacityModel, w: Workload, cal: CalibrationState
+        self, ctx: PolicyContext, model: CapacityModel, w: Workload, cal: CalibrationState, feas: TtftFeasibility
     ) -> CalibrationState:
         """Move the correction factors toward observed / predicted at the observed load.
 
@@ -90,6 +91,8 @@ class SloPolicy:
           mean batch, which Little's law gives exactly: generated tokens/s x mean ITL = mean running sequences;
         - prefill: the measured compute-busy share against rate / (replicas x service rate) where the source
           reports it, else the mean TTFT against the M/G/c mean, only while the pool is not under-sized.
+        A TTFT miss that prompts no fleet can serve explain (``feas.tail_unattainable``) does not hold the
+        prefill factor up.
         """
         if not self.params["calibrate"]:
             return cal
@@ -101,7 +104,7 @@ class SloPolicy:
             if obs is None or obs.state is not DataState.OK or st.ready < 1:
                 continue
             s = obs.signals
-            ttft_violated |= (s.ttft_p99_ms or 0.0) > ctx.slo.ttft_ms
+            ttft_violated |= (s.ttft_p99_ms or 0.0) > ctx.slo.ttft_ms and not feas.tail_unattainable
             itl_violated |= (s.itl_p99_ms or 0.0) > ctx.slo.itl_ms
             if spec.role is PoolRole.PREFILL and s.request_rate_per_s:
                 prefill_ratio = _prefill_ratio(ctx, model, spec, st.ready, s, w) or prefill_ratio
@@ -139,10 +142,11 @@ class SloPolicy:
             w = replace(w, arrival_cv2=idc)
         cal = CalibrationState.from_dict(state.get("calibration"))
         model = ctx.capacity
-        cal = self._calibrate(ctx, model, w, cal)
+        feas = ttft_feasibility(model, w, ctx.slo, cal.correction())
+        cal = self._calibrate(ctx, model, w, cal, feas)
         headroom = self.params["headroom"]
 
-        margins = self._margins(ctx, state.get("margins", {}))
+        margins = self._margins(ctx, state.get("margins", {}), feas)
         needs: dict[str, int] = {}
         estimates: dict[str, dict[str, float]] = {}
         reasons: dict[str, str] = {}
@@ -164,6 +168,9 @@ class SloPolicy:
                 estimates[name]["arrival_cv2"] = w.arrival_cv2
             if margin > 1.0:
                 reasons[name] += f"; SLO feedback margin x{margin:.2f}"
+            if feas.tail_unattainable and spec.role is not PoolRole.DECODE:
+                reasons[name] += f"; {feas.note(ctx.slo.ttft_ms)}"
+                estimates[name]["ttft_infeasible_share"] = feas.infeasible_share
             if cal.profile_off:
                 reasons[name] += f"; calibration: profile off (prefill x{cal.prefill:.2f}, decode x{cal.decode:.2f})"
 
@@ -205,8 +212,12 @@ class SloPolicy:
             )
         return d
 
-    def _margins(self, ctx: PolicyContext, past: Mapping[str, Any]) -> dict[str, Margin]:
-        """Each pool's SLO feedback margin after this tick's observed tail latency (see policies.feedback)."""
+    def _margins(self, ctx: PolicyContext, past: Mapping[str, Any], feas: TtftFeasibility) -> dict[str, Margin]:
+        """Each pool's SLO feedback margin after this tick's observed tail latency (see policies.feedback).
+
+        A TTFT miss counts only while the TTFT quantile is attainable: when prompts whose prefill alone outlasts
+        the target fill the SLO's tail (``policies.feasibility``), more replicas cannot fix it.
+        """
         out: dict[str, Margin] = {}
         for name, spec in ctx.pools.items():
             m = Margin.from_dict(past.get(name) if isinstance(past, Mapping) else None)
@@ -217,7 +228,7 @@ class SloPolicy:
             violated: bool | None = None
             if obs is not None and obs.state is DataState.OK and ctx.states[name].ready >= 1:
                 s = obs.signals
-                ttft = s.ttft_p99_ms if spec.role is not PoolRole.DECODE else None
+                ttft = s.ttft_p99_ms if spec.role is not PoolRole.DECODE and not feas.tail_unattainable else None
                 itl = s.itl_p99_ms if spec.role is not PoolRole.PREFILL else None
                 if ttft is not None or itl is not None:
                     violated = (ttft or 0.0) > ctx.slo.ttft_ms or (itl or 0.0) > ctx.slo.itl_ms
