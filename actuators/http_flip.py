@@ -75,12 +75,17 @@ class _Flipped:
 class HttpRoleFlipActuator:
     """Actuator + SupportsRoleFlip: counts through a base scaler, flips through an engine's HTTP endpoint."""
 
+    params_model: type[HttpRoleFlipParams] = HttpRoleFlipParams
+    """The params schema (engine-specific subclasses extend it)."""
+    backend = BACKEND
+    """The name errors and call logs carry."""
+
     def __init__(self, pools: Mapping[str, Any], params: Mapping[str, Any], env: Any = None) -> None:
         import requests
 
-        self.params = parse_params(HttpRoleFlipParams, params, BACKEND)
+        self.params = parse_params(self.params_model, params, self.backend)
         self.pools = dict(pools)
-        self.calls = CallLog(BACKEND, dry_run=self.params.dry_run)
+        self.calls = CallLog(self.backend, dry_run=self.params.dry_run)
         self._retry = self.params.retry_policy()
         self._session = requests.Session()
         resources = getattr(env, "resources", {}) or {}

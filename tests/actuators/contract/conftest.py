@@ -117,17 +117,24 @@ def kubernetes_backend(tmp_path: Path) -> Iterator[Backend]:
 
 
 class _FakeEngine(BaseHTTPRequestHandler):
-    """Accepts POST /workers/<id>/v1/pd_role and records the role."""
+    """Accepts POST /workers/<id>/v1/pd_role (or SGLang's /pd_role_switch) and records the role; idle metrics."""
 
     roles: ClassVar[dict[str, str]] = {}
 
     def log_message(self, format: str, *args: Any) -> None:
         return
 
+    def do_GET(self) -> None:
+        data = b"sglang:num_running_reqs 0\nsglang:num_queue_reqs 0\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
         worker = self.path.split("/")[2]
-        type(self).roles[worker] = body["role"]
+        type(self).roles[worker] = body.get("role") or body["new_role"]
         self.send_response(200)
         self.send_header("Content-Length", "2")
         self.end_headers()
@@ -159,6 +166,24 @@ def http_flip_backend(engine_url: str) -> Backend:
 
     return Backend(
         "http_flip", make(), lambda pool, n: None, _fake_revision(base), lambda: make(True), frozenset({"flip_roles"})
+    )
+
+
+def sglang_backend(engine_url: str) -> Backend:
+    from pdscale.actuators.sglang import SglangRoleSwitchActuator
+
+    base = FakeActuator(dict.fromkeys(POOLS, 2))
+    env = PluginEnv(resources={"base_actuator": base})
+    params = {
+        "url": engine_url + "/workers/$replica/pd_role_switch",
+        "metrics_url": engine_url + "/workers/$replica/metrics",
+    }
+
+    def make(dry_run: bool = False) -> SglangRoleSwitchActuator:
+        return SglangRoleSwitchActuator(pool_settings(), {**params, "dry_run": dry_run}, env)
+
+    return Backend(
+        "sglang", make(), lambda pool, n: None, _fake_revision(base), lambda: make(True), frozenset({"flip_roles"})
     )
 
 
@@ -253,6 +278,7 @@ BACKENDS = [
     pytest.param("kubernetes", marks=pytest.mark.integration_k8s),
     pytest.param("aws", marks=pytest.mark.integration_aws),
     "http_flip",
+    "sglang",
     pytest.param("ray", marks=pytest.mark.integration_ray),
 ]
 
@@ -271,5 +297,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.
         yield from aws_backend(monkeypatch)
     elif name == "http_flip":
         yield http_flip_backend(request.getfixturevalue("fake_engine")[0])
+    elif name == "sglang":
+        yield sglang_backend(request.getfixturevalue("fake_engine")[0])
     else:
         yield ray_backend(request.getfixturevalue("ray_serve_head"))
