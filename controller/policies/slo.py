@@ -30,8 +30,9 @@ from dataclasses import replace
 from typing import Any
 
 from pdscale.controller.core.calibration import CalibrationSettings, CalibrationState, has_calibration_sink, update
-from pdscale.controller.core.capacity import Workload
+from pdscale.controller.core.capacity import Correction, Workload
 from pdscale.controller.core.protocols import CapacityEstimate, CapacityModel, PolicyContext, Proposal
+from pdscale.controller.core.shape import DecodeShape, ShapeSettings
 from pdscale.controller.core.types import DataState, PoolRole, PoolSpec, RoleFlip, Signal, Signals
 from pdscale.controller.policies.demand import pool_demand, split_budget, workload_from
 from pdscale.controller.policies.dispersion import Dispersion
@@ -53,6 +54,8 @@ PARAMS: Mapping[str, Param] = {
     "calibration_max": Param(float, 2.0, lambda v: v >= 1, "must be >= 1"),
     "profile_off_threshold": Param(float, 0.3, lambda v: v > 0, "must be > 0"),
     "role_flips": Param(bool, True),
+    "learn_decode_shape": Param(bool, True),
+    "shape_half_life_s": Param(float, 6 * 3600.0, lambda v: v > 0, "must be > 0"),
     "measure_arrival_cv2": Param(bool, True),
     "dispersion_half_life_s": Param(float, 1800.0, lambda v: v > 0, "must be > 0"),
     "slo_feedback": Param(bool, False),
@@ -78,12 +81,18 @@ class SloPolicy:
             off_threshold=self.params["profile_off_threshold"],
         )
         self.defaults = Workload(self.params["isl_tokens"], self.params["osl_tokens"])
+        self.shape_settings = ShapeSettings(
+            half_life_s=self.params["shape_half_life_s"],
+            min_factor=self.params["calibration_min"],
+            max_factor=self.params["calibration_max"],
+        )
 
     # -- calibration ----------------------------------------------------------------------------------
     def _calibrate(
         self, ctx: PolicyContext, model: CapacityModel, w: Workload, cal: CalibrationState, feas: TtftFeasibility
-    ) -> CalibrationState:
-        """Move the correction factors toward observed / predicted at the observed load.
+    ) -> tuple[CalibrationState, list[tuple[float, float]]]:
+        """Move the correction factors toward observed / predicted at the observed load; also return this tick's
+        decode points ``(batch, observed / profile step)`` for the shape fit (``core.shape``).
 
         The comparisons use exact interval statistics, never bucket-interpolated quantiles (a histogram with
         vLLM's 25/50/75 ms ITL buckets cannot tell 40 ms from 45 ms):
@@ -95,8 +104,9 @@ class SloPolicy:
         prefill factor up.
         """
         if not self.params["calibrate"]:
-            return cal
+            return cal, []
         prefill_ratio = decode_ratio = None
+        points: list[tuple[float, float]] = []
         ttft_violated = itl_violated = False
         for name, spec in ctx.pools.items():
             obs = ctx.observations.get(name)
@@ -115,6 +125,7 @@ class SloPolicy:
                 predicted = model.predict_itl_ms(1, batch, w)
                 if predicted > 0:
                     decode_ratio = s.itl_mean_ms / predicted
+                    points.append((batch, decode_ratio))
         new, report = update(
             cal,
             self.calibration,
@@ -125,7 +136,7 @@ class SloPolicy:
         )
         if new.profile_off != cal.profile_off and has_calibration_sink(ctx.capacity):
             ctx.capacity.calibration_report(report, new)
-        return new
+        return new, points
 
     # -- the decision ---------------------------------------------------------------------------------
     def decide(self, ctx: PolicyContext) -> Proposal:
@@ -143,7 +154,11 @@ class SloPolicy:
         cal = CalibrationState.from_dict(state.get("calibration"))
         model = ctx.capacity
         feas = ttft_feasibility(model, w, ctx.slo, cal.correction())
-        cal = self._calibrate(ctx, model, w, cal, feas)
+        cal, points = self._calibrate(ctx, model, w, cal, feas)
+        shape = DecodeShape.from_dict(state.get("decode_shape"))
+        if self.params["learn_decode_shape"]:
+            for batch, ratio in points:
+                shape = shape.observe(ctx.now_s, batch, ratio, self.shape_settings)
         headroom = self.params["headroom"]
 
         margins = self._margins(ctx, state.get("margins", {}), feas)
@@ -159,7 +174,10 @@ class SloPolicy:
                 continue
             margin = margins[name].factor
             demand = {s: v * headroom * margin for s, v in demand.items()}
-            est = model.replicas_needed(spec, demand, ctx.slo, workload=w, correction=cal.correction())
+            corr, shape_note = cal.correction(), ""
+            if spec.role is PoolRole.DECODE and self.params["learn_decode_shape"]:
+                corr, shape_note = self._shaped(model, w, ctx, corr, shape)
+            est = model.replicas_needed(spec, demand, ctx.slo, workload=w, correction=corr)
             needs[name] = est.replicas
             reasons[name] = f"need {est.replicas} at forecast p{q * 100:g}: {est.reason}"
             estimates[name] = _estimate_dict(est, demand, cal)
@@ -168,6 +186,9 @@ class SloPolicy:
                 estimates[name]["arrival_cv2"] = w.arrival_cv2
             if margin > 1.0:
                 reasons[name] += f"; SLO feedback margin x{margin:.2f}"
+            if shape_note:
+                reasons[name] += f"; {shape_note}"
+                estimates[name]["decode_shape_factor"] = corr.decode
             if feas.tail_unattainable and spec.role is not PoolRole.DECODE:
                 reasons[name] += f"; {feas.note(ctx.slo.ttft_ms)}"
                 estimates[name]["ttft_infeasible_share"] = feas.infeasible_share
@@ -195,6 +216,7 @@ class SloPolicy:
             calibration=cal.to_dict(),
             needs=history,
             margins={n: m.to_dict() for n, m in margins.items()},
+            decode_shape=shape.to_dict(),
             dispersion=dispersion.to_dict(),
         )
         return Proposal(
@@ -211,6 +233,31 @@ class SloPolicy:
                 ctx.now_s, obs.signals.request_rate_per_s, ctx.tick_s, self.params["dispersion_half_life_s"]
             )
         return d
+
+    def _shaped(
+        self, model: CapacityModel, w: Workload, ctx: PolicyContext, corr: Correction, shape: DecodeShape
+    ) -> tuple[Correction, str]:
+        """The decode correction at the batch the pool will be sized for, from the learned shape.
+
+        The factor depends on the batch and the sizing batch on the factor: a few fixed-point steps from the scalar
+        factor (the law is a power of the batch with a bounded exponent, so they settle at once).
+        """
+        if not shape.trusted(self.shape_settings):
+            return corr, ""
+        factor, last = corr.decode, None
+        batch = 1
+        for _ in range(8):
+            batch = max(1, model.decode_batch(ctx.slo.itl_ms, w, replace(corr, decode=factor)))
+            law = shape.factor(batch, self.shape_settings)
+            if law is None or abs(law - factor) < 1e-3:
+                break
+            if last is not None and abs(law - last) < 1e-3:  # two integer batches alternate: take the slower
+                factor = max(law, factor)
+                batch = max(1, model.decode_batch(ctx.slo.itl_ms, w, replace(corr, decode=factor)))
+                break
+            last, factor = factor, law
+        note = f"{shape.describe(self.shape_settings)}: x{factor:.2f} at the sizing batch {batch}"
+        return replace(corr, decode=factor), note
 
     def _margins(self, ctx: PolicyContext, past: Mapping[str, Any], feas: TtftFeasibility) -> dict[str, Margin]:
         """Each pool's SLO feedback margin after this tick's observed tail latency (see policies.feedback).
