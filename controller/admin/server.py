@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection
 
 from pdscale.controller.admin._gen import admin_pb2, admin_pb2_grpc
 from pdscale.controller.admin.auth import SERVICE, TokenAuthInterceptor
+from pdscale.controller.admin.calls import CallGuard
 from pdscale.controller.admin.servicer import AdminServicer
 from pdscale.controller.runtime.settings import AdminSettings, SettingsError, TLSSettings
 
@@ -73,7 +74,7 @@ async def start_admin_server(servicer: AdminServicer, settings: AdminSettings) -
         ("grpc.so_reuseport", 0),
     ]
     interceptor = TokenAuthInterceptor(token, auth_read_only=settings.auth_read_only, allow_without_token=loopback)
-    server = grpc.aio.server(interceptors=[interceptor], options=options)
+    server = grpc.aio.server(interceptors=[CallGuard(), interceptor], options=options)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -1,7 +1,8 @@
 """The AdminService implementation (grpc.aio) over a Reconciler, its state store and the plugin registry.
 
 Read-only calls never take the reconciler's lock (they read the last tick's immutable result); mutations go
-through ``Controls`` in a worker thread so a running tick never blocks the event loop.
+through ``Controls`` in a worker thread so a running tick never blocks the event loop. Handlers raise
+``AdminError`` for refusals; ``calls.CallGuard`` turns it (and any bug, and an undecodable request) into a status.
 """
 
 # ruff: noqa: N802  (method names are the RPC names generated from admin.proto)
@@ -11,13 +12,11 @@ import asyncio
 import base64
 import binascii
 import dataclasses
-import functools
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
-import structlog
 
 from pdscale.controller.admin import convert
 from pdscale.controller.admin._gen import admin_pb2 as pb
@@ -32,18 +31,9 @@ from pdscale.controller.runtime.record import DecisionRecord, Outcome, PoolOutco
 
 __all__ = ["AdminServicer", "RuntimeView"]
 
-log = structlog.get_logger(__name__)
-
-_STATUS: Mapping[ErrorKind, grpc.StatusCode] = {
-    ErrorKind.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
-    ErrorKind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    ErrorKind.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
-}
 _DEFAULT_PAGE = 50
 _MAX_PAGE = 1000
 _CURSOR_PREFIX = "before:"
-
-R = TypeVar("R")
 
 
 @dataclasses.dataclass(slots=True)
@@ -57,27 +47,6 @@ class RuntimeView:
     attainment: Callable[[str], float | None] = lambda _pool: None
     leadership: Callable[[], LeaderStatus] = lambda: LeaderStatus(Role.SINGLE, "")
     """Who leads (leader election); a standby answers reads and refuses writes naming the leader."""
-
-
-def _handled(
-    fn: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]],
-) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]:
-    """Turn AdminError into its status code and any other bug into INTERNAL (logged)."""
-
-    @functools.wraps(fn)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
-        try:
-            return await fn(self, request, context)
-        except AdminError as exc:
-            await context.abort(_STATUS[exc.kind], str(exc))
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            raise
-        except Exception as exc:
-            log.exception("admin_call_failed", method=fn.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
-        raise AssertionError("unreachable")  # pragma: no cover - abort raises
-
-    return wrapper
 
 
 def _invalid(message: str) -> AdminError:
@@ -137,7 +106,6 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
         self.hub = hub or DecisionHub()
 
     # -- read-only ----------------------------------------------------------------------------------------
-    @_handled
     async def GetStatus(self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext) -> pb.GetStatusResponse:
         rec = self.rec
         last = rec.last
@@ -205,11 +173,9 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
             resp.last_decision_id = last.record_id
         return resp
 
-    @_handled
     async def ListPools(self, request: pb.ListPoolsRequest, context: grpc.aio.ServicerContext) -> pb.ListPoolsResponse:
         return pb.ListPoolsResponse(pools=[convert.pool_spec_to_pb(s) for s in self.rec.pools.values()])
 
-    @_handled
     async def GetForecast(
         self, request: pb.GetForecastRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetForecastResponse:
@@ -223,7 +189,6 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
             resp.forecasts.extend(convert.forecast_to_pb(s, f) for s, f in last.forecasts.get(request.pool, {}).items())
         return resp
 
-    @_handled
     async def ListDecisions(
         self, request: pb.ListDecisionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListDecisionsResponse:
@@ -251,11 +216,10 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
     async def WatchDecisions(
         self, request: pb.WatchDecisionsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.DecisionRecord]:
-        if request.pool and request.pool not in self.rec.pools:
-            known = ", ".join(sorted(self.rec.pools))
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown pool {request.pool!r}; configured pools: {known}")
+        if request.pool:
+            self.controls.check_pool(request.pool)
         if request.after_id < 0:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"after_id must be >= 0, got {request.after_id}")
+            raise _invalid(f"after_id must be >= 0, got {request.after_id}")
         queue = self.hub.subscribe()
         try:
             last_id = 0
@@ -278,7 +242,6 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
         finally:
             self.hub.unsubscribe(queue)
 
-    @_handled
     async def ExplainDecision(
         self, request: pb.ExplainDecisionRequest, context: grpc.aio.ServicerContext
     ) -> pb.ExplainDecisionResponse:
@@ -299,7 +262,6 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
             summary=summary_lines(found),
         )
 
-    @_handled
     async def DryRun(self, request: pb.DryRunRequest, context: grpc.aio.ServicerContext) -> pb.DryRunResponse:
         last = self.rec.last
         if last is None:
@@ -366,7 +328,6 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
             )
         return Override(pool=o.pool, mode=mode, replicas=o.replicas, reason=o.reason)
 
-    @_handled
     async def ListPlugins(
         self, request: pb.ListPluginsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListPluginsResponse:
@@ -380,19 +341,16 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
         )
 
     # -- mutating -----------------------------------------------------------------------------------------
-    @_handled
     async def Pause(self, request: pb.PauseRequest, context: grpc.aio.ServicerContext) -> pb.PauseResponse:
         _refuse_on_standby(self.view)
         paused = await asyncio.to_thread(self.controls.pause, request.pool, request.reason)
         return pb.PauseResponse(paused=paused)
 
-    @_handled
     async def Resume(self, request: pb.ResumeRequest, context: grpc.aio.ServicerContext) -> pb.ResumeResponse:
         _refuse_on_standby(self.view)
         paused = await asyncio.to_thread(self.controls.resume, request.pool)
         return pb.ResumeResponse(paused=paused)
 
-    @_handled
     async def SetOverride(
         self, request: pb.SetOverrideRequest, context: grpc.aio.ServicerContext
     ) -> pb.SetOverrideResponse:
@@ -411,7 +369,6 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
         )
         return pb.SetOverrideResponse(override=convert.override_to_pb(o))
 
-    @_handled
     async def ClearOverride(
         self, request: pb.ClearOverrideRequest, context: grpc.aio.ServicerContext
     ) -> pb.ClearOverrideResponse:
@@ -421,14 +378,12 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
         cleared = await asyncio.to_thread(self.controls.clear_override, request.pool)
         return pb.ClearOverrideResponse(cleared=cleared)
 
-    @_handled
     async def SetPolicy(self, request: pb.SetPolicyRequest, context: grpc.aio.ServicerContext) -> pb.SetPolicyResponse:
         _refuse_on_standby(self.view)
         params = convert.struct_to_dict(request.params)
         choice = await asyncio.to_thread(self.controls.set_policy, request.name, params)
         return pb.SetPolicyResponse(name=choice.name, params=convert.dict_to_struct(choice.params))
 
-    @_handled
     async def UpdateSLO(self, request: pb.UpdateSLORequest, context: grpc.aio.ServicerContext) -> pb.UpdateSLOResponse:
         _refuse_on_standby(self.view)
         slo = await asyncio.to_thread(
@@ -439,7 +394,6 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
         )
         return pb.UpdateSLOResponse(slo=convert.slo_to_pb(slo))
 
-    @_handled
     async def UpdateBudget(
         self, request: pb.UpdateBudgetRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpdateBudgetResponse:
