@@ -34,6 +34,8 @@ __all__ = ["AdminServicer", "RuntimeView"]
 _DEFAULT_PAGE = 50
 _MAX_PAGE = 1000
 _CURSOR_PREFIX = "before:"
+_MAX_TOKEN_CHARS = 64
+_MAX_ID = 2**63 - 1
 
 
 @dataclasses.dataclass(slots=True)
@@ -61,12 +63,25 @@ def _parse_token(token: str) -> int | None:
     if not token:
         return None
     try:
+        if len(token) > _MAX_TOKEN_CHARS:
+            raise ValueError(len(token))
         text = base64.urlsafe_b64decode(token.encode("ascii")).decode()
         if not text.startswith(_CURSOR_PREFIX):
             raise ValueError(text)
-        return int(text.removeprefix(_CURSOR_PREFIX))
+        before = int(text.removeprefix(_CURSOR_PREFIX))
+        if not 1 <= before <= _MAX_ID:  # ids are SQLite integers: a larger one cannot have been issued
+            raise ValueError(before)
+        return before
     except (ValueError, UnicodeError, binascii.Error):
         raise _invalid("page_token is not one this server issued; pass next_page_token unchanged") from None
+
+
+def _params(struct: Any, field: str) -> dict[str, Any]:
+    """A request's Struct of plugin parameters; NaN or infinite numbers are refused (they have no JSON form)."""
+    try:
+        return convert.struct_to_dict(struct)
+    except ValueError:
+        raise _invalid(f"{field}: numbers must be finite (NaN and infinity are not allowed)") from None
 
 
 def _refuse_on_standby(view: RuntimeView) -> None:
@@ -269,7 +284,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
         c = self.controls
         same_policy = not request.policy or request.policy == c.policy_name
         if request.HasField("policy_params"):
-            params: dict[str, Any] = convert.struct_to_dict(request.policy_params)
+            params: dict[str, Any] = _params(request.policy_params, "policy_params")
         else:
             params = dict(self.rec.policy_params) if same_policy else {}
         if same_policy and not request.HasField("policy_params"):
@@ -380,7 +395,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
 
     async def SetPolicy(self, request: pb.SetPolicyRequest, context: grpc.aio.ServicerContext) -> pb.SetPolicyResponse:
         _refuse_on_standby(self.view)
-        params = convert.struct_to_dict(request.params)
+        params = _params(request.params, "params")
         choice = await asyncio.to_thread(self.controls.set_policy, request.name, params)
         return pb.SetPolicyResponse(name=choice.name, params=convert.dict_to_struct(choice.params))
 
