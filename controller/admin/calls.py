@@ -96,7 +96,7 @@ async def _fail(exc: BaseException, context: grpc.aio.ServicerContext, method: s
     if isinstance(exc, asyncio.CancelledError | grpc.aio.AbortError) or not isinstance(exc, Exception):
         raise exc
     if isinstance(exc, AdminError):
-        await context.abort(_STATUS[exc.kind], shorten(str(exc)))
+        await context.abort(_STATUS[exc.kind], shorten(redact_text(str(exc))))
     if isinstance(exc, _BadRequestError):
         log.info("admin_request_undecodable", method=method, peer=context.peer())
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))

@@ -28,6 +28,7 @@ from pdscale.controller.core.types import DataState, Override
 from pdscale.controller.runtime.leader import LeaderStatus, Role
 from pdscale.controller.runtime.plugins import PluginGroup
 from pdscale.controller.runtime.record import DecisionRecord, Outcome, PoolOutcome
+from pdscale.controller.runtime.redact import redact_text
 
 __all__ = ["AdminServicer", "RuntimeView"]
 
@@ -107,7 +108,7 @@ def summary_lines(rec: DecisionRecord) -> list[str]:
         lines.append(line)
     for f in rec.decision.flips:
         lines.append(f"flip {f.count} replica(s) {f.from_pool} -> {f.to_pool}")
-    return lines
+    return [redact_text(line) for line in lines]
 
 
 class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
@@ -129,7 +130,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
         resp = pb.GetStatusResponse(
             model=self.view.model,
             policy=self.controls.policy_name,
-            policy_params=convert.dict_to_struct(rec.policy_params),
+            policy_params=convert.shown_struct(rec.policy_params),
             slo=convert.slo_to_pb(rec.slo),
             paused_all=ALL_POOLS in paused,
             ticks=self.view.ticks(),
@@ -161,7 +162,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
                 allocated += st.paid * spec.gpus_per_replica
                 ps.target, ps.ready, ps.starting, ps.draining = st.target, st.ready, st.starting, st.draining
                 obs = last.observations[name]
-                ps.data_state, ps.data_reason = obs.state.value, obs.reason
+                ps.data_state, ps.data_reason = obs.state.value, redact_text(obs.reason)
                 age = obs.staleness_s(last.now_s)
                 if age is not None:
                     ps.staleness_s = age
@@ -173,7 +174,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
                 ps.forecasts.extend(convert.forecast_to_pb(s, f) for s, f in last.forecasts.get(name, {}).items())
                 d = last.decision.pools.get(name)
                 if d is not None:
-                    ps.desired, ps.last_reason = d.target, d.reason
+                    ps.desired, ps.last_reason = d.target, redact_text(d.reason)
                     ps.last_guards.extend(d.guards)
                     for key in ("predicted_ttft_ms", "predicted_itl_ms"):
                         v = d.estimate.get(key)
@@ -273,7 +274,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
             raise AdminError(ErrorKind.NOT_FOUND, f"decision {request.id} is not stored (pruned or never made)")
         return pb.ExplainDecisionResponse(
             decision=convert.decision_to_pb(found),
-            inputs=convert.dict_to_struct(found.inputs),
+            inputs=convert.shown_struct(found.inputs),
             summary=summary_lines(found),
         )
 
@@ -328,7 +329,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
         )
         summary = summary_lines(rec)
         if out.error:
-            summary.insert(0, f"policy error: {out.error}")
+            summary.insert(0, redact_text(f"policy error: {out.error}"))
         return pb.DryRunResponse(decision=convert.decision_to_pb(rec), summary=summary)
 
     def _override_from_pb(self, o: pb.Override) -> Override:
@@ -397,7 +398,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
         _refuse_on_standby(self.view)
         params = _params(request.params, "params")
         choice = await asyncio.to_thread(self.controls.set_policy, request.name, params)
-        return pb.SetPolicyResponse(name=choice.name, params=convert.dict_to_struct(choice.params))
+        return pb.SetPolicyResponse(name=choice.name, params=convert.shown_struct(choice.params))
 
     async def UpdateSLO(self, request: pb.UpdateSLORequest, context: grpc.aio.ServicerContext) -> pb.UpdateSLOResponse:
         _refuse_on_standby(self.view)
