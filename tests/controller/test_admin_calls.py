@@ -9,6 +9,8 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from structlog.testing import capture_logs
 
 from pdscale.controller.admin._gen import admin_pb2 as pb
@@ -103,3 +105,16 @@ def test_shorten_says_how_much_was_cut() -> None:
     cut = shorten("x" * 1000, 100)
     assert len(cut) <= 100
     assert cut.endswith("(940 more characters)")
+
+
+def test_reflection_and_health_streams_pass_through(channel: grpc.Channel) -> None:
+    """The guard keeps reflection (stream-stream) and health Watch working; garbage into reflection is refused."""
+    reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
+    ask = reflection_pb2.ServerReflectionRequest(list_services="")
+    (answer,) = reflect.ServerReflectionInfo(iter([ask]), timeout=5)
+    assert "pdscale.v1.AdminService" in {s.name for s in answer.list_services_response.service}
+    watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=5)
+    assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+    watch.cancel()
+    raw = channel.stream_stream("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+    assert _raw_code(raw, iter([GARBAGE]), timeout=5).code() is grpc.StatusCode.INVALID_ARGUMENT
