@@ -14,12 +14,25 @@ from typing import Any
 
 import grpc
 
-__all__ = ["MUTATING_METHODS", "SERVICE", "TokenAuthInterceptor"]
+__all__ = ["MUTATING_METHODS", "READ_METHODS", "SERVICE", "TokenAuthInterceptor"]
 
 SERVICE = "pdscale.v1.AdminService"
 MUTATING_METHODS = frozenset(
     {"Pause", "Resume", "SetOverride", "ClearOverride", "SetPolicy", "UpdateSLO", "UpdateBudget"}
 )
+READ_METHODS = frozenset(
+    {
+        "GetStatus",
+        "ListPools",
+        "GetForecast",
+        "ListDecisions",
+        "WatchDecisions",
+        "ExplainDecision",
+        "DryRun",
+        "ListPlugins",
+    }
+)
+"""Calls that change nothing. A method in neither set (a new RPC not classified yet) is treated as mutating."""
 STREAMING_METHODS = frozenset({"WatchDecisions"})
 
 
@@ -51,15 +64,16 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         service, _, name = method.lstrip("/").rpartition("/")
         if service != SERVICE:
             return None
-        mutating = name in MUTATING_METHODS
+        mutating = name not in READ_METHODS
         if not (mutating or self.auth_read_only):
             return None
         if self._token is None:
             if self.allow_without_token:
                 return None
+            why = "changes the daemon" if mutating else "is a read and admin.auth_read_only is set"
             return (
                 grpc.StatusCode.PERMISSION_DENIED,
-                f"{name} changes the daemon and no admin token is configured; set admin.token in the settings file",
+                f"{name} {why}, and no admin token is configured; set admin.token in the settings file",
             )
         header = next((v for k, v in metadata if k.lower() == "authorization"), None)
         if header is None:

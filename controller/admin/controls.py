@@ -31,6 +31,8 @@ KEY_SLO = "slo"
 KEY_BUDGET = "budget"
 RUNTIME_KEYS = (KEY_POLICY, KEY_SLO, KEY_BUDGET)
 _MAX_REASON = 1024
+_MAX_SHOWN = 64
+"""Characters of a caller's name echoed back in an error (a 1 MB name is not repeated in full)."""
 
 
 class ErrorKind(StrEnum):
@@ -77,7 +79,8 @@ class Controls:
         """NOT_FOUND naming the configured pools when ``pool`` is unknown."""
         if pool not in self.rec.pools:
             known = ", ".join(sorted(self.rec.pools))
-            raise AdminError(ErrorKind.NOT_FOUND, f"unknown pool {pool!r}; configured pools: {known}")
+            shown = pool if len(pool) <= _MAX_SHOWN else f"{pool[:_MAX_SHOWN]}... ({len(pool)} characters)"
+            raise AdminError(ErrorKind.NOT_FOUND, f"unknown pool {shown!r}; configured pools: {known}")
 
     @staticmethod
     def _check_reason(reason: str) -> None:

@@ -11,6 +11,7 @@ from google.protobuf import json_format, struct_pb2
 from pdscale.controller.admin._gen import admin_pb2 as pb
 from pdscale.controller.core.types import SLO, Forecast, Override, OverrideMode, PoolSpec, Signal
 from pdscale.controller.runtime.record import DecisionRecord
+from pdscale.controller.runtime.redact import redact, redact_text
 
 __all__ = [
     "MODE_FROM_PB",
@@ -20,6 +21,7 @@ __all__ = [
     "forecast_to_pb",
     "override_to_pb",
     "pool_spec_to_pb",
+    "shown_struct",
     "slo_to_pb",
     "struct_to_dict",
 ]
@@ -66,6 +68,11 @@ def dict_to_struct(data: Mapping[str, Any]) -> struct_pb2.Struct:
     s = struct_pb2.Struct()
     s.update(_jsonable(dict(data)))
     return s
+
+
+def shown_struct(data: Mapping[str, Any]) -> struct_pb2.Struct:
+    """``dict_to_struct`` of what the admin API shows: plugin params and decision inputs with credentials masked."""
+    return dict_to_struct(redact(dict(data)))
 
 
 def slo_to_pb(slo: SLO) -> pb.SLO:
@@ -117,7 +124,7 @@ def _int32(value: int) -> int:
 
 
 def decision_to_pb(rec: DecisionRecord) -> pb.DecisionRecord:
-    """A recorded decision with per-pool outcomes."""
+    """A recorded decision with per-pool outcomes (reasons and details with credentials masked)."""
     d = rec.decision
     flipped = {f.from_pool for f in d.flips} | {f.to_pool for f in d.flips}
     pools = []
@@ -130,11 +137,11 @@ def decision_to_pb(rec: DecisionRecord) -> pb.DecisionRecord:
                 proposed=_int32(p.proposed),
                 target=_int32(p.target),
                 direction="flip" if name in flipped else p.direction.value,
-                reason=p.reason,
+                reason=redact_text(p.reason),
                 guards=list(p.guards),
                 estimate={k: float(v) for k, v in p.estimate.items() if math.isfinite(float(v))},
                 outcome=out.outcome.value if out else "",
-                outcome_detail=out.detail if out else "",
+                outcome_detail=redact_text(out.detail) if out else "",
                 error_class=(out.error_class or "") if out else "",
             )
         )

@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection
 
 from pdscale.controller.admin._gen import admin_pb2, admin_pb2_grpc
 from pdscale.controller.admin.auth import SERVICE, TokenAuthInterceptor
+from pdscale.controller.admin.calls import CallGuard
 from pdscale.controller.admin.servicer import AdminServicer
 from pdscale.controller.runtime.settings import AdminSettings, SettingsError, TLSSettings
 
@@ -32,11 +33,20 @@ def is_loopback(listen: str) -> bool:
         return False
 
 
+_PEM_MARKERS = {"cert": b"-----BEGIN CERTIFICATE-----", "client_ca": b"-----BEGIN CERTIFICATE-----"}
+
+
 def _read(path: Path, what: str) -> bytes:
     try:
-        return path.read_bytes()
+        data = path.read_bytes()
     except OSError as exc:
         raise SettingsError(f"admin.tls.{what}: cannot read {path}: {exc.strerror}") from None
+    marker = _PEM_MARKERS.get(what)
+    if marker is not None and marker not in data:
+        raise SettingsError(f"admin.tls.{what}: {path} is not a PEM certificate (no '{marker.decode()}' line)")
+    if what == "key" and not (b"-----BEGIN " in data and b"PRIVATE KEY-----" in data):
+        raise SettingsError(f"admin.tls.key: {path} is not a PEM private key (no 'BEGIN ... PRIVATE KEY' line)")
+    return data
 
 
 def server_credentials(tls: TLSSettings) -> grpc.ServerCredentials:
@@ -44,6 +54,24 @@ def server_credentials(tls: TLSSettings) -> grpc.ServerCredentials:
     key, cert = _read(tls.key, "key"), _read(tls.cert, "cert")
     ca = _read(tls.client_ca, "client_ca") if tls.client_ca is not None else None
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+
+
+async def _bind_error(listen: str, tls: TLSSettings | None, exc: RuntimeError) -> SettingsError:
+    """Which setting a failed bind is about: grpc says "Failed to bind" for bad TLS material too."""
+    if tls is not None:
+        probe = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        try:
+            probe.add_insecure_port(listen)
+        except RuntimeError:
+            pass  # the address itself is the problem
+        else:
+            return SettingsError(
+                f"admin.tls: grpc refused the certificate {tls.cert} with the key {tls.key} (corrupt PEM, or a key "
+                "that does not belong to the certificate); the address itself is free"
+            )
+        finally:
+            await probe.stop(None)
+    return SettingsError(f"admin.listen: cannot bind {listen} (in use, or not an address of this host): {exc}")
 
 
 @dataclass(slots=True)
@@ -67,13 +95,20 @@ async def start_admin_server(servicer: AdminServicer, settings: AdminSettings) -
     loopback = is_loopback(settings.listen)
     if token is None and not loopback:
         log.warning("admin_no_token", listen=settings.listen, effect="mutating calls are refused")
+    if settings.tls is None and not loopback:
+        log.warning(
+            "admin_plaintext",
+            listen=settings.listen,
+            effect="calls and the bearer token cross the network unencrypted",
+            fix="set admin.tls (cert and key), or listen on 127.0.0.1 behind a TLS-terminating proxy",
+        )
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
     interceptor = TokenAuthInterceptor(token, auth_read_only=settings.auth_read_only, allow_without_token=loopback)
-    server = grpc.aio.server(interceptors=[interceptor], options=options)
+    server = grpc.aio.server(interceptors=[CallGuard(), interceptor], options=options)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -89,7 +124,7 @@ async def start_admin_server(servicer: AdminServicer, settings: AdminSettings) -
         else:
             port = server.add_insecure_port(settings.listen)
     except RuntimeError as exc:
-        raise SettingsError(f"admin.listen: cannot bind {settings.listen}: {exc}") from None
+        raise await _bind_error(settings.listen, settings.tls, exc) from None
     await server.start()
     for name in ("", SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -1,7 +1,8 @@
 """The AdminService implementation (grpc.aio) over a Reconciler, its state store and the plugin registry.
 
 Read-only calls never take the reconciler's lock (they read the last tick's immutable result); mutations go
-through ``Controls`` in a worker thread so a running tick never blocks the event loop.
+through ``Controls`` in a worker thread so a running tick never blocks the event loop. Handlers raise
+``AdminError`` for refusals; ``calls.CallGuard`` turns it (and any bug, and an undecodable request) into a status.
 """
 
 # ruff: noqa: N802  (method names are the RPC names generated from admin.proto)
@@ -11,13 +12,11 @@ import asyncio
 import base64
 import binascii
 import dataclasses
-import functools
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
-import structlog
 
 from pdscale.controller.admin import convert
 from pdscale.controller.admin._gen import admin_pb2 as pb
@@ -29,21 +28,15 @@ from pdscale.controller.core.types import DataState, Override
 from pdscale.controller.runtime.leader import LeaderStatus, Role
 from pdscale.controller.runtime.plugins import PluginGroup
 from pdscale.controller.runtime.record import DecisionRecord, Outcome, PoolOutcome
+from pdscale.controller.runtime.redact import redact_text
 
 __all__ = ["AdminServicer", "RuntimeView"]
 
-log = structlog.get_logger(__name__)
-
-_STATUS: Mapping[ErrorKind, grpc.StatusCode] = {
-    ErrorKind.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
-    ErrorKind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    ErrorKind.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
-}
 _DEFAULT_PAGE = 50
 _MAX_PAGE = 1000
 _CURSOR_PREFIX = "before:"
-
-R = TypeVar("R")
+_MAX_TOKEN_CHARS = 64
+_MAX_ID = 2**63 - 1
 
 
 @dataclasses.dataclass(slots=True)
@@ -59,27 +52,6 @@ class RuntimeView:
     """Who leads (leader election); a standby answers reads and refuses writes naming the leader."""
 
 
-def _handled(
-    fn: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]],
-) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]:
-    """Turn AdminError into its status code and any other bug into INTERNAL (logged)."""
-
-    @functools.wraps(fn)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
-        try:
-            return await fn(self, request, context)
-        except AdminError as exc:
-            await context.abort(_STATUS[exc.kind], str(exc))
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            raise
-        except Exception as exc:
-            log.exception("admin_call_failed", method=fn.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
-        raise AssertionError("unreachable")  # pragma: no cover - abort raises
-
-    return wrapper
-
-
 def _invalid(message: str) -> AdminError:
     return AdminError(ErrorKind.INVALID_ARGUMENT, message)
 
@@ -92,12 +64,25 @@ def _parse_token(token: str) -> int | None:
     if not token:
         return None
     try:
+        if len(token) > _MAX_TOKEN_CHARS:
+            raise ValueError(len(token))
         text = base64.urlsafe_b64decode(token.encode("ascii")).decode()
         if not text.startswith(_CURSOR_PREFIX):
             raise ValueError(text)
-        return int(text.removeprefix(_CURSOR_PREFIX))
+        before = int(text.removeprefix(_CURSOR_PREFIX))
+        if not 1 <= before <= _MAX_ID:  # ids are SQLite integers: a larger one cannot have been issued
+            raise ValueError(before)
+        return before
     except (ValueError, UnicodeError, binascii.Error):
         raise _invalid("page_token is not one this server issued; pass next_page_token unchanged") from None
+
+
+def _params(struct: Any, field: str) -> dict[str, Any]:
+    """A request's Struct of plugin parameters; NaN or infinite numbers are refused (they have no JSON form)."""
+    try:
+        return convert.struct_to_dict(struct)
+    except ValueError:
+        raise _invalid(f"{field}: numbers must be finite (NaN and infinity are not allowed)") from None
 
 
 def _refuse_on_standby(view: RuntimeView) -> None:
@@ -123,7 +108,7 @@ def summary_lines(rec: DecisionRecord) -> list[str]:
         lines.append(line)
     for f in rec.decision.flips:
         lines.append(f"flip {f.count} replica(s) {f.from_pool} -> {f.to_pool}")
-    return lines
+    return [redact_text(line) for line in lines]
 
 
 class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
@@ -137,7 +122,6 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
         self.hub = hub or DecisionHub()
 
     # -- read-only ----------------------------------------------------------------------------------------
-    @_handled
     async def GetStatus(self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext) -> pb.GetStatusResponse:
         rec = self.rec
         last = rec.last
@@ -146,7 +130,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
         resp = pb.GetStatusResponse(
             model=self.view.model,
             policy=self.controls.policy_name,
-            policy_params=convert.dict_to_struct(rec.policy_params),
+            policy_params=convert.shown_struct(rec.policy_params),
             slo=convert.slo_to_pb(rec.slo),
             paused_all=ALL_POOLS in paused,
             ticks=self.view.ticks(),
@@ -178,7 +162,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
                 allocated += st.paid * spec.gpus_per_replica
                 ps.target, ps.ready, ps.starting, ps.draining = st.target, st.ready, st.starting, st.draining
                 obs = last.observations[name]
-                ps.data_state, ps.data_reason = obs.state.value, obs.reason
+                ps.data_state, ps.data_reason = obs.state.value, redact_text(obs.reason)
                 age = obs.staleness_s(last.now_s)
                 if age is not None:
                     ps.staleness_s = age
@@ -190,7 +174,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
                 ps.forecasts.extend(convert.forecast_to_pb(s, f) for s, f in last.forecasts.get(name, {}).items())
                 d = last.decision.pools.get(name)
                 if d is not None:
-                    ps.desired, ps.last_reason = d.target, d.reason
+                    ps.desired, ps.last_reason = d.target, redact_text(d.reason)
                     ps.last_guards.extend(d.guards)
                     for key in ("predicted_ttft_ms", "predicted_itl_ms"):
                         v = d.estimate.get(key)
@@ -205,11 +189,9 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
             resp.last_decision_id = last.record_id
         return resp
 
-    @_handled
     async def ListPools(self, request: pb.ListPoolsRequest, context: grpc.aio.ServicerContext) -> pb.ListPoolsResponse:
         return pb.ListPoolsResponse(pools=[convert.pool_spec_to_pb(s) for s in self.rec.pools.values()])
 
-    @_handled
     async def GetForecast(
         self, request: pb.GetForecastRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetForecastResponse:
@@ -223,7 +205,6 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
             resp.forecasts.extend(convert.forecast_to_pb(s, f) for s, f in last.forecasts.get(request.pool, {}).items())
         return resp
 
-    @_handled
     async def ListDecisions(
         self, request: pb.ListDecisionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListDecisionsResponse:
@@ -251,11 +232,10 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
     async def WatchDecisions(
         self, request: pb.WatchDecisionsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.DecisionRecord]:
-        if request.pool and request.pool not in self.rec.pools:
-            known = ", ".join(sorted(self.rec.pools))
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown pool {request.pool!r}; configured pools: {known}")
+        if request.pool:
+            self.controls.check_pool(request.pool)
         if request.after_id < 0:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"after_id must be >= 0, got {request.after_id}")
+            raise _invalid(f"after_id must be >= 0, got {request.after_id}")
         queue = self.hub.subscribe()
         try:
             last_id = 0
@@ -278,7 +258,6 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
         finally:
             self.hub.unsubscribe(queue)
 
-    @_handled
     async def ExplainDecision(
         self, request: pb.ExplainDecisionRequest, context: grpc.aio.ServicerContext
     ) -> pb.ExplainDecisionResponse:
@@ -295,11 +274,10 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
             raise AdminError(ErrorKind.NOT_FOUND, f"decision {request.id} is not stored (pruned or never made)")
         return pb.ExplainDecisionResponse(
             decision=convert.decision_to_pb(found),
-            inputs=convert.dict_to_struct(found.inputs),
+            inputs=convert.shown_struct(found.inputs),
             summary=summary_lines(found),
         )
 
-    @_handled
     async def DryRun(self, request: pb.DryRunRequest, context: grpc.aio.ServicerContext) -> pb.DryRunResponse:
         last = self.rec.last
         if last is None:
@@ -307,7 +285,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
         c = self.controls
         same_policy = not request.policy or request.policy == c.policy_name
         if request.HasField("policy_params"):
-            params: dict[str, Any] = convert.struct_to_dict(request.policy_params)
+            params: dict[str, Any] = _params(request.policy_params, "policy_params")
         else:
             params = dict(self.rec.policy_params) if same_policy else {}
         if same_policy and not request.HasField("policy_params"):
@@ -351,7 +329,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
         )
         summary = summary_lines(rec)
         if out.error:
-            summary.insert(0, f"policy error: {out.error}")
+            summary.insert(0, redact_text(f"policy error: {out.error}"))
         return pb.DryRunResponse(decision=convert.decision_to_pb(rec), summary=summary)
 
     def _override_from_pb(self, o: pb.Override) -> Override:
@@ -366,7 +344,6 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
             )
         return Override(pool=o.pool, mode=mode, replicas=o.replicas, reason=o.reason)
 
-    @_handled
     async def ListPlugins(
         self, request: pb.ListPluginsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListPluginsResponse:
@@ -380,19 +357,16 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
         )
 
     # -- mutating -----------------------------------------------------------------------------------------
-    @_handled
     async def Pause(self, request: pb.PauseRequest, context: grpc.aio.ServicerContext) -> pb.PauseResponse:
         _refuse_on_standby(self.view)
         paused = await asyncio.to_thread(self.controls.pause, request.pool, request.reason)
         return pb.PauseResponse(paused=paused)
 
-    @_handled
     async def Resume(self, request: pb.ResumeRequest, context: grpc.aio.ServicerContext) -> pb.ResumeResponse:
         _refuse_on_standby(self.view)
         paused = await asyncio.to_thread(self.controls.resume, request.pool)
         return pb.ResumeResponse(paused=paused)
 
-    @_handled
     async def SetOverride(
         self, request: pb.SetOverrideRequest, context: grpc.aio.ServicerContext
     ) -> pb.SetOverrideResponse:
@@ -411,7 +385,6 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
         )
         return pb.SetOverrideResponse(override=convert.override_to_pb(o))
 
-    @_handled
     async def ClearOverride(
         self, request: pb.ClearOverrideRequest, context: grpc.aio.ServicerContext
     ) -> pb.ClearOverrideResponse:
@@ -421,14 +394,12 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
         cleared = await asyncio.to_thread(self.controls.clear_override, request.pool)
         return pb.ClearOverrideResponse(cleared=cleared)
 
-    @_handled
     async def SetPolicy(self, request: pb.SetPolicyRequest, context: grpc.aio.ServicerContext) -> pb.SetPolicyResponse:
         _refuse_on_standby(self.view)
-        params = convert.struct_to_dict(request.params)
+        params = _params(request.params, "params")
         choice = await asyncio.to_thread(self.controls.set_policy, request.name, params)
-        return pb.SetPolicyResponse(name=choice.name, params=convert.dict_to_struct(choice.params))
+        return pb.SetPolicyResponse(name=choice.name, params=convert.shown_struct(choice.params))
 
-    @_handled
     async def UpdateSLO(self, request: pb.UpdateSLORequest, context: grpc.aio.ServicerContext) -> pb.UpdateSLOResponse:
         _refuse_on_standby(self.view)
         slo = await asyncio.to_thread(
@@ -439,7 +410,6 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
         )
         return pb.UpdateSLOResponse(slo=convert.slo_to_pb(slo))
 
-    @_handled
     async def UpdateBudget(
         self, request: pb.UpdateBudgetRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpdateBudgetResponse:

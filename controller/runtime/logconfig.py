@@ -7,13 +7,15 @@ import sys
 
 import structlog
 
+from pdscale.controller.runtime.redact import redact_event
+
 __all__ = ["configure_logging"]
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
 def configure_logging(level: str = "info", fmt: str = "auto") -> None:
-    """JSON lines when stderr is not a TTY (or ``fmt='json'``), readable console output otherwise."""
+    """JSON lines when stderr is not a TTY (or ``fmt='json'``), readable console output otherwise; secrets masked."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=False)
@@ -27,6 +29,7 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
+            redact_event,  # credentials never reach a log line, whichever module logged them
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),

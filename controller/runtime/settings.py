@@ -10,10 +10,10 @@ import os
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pdscale.controller.core.guards import GuardSettings
 from pdscale.controller.core.types import SLO, PoolRole, PoolSpec
@@ -77,6 +77,19 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 def safe_load_unique(text: str) -> Any:
     """``yaml.safe_load`` that refuses duplicate keys, naming the key and both lines."""
     return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506  (a SafeLoader subclass)
+
+
+def _listen_address(value: str) -> str:
+    """``host:port`` with a port in 0..65535 (0 picks a free one); anything else would bind some random port."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not host:port with a port between 0 and 65535 (0: any free port)")
+    if host.startswith("[") != host.endswith("]"):
+        raise ValueError(f"{value!r}: an IPv6 host goes in brackets, like [::1]:50051")
+    return value
+
+
+ListenAddress = Annotated[str, AfterValidator(_listen_address)]
 
 
 class SecretRef(_Section):
@@ -242,7 +255,7 @@ class SimulatorSettings(_Section):
     seed: int = 0
     slowdown: float = Field(1.0, gt=0)
     """Hardware slower (>1) or faster (<1) than the profile the controller is given."""
-    exporter_listen: str | None = None
+    exporter_listen: ListenAddress | None = None
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -258,19 +271,25 @@ class AdminSettings(_Section):
     """The gRPC admin API."""
 
     enabled: bool = True
-    listen: str = "127.0.0.1:50051"
+    listen: ListenAddress = "127.0.0.1:50051"
     token: SecretRef | None = None
     auth_read_only: bool = False
     """Whether read-only calls need the token too."""
     tls: TLSSettings | None = None
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
 
+    @model_validator(mode="after")
+    def _read_auth_needs_token(self) -> Self:
+        if self.auth_read_only and self.token is None:
+            raise ValueError("auth_read_only needs a token: set admin.token, or drop auth_read_only")
+        return self
+
 
 class TelemetrySettings(_Section):
     """The daemon's own /metrics, /healthz and /readyz."""
 
     enabled: bool = True
-    listen: str = "127.0.0.1:9464"
+    listen: ListenAddress = "127.0.0.1:9464"
 
 
 class StateSettings(_Section):

@@ -2,17 +2,23 @@
 
 ``Telemetry.observe(result, reconciler)`` updates every gauge/counter from one tick; ``TelemetryServer`` serves
 ``/metrics`` (Prometheus text), ``/healthz`` (the process answers) and ``/readyz`` (a tick has completed) from a
-small threaded HTTP server, so a slow scrape never delays the loop.
+small HTTP server with a bounded pool of worker threads, so a slow scrape never delays the loop.
 """
 
 from __future__ import annotations
 
 import math
+import selectors
+import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
 
+import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -22,6 +28,8 @@ from pdscale.controller.runtime.loop import Reconciler, TickResult
 from pdscale.controller.runtime.record import Outcome
 
 __all__ = ["METRIC_NAMES", "SloTracker", "Telemetry", "TelemetryServer"]
+
+log = structlog.get_logger(__name__)
 
 _QUANTILES = (0.5, 0.9, 0.99)
 _TICK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -258,6 +266,8 @@ class Telemetry:
 class _Handler(BaseHTTPRequestHandler):
     telemetry: Telemetry
     is_ready: Callable[[], bool]
+    timeout = 5.0
+    """Seconds a socket read or write may stall before the connection is dropped (frees the worker)."""
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -282,8 +292,113 @@ class _Handler(BaseHTTPRequestHandler):
         """Scrapes are not logged."""
 
 
+class _BoundedHTTPServer(HTTPServer):
+    """An HTTP server whose idle connections cost a file descriptor, not a thread.
+
+    One thread accepts connections and waits, in a selector, until each sends something; only then does one of
+    ``workers`` threads read and answer it, with a ``request_timeout_s`` socket timeout. A connection silent for
+    ``idle_timeout_s`` is closed, and at most ``max_waiting`` wait at once (the oldest is closed first).
+    """
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        *,
+        workers: int = 4,
+        idle_timeout_s: float = 10.0,
+        max_waiting: int = 512,
+    ) -> None:
+        super().__init__(address, handler)
+        self.idle_timeout_s = idle_timeout_s
+        self.max_waiting = max_waiting
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="pdscale-telemetry-worker")
+        self._waiting: dict[socket.socket, tuple[float, Any]] = {}
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+
+    def serve(self) -> None:
+        """Accept and dispatch until ``stop`` is called."""
+        with selectors.DefaultSelector() as sel:
+            self.socket.setblocking(False)
+            sel.register(self.socket, selectors.EVENT_READ)
+            sel.register(self._wake_r, selectors.EVENT_READ)
+            while not self._stop.is_set():
+                for key, _ in sel.select(timeout=self._next_deadline_s()):
+                    if key.fileobj is self.socket:
+                        self._accept(sel)
+                    elif key.fileobj is not self._wake_r:
+                        conn = key.fileobj
+                        if not isinstance(conn, socket.socket) or conn not in self._waiting:
+                            continue  # closed earlier in this round (the oldest, to make room)
+                        sel.unregister(conn)
+                        _, addr = self._waiting.pop(conn)
+                        self._pool.submit(self._answer, conn, addr)
+                self._expire(sel)
+            for conn in list(self._waiting):
+                self._drop(sel, conn)
+
+    def _next_deadline_s(self) -> float:
+        if not self._waiting:
+            return 1.0
+        return max(0.0, min(d for d, _ in self._waiting.values()) - time.monotonic())
+
+    def _accept(self, sel: selectors.BaseSelector) -> None:
+        try:
+            conn, addr = self.socket.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # out of file descriptors, say: keep serving the connections already open
+            log.warning("telemetry_accept_failed", error=str(exc))
+            return
+        if len(self._waiting) >= self.max_waiting:
+            self._drop(sel, min(self._waiting, key=lambda c: self._waiting[c][0]))
+        conn.setblocking(False)
+        self._waiting[conn] = (time.monotonic() + self.idle_timeout_s, addr)
+        sel.register(conn, selectors.EVENT_READ)
+
+    def _expire(self, sel: selectors.BaseSelector) -> None:
+        now = time.monotonic()
+        for conn in [c for c, (d, _) in self._waiting.items() if d <= now]:
+            self._drop(sel, conn)
+
+    def _drop(self, sel: selectors.BaseSelector, conn: socket.socket) -> None:
+        sel.unregister(conn)
+        self._waiting.pop(conn, None)
+        self.shutdown_request(conn)
+
+    def _answer(self, conn: socket.socket, addr: Any) -> None:
+        try:
+            conn.setblocking(True)
+            self.finish_request(conn, addr)  # the handler sets its own socket timeout
+        except Exception:  # a broken or timed-out client must not end the worker
+            self.handle_error(conn, addr)
+        finally:
+            self.shutdown_request(conn)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One debug line instead of socketserver's traceback on stderr."""
+        log.debug("telemetry_request_failed", client=str(client_address))
+
+    def stop(self) -> None:
+        """End ``serve``, wait for running answers, release the port."""
+        self._stop.set()
+        self._wake_w.send(b"x")
+
+    def close(self) -> None:
+        """Release the workers, the wake-up pair and the port (after ``stop``)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._wake_r.close()
+        self._wake_w.close()
+        self.server_close()
+
+
 class TelemetryServer:
-    """Serves /metrics, /healthz and /readyz on ``host:port`` (port 0 picks a free one) from a daemon thread."""
+    """Serves /metrics, /healthz and /readyz on ``host:port`` (port 0 picks a free one) from a daemon thread.
+
+    Idle connections hold no thread (see ``_BoundedHTTPServer``): a scraper or a load balancer that opens
+    connections and never sends cannot exhaust the process.
+    """
 
     def __init__(self, telemetry: Telemetry, listen: str, is_ready: Callable[[], bool] | None = None) -> None:
         host, _, port = listen.rpartition(":")
@@ -293,12 +408,11 @@ class TelemetryServer:
             {"telemetry": telemetry, "is_ready": staticmethod(is_ready or (lambda: telemetry.ready))},
         )
         try:
-            self.httpd = ThreadingHTTPServer((host.strip("[]") or "127.0.0.1", int(port)), handler)
-        except (OSError, ValueError) as exc:
+            self.httpd = _BoundedHTTPServer((host.strip("[]") or "127.0.0.1", int(port)), handler)
+        except (OSError, ValueError, OverflowError) as exc:
             raise ValueError(f"telemetry.listen: cannot bind {listen!r}: {exc}") from None
-        self.httpd.daemon_threads = True
         self.port = int(self.httpd.server_address[1])
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="pdscale-telemetry", daemon=True)
+        self._thread = threading.Thread(target=self.httpd.serve, name="pdscale-telemetry", daemon=True)
 
     def start(self) -> TelemetryServer:
         """Start serving in the background."""
@@ -307,5 +421,7 @@ class TelemetryServer:
 
     def stop(self) -> None:
         """Stop serving and release the port."""
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.httpd.stop()
+        if self._thread.is_alive():
+            self._thread.join(5.0)
+        self.httpd.close()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import ipaddress
+import socket
 from pathlib import Path
 
 import grpc
@@ -12,10 +14,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from structlog.testing import capture_logs
 
 from pdscale.controller.admin._gen import admin_pb2 as pb
 from pdscale.controller.admin._gen import admin_pb2_grpc as pb_grpc
-from pdscale.controller.runtime.settings import TLSSettings
+from pdscale.controller.admin.server import start_admin_server
+from pdscale.controller.runtime.settings import AdminSettings, SettingsError, TLSSettings
 from tests.controller.test_admin_api import TOKEN, Harness, _settings
 
 
@@ -97,3 +101,48 @@ def test_mtls_refuses_clients_without_certificate(
         assert _status(h.server.port, mutual).tick_s == 30.0
     finally:
         h.close()
+
+
+async def _start_and_stop(settings: AdminSettings) -> None:
+    server = await start_admin_server(pb_grpc.AdminServiceServicer(), settings)  # type: ignore[arg-type]
+    await server.stop(0)
+
+
+def test_garbage_certificate_is_named(tmp_path: Path, pki: dict[str, Path]) -> None:
+    """A certificate file that is not PEM is reported as that TLS file, not as a bind failure."""
+    bad = tmp_path / "not-a-cert.pem"
+    bad.write_text("hello\n")
+    settings = AdminSettings(listen="127.0.0.1:0", tls=TLSSettings(cert=bad, key=pki["srv_key"]))
+    with pytest.raises(SettingsError, match=r"admin\.tls\.cert: .*not-a-cert\.pem is not a PEM certificate"):
+        asyncio.run(_start_and_stop(settings))
+
+
+def test_key_of_another_certificate_is_a_tls_error(tmp_path: Path, pki: dict[str, Path]) -> None:
+    """A key that does not belong to the certificate names both files and says the address is free."""
+    settings = AdminSettings(listen="127.0.0.1:0", tls=TLSSettings(cert=pki["srv_crt"], key=pki["cli_key"]))
+    with pytest.raises(SettingsError, match=r"admin\.tls: .*server\.crt.*client\.key") as info:
+        asyncio.run(_start_and_stop(settings))
+    assert "cannot bind" not in str(info.value)
+
+
+def test_busy_address_is_still_a_bind_error(pki: dict[str, Path]) -> None:
+    """With good TLS files, a port already in use is reported as admin.listen."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        tls = TLSSettings(cert=pki["srv_crt"], key=pki["srv_key"])
+        with pytest.raises(SettingsError, match=r"admin\.listen: cannot bind"):
+            asyncio.run(_start_and_stop(AdminSettings(listen=f"127.0.0.1:{port}", tls=tls)))
+
+
+@pytest.mark.parametrize(
+    ("listen", "tls", "warned"), [("0.0.0.0:0", False, True), ("0.0.0.0:0", True, False), ("127.0.0.1:0", False, False)]
+)
+def test_plaintext_on_a_network_address_warns(pki: dict[str, Path], listen: str, tls: bool, warned: bool) -> None:
+    """Listening beyond loopback without TLS logs one admin_plaintext WARNING at start."""
+    t = TLSSettings(cert=pki["srv_crt"], key=pki["srv_key"]) if tls else None
+    with capture_logs() as events:
+        asyncio.run(_start_and_stop(AdminSettings(listen=listen, tls=t)))
+    plaintext = [e for e in events if e["event"] == "admin_plaintext"]
+    assert [e["log_level"] for e in plaintext] == (["warning"] if warned else [])

@@ -11,6 +11,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from pdscale.controller.admin.server import is_loopback
+from pdscale.controller.runtime.settings import parse_settings
 from tests.deploy import kustomize_lite
 from tests.deploy.deploy_support import DEPLOY, OVERLAYS, kubectl_path, render_overlay, render_with_kubectl
 
@@ -100,10 +102,11 @@ class TestSchemas:
         with pytest.raises(jsonschema.ValidationError, match="intervall"):
             jsonschema.Draft202012Validator(schema).validate(broken)
 
-    def test_secret_template_is_valid_and_outside_every_overlay(self, overlay: str) -> None:
-        """The admin-token Secret template validates, and no overlay ships a Secret."""
-        template = yaml.safe_load((DEPLOY / "kubernetes" / "secret-admin-token.example.yaml").read_text())
-        kubernetes_validate.validate(template, K8S_VERSIONS[-1], strict=True)
+    @pytest.mark.parametrize("template", ["secret-admin-token.example.yaml", "secret-admin-tls.example.yaml"])
+    def test_secret_template_is_valid_and_outside_every_overlay(self, overlay: str, template: str) -> None:
+        """The admin-token and admin-TLS Secret templates validate, and no overlay ships a Secret."""
+        doc = yaml.safe_load((DEPLOY / "kubernetes" / template).read_text())
+        kubernetes_validate.validate(doc, K8S_VERSIONS[-1], strict=True)
         assert not [d for d in render_overlay(overlay) if d["kind"] == "Secret"]
 
     @pytest.mark.skipif(kubectl_path() is None, reason="kubectl not installed: nothing to compare with")
@@ -172,11 +175,29 @@ class TestDeployment:
         assert mounts[str(Path(config["admin"]["token"]["file"]).parent)]["readOnly"] is True
 
     def test_admin_token_is_readable_by_the_daemon_group(self, overlay: str) -> None:
-        """The token file is group-readable (fsGroup) and not world-readable."""
+        """The token and TLS files are group-readable (fsGroup) and not world-readable."""
         pod = _one(render_overlay(overlay), "Deployment")["spec"]["template"]["spec"]
-        (volume,) = [v for v in pod["volumes"] if "secret" in v]
-        assert volume["secret"]["defaultMode"] == 0o440
+        (volume,) = [v for v in pod["volumes"] if "secret" in v or "projected" in v]
+        assert volume["projected"]["defaultMode"] == 0o440
         assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]
+
+    def test_admin_api_on_the_pod_network_serves_tls_from_a_secret(self, overlay: str) -> None:
+        """Listening beyond loopback, the admin API has TLS whose cert and key are files of a mounted Secret."""
+        docs = render_overlay(overlay)
+        config = _daemon_config(docs)
+        admin = parse_settings(config, "config.yaml").admin
+        assert not is_loopback(admin.listen)
+        assert admin.tls is not None
+        mounts = {m["name"]: m["mountPath"] for m in _container(docs)["volumeMounts"]}
+        pod = _one(docs, "Deployment")["spec"]["template"]["spec"]
+        served: dict[Path, tuple[str, str]] = {}
+        for volume in pod["volumes"]:
+            for source in volume.get("projected", {}).get("sources", []):
+                secret = source.get("secret")
+                for item in (secret or {}).get("items", []):
+                    served[Path(mounts[volume["name"]]) / item["path"]] = (secret["name"], item["key"])
+        assert served[admin.tls.cert] == ("pdscale-admin-tls", "tls.crt")
+        assert served[admin.tls.key] == ("pdscale-admin-tls", "tls.key")
 
     def test_entrypoint_arguments_name_the_mounted_config(self, overlay: str) -> None:
         """The container runs `pdscale serve --config /etc/pdscale/config.yaml` from the ConfigMap."""
