@@ -39,7 +39,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--prefix-reuse", type=float, help="share of prompt tokens served from a prefix cache (0-1)")
     p.add_argument("--max-replicas", type=int, default=64, help="largest pool the search tries (default 64)")
     p.add_argument("--cold-start-s", type=float, default=300.0, help="replica cold start for the autoscaled replay")
-    p.add_argument("--forecaster", default="ensemble", help="forecaster of the autoscaled replay (default ensemble)")
+    p.add_argument(
+        "--forecaster", default="last_value", help="forecaster of the autoscaled replay (default last_value)"
+    )
     p.add_argument("--no-autoscale", action="store_true", help="skip the autoscaled replay (faster)")
     p.add_argument("--out", required=True, help="directory for report.md and plots")
     p.add_argument("--json", dest="json_out", help="write the plan as JSON here ('-': stdout)")

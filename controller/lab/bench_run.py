@@ -97,7 +97,7 @@ class RunSpec:
     max_replicas: int = 32
     budget_gpus: int | None = None
     slowdown: float = 1.0
-    forecaster: str = "ensemble"
+    forecaster: str = "last_value"
     policy_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     mode: str = "disagg"
     hardware_file: str | None = None

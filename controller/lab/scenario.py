@@ -119,7 +119,7 @@ class Scenario(_Section):
     hardware: str | None = None
     """A hardware file (``pdscale.simulator.hardware``): the simulated replica, apart from the controller's
     profile (which stays the default builtin one)."""
-    forecaster: str = "ensemble"
+    forecaster: str = "last_value"
     policy_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     static: StaticSplit | None = None
 

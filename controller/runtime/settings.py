@@ -185,7 +185,9 @@ class PolicySettings(_Section):
 class ForecastingSettings(_Section):
     """Which forecaster plugin each signal uses."""
 
-    model: str = "ensemble"
+    model: str = "last_value"
+    """The default since the benchmark measured the ensemble saving < 5% GPU-hours on multi-day traffic
+    (docs/forecasting.md, "What the forecaster is worth"); ``ensemble`` remains available."""
     params: dict[str, Any] = Field(default_factory=dict)
     fits: FitMode = FitMode.PROCESS
     """Where ``pdscale serve`` runs statsmodels and scikit-learn refits: ``process`` (a spawned worker, off the

@@ -5,17 +5,23 @@ from __future__ import annotations
 from pdscale.controller.core.types import Signal
 from pdscale.controller.runtime.assembly import forecaster_factory
 from pdscale.controller.runtime.plugins import Registry
-from pdscale.controller.runtime.settings import load_settings
+from pdscale.controller.runtime.settings import Settings, load_settings
 from pdscale.forecasting.ensemble import Ensemble
 from pdscale.forecasting.fitting import INLINE, FitMode, fitter_for
 
 EXAMPLE = "examples/simulator.yaml"
 
 
+def _ensemble_settings() -> Settings:
+    """The example settings with the ensemble forecaster (the default is last_value)."""
+    settings = load_settings(EXAMPLE)
+    return settings.model_copy(update={"forecasting": settings.forecasting.model_copy(update={"model": "ensemble"})})
+
+
 class TestForecasterFactory:
     def test_decode_concurrency_ensemble_has_littles_law_member(self) -> None:
         """The ensemble is told its signal, so decode concurrency gets the Little's-law member."""
-        make = forecaster_factory(load_settings(EXAMPLE), Registry())
+        make = forecaster_factory(_ensemble_settings(), Registry())
         decode = make("decode", Signal.DECODE_CONCURRENCY)
         prefill = make("prefill", Signal.PREFILL_TPS)
         assert isinstance(decode, Ensemble)
@@ -25,7 +31,7 @@ class TestForecasterFactory:
 
     def test_fits_inline_unless_asked(self) -> None:
         """Replays fit inline (reproducible); the daemon's factory moves fits to the shared fit process."""
-        settings = load_settings(EXAMPLE)
+        settings = _ensemble_settings()
         inline = forecaster_factory(settings, Registry())("prefill", Signal.PREFILL_TPS)
         background = forecaster_factory(settings, Registry(), fits=FitMode.PROCESS)("prefill", Signal.PREFILL_TPS)
         assert isinstance(inline, Ensemble)
