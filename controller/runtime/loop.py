@@ -26,6 +26,7 @@ from pdscale.controller.core.protocols import (
     Policy,
     PolicyContext,
     can_flip_roles,
+    take_drain_result,
 )
 from pdscale.controller.core.types import (
     ROLE_SIGNALS,
@@ -344,8 +345,13 @@ class Reconciler:
         self._applied[pool] = target
         self.recorder.set_applied(pool, target)
         self._intent_end(intent, Outcome.APPLIED.value, "")
+        drained = take_drain_result(self.actuator, pool)  # what a draining scale-down did, when it says
+        if drained is not None and drained.timed_out:
+            log.warning(
+                "drain_timeout", pool=pool, target=target, inflight_cut=drained.cut_inflight, replicas=drained.timed_out
+            )
         log.info("actuation_applied", pool=pool, target=target)
-        return PoolOutcome(Outcome.APPLIED)
+        return PoolOutcome(Outcome.APPLIED, drained.summary() if drained is not None else "")
 
     def _intent_begin(self, pool: str, target: int, now: float) -> int | None:
         begin = getattr(self.recorder, "begin_intent", None)
