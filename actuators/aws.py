@@ -5,6 +5,12 @@
 the group's MinSize/MaxSize enforced here, never below what running replicas occupy, at most
 ``max_step_nodes`` per change and one change per ``min_interval_s`` by timestamps). Every call advances the
 walk, so a paced goal is reached over later ticks without the loop asking again.
+
+Scale-in never lets AWS choose: the group's instances are protected from scale-in (``SetInstanceProtection``),
+and a step down first lowers the desired count by instances not launched yet, then picks pending instances,
+then the least-loaded running ones; each running one is drained through its engine (``drain``: in-flight count
+from its ``/metrics``, bounded by the pool's ``drain_timeout_s``) and terminated with
+``TerminateInstanceInAutoScalingGroup(ShouldDecrementDesiredCapacity=True)``.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from string import Template
 from typing import Any
 
 import structlog
@@ -27,8 +34,17 @@ from pdscale.actuators.base import (
     retrying,
     unknown_pool,
 )
-from pdscale.actuators.nodegroups import GPUS_PER_INSTANCE, Node, NodeGroup, NodeSizing, NodeState, plan_nodes
-from pdscale.controller.core.protocols import ActuationError
+from pdscale.actuators.drain import Drainer, EngineDrain, EngineTarget, pool_drain_timeout_s, result
+from pdscale.actuators.nodegroups import (
+    GPUS_PER_INSTANCE,
+    Node,
+    NodeGroup,
+    NodeSizing,
+    NodeState,
+    choose_nodes,
+    plan_nodes,
+)
+from pdscale.controller.core.protocols import ActuationError, DrainResult
 from pdscale.controller.core.types import ErrorClass, ReplicaInfo, ReplicaState
 
 __all__ = ["AsgProvider", "AwsAsgActuator", "AwsAsgParams", "AwsAsgPoolAddress", "classify_aws_error"]
@@ -71,6 +87,10 @@ class AwsAsgPoolAddress(BaseModel):
     headroom_nodes: int = Field(0, ge=0)
     max_step_nodes: int = Field(4, ge=1)
     min_interval_s: float = Field(60.0, ge=0)
+    protect: bool = True
+    """Protect the group's instances from scale-in, so only pdscale picks (and drains) the instance that goes."""
+    drain: EngineDrain | None = None
+    """Where each instance's engine reports in-flight requests (``$address``: its private IP); None: no wait."""
 
 
 class AwsAsgParams(ActuatorParams):
@@ -116,6 +136,7 @@ class AsgProvider:
                 id=str(i["InstanceId"]),
                 state=_NODE_STATES.get(str(i.get("LifecycleState")), NodeState.TERMINATING),
                 instance_type=str(i.get("InstanceType", "")),
+                protected=bool(i.get("ProtectedFromScaleIn")),
             )
             for i in g.get("Instances") or []
             if i.get("LifecycleState") != "Terminated"
@@ -135,6 +156,26 @@ class AsgProvider:
             "LaunchTemplateSpecification"
         )
         return str((lt or {}).get("InstanceType", ""))
+
+    def protect(self, group: str, instance_ids: list[str]) -> None:
+        """SetInstanceProtection(ProtectedFromScaleIn=True): the group's own scale-in never picks these."""
+        self._call(
+            group,
+            "protect",
+            lambda: self._client.set_instance_protection(
+                AutoScalingGroupName=group, InstanceIds=instance_ids, ProtectedFromScaleIn=True
+            ),
+        )
+
+    def terminate(self, group: str, instance_id: str) -> None:
+        """TerminateInstanceInAutoScalingGroup with ShouldDecrementDesiredCapacity: this node goes, none replaces it."""
+        self._call(
+            group,
+            "terminate",
+            lambda: self._client.terminate_instance_in_auto_scaling_group(
+                InstanceId=instance_id, ShouldDecrementDesiredCapacity=True
+            ),
+        )
 
     def set_desired(self, group: str, nodes: int) -> None:
         """SetDesiredCapacity, honouring cooldowns."""
@@ -179,6 +220,11 @@ class AwsAsgActuator:
         resources = getattr(env, "resources", {}) or {}
         self._clock: Callable[[], float] = resources.get("clock") or time.time
         self._occupied: Callable[[str], int] | None = resources.get("occupied_replicas")
+        self._engine_url: Callable[[str, str], str] | None = resources.get("engine_url")
+        self._drain_timeout = {name: pool_drain_timeout_s(spec) for name, spec in pools.items()}
+        self.drainer = Drainer(BACKEND)
+        self._drain_results: dict[str, DrainResult] = {}
+        self._ec2: Any = resources.get("ec2_client")
         self.calls = CallLog(BACKEND, dry_run=self.params.dry_run)
         self.external = ExternalChangeDetector(BACKEND)
         policy = self.params.retry_policy()
@@ -240,11 +286,69 @@ class AwsAsgActuator:
         if self.params.dry_run:
             self.calls.would(pool, "set_desired", current=group.desired, nodes=plan.nodes, reason=plan.reason)
             return group
-        with self.calls.call(pool, "set_desired", nodes=plan.nodes, previous=group.desired, reason=plan.reason):
-            self.provider.set_desired(group.name, plan.nodes)
+        if plan.nodes < group.desired:
+            self._scale_in(pool, group, group.desired - plan.nodes)
+        else:
+            with self.calls.call(pool, "set_desired", nodes=plan.nodes, previous=group.desired, reason=plan.reason):
+                self.provider.set_desired(group.name, plan.nodes)
         walk.written_nodes, walk.last_change_s = plan.nodes, now
         self.external.applied_now(pool, plan.nodes)
         return NodeGroup(group.name, plan.nodes, group.min_size, group.max_size, group.nodes, group.instance_type)
+
+    def _protect(self, pool: str, group: NodeGroup) -> None:
+        todo = [n.id for n in group.nodes if not n.protected and n.state is not NodeState.TERMINATING]
+        if todo and self._addr(pool).protect and not self.params.dry_run:
+            with self.calls.call(pool, "protect", instances=todo):
+                self.provider.protect(group.name, todo)
+
+    def _scale_in(self, pool: str, group: NodeGroup, count: int) -> None:
+        """Remove ``count`` nodes: not launched yet, then pending, then drained least-loaded running ones."""
+        live = [n for n in group.nodes if n.state is not NodeState.TERMINATING]
+        unlaunched = min(count, max(0, group.desired - len(live)))
+        if unlaunched:
+            with self.calls.call(pool, "set_desired", nodes=group.desired - unlaunched, previous=group.desired):
+                self.provider.set_desired(group.name, group.desired - unlaunched)
+        cfg = self._addr(pool).drain
+        urls: dict[str, str] = {}
+
+        def load(node: Node) -> float:
+            if cfg is None:
+                return 0.0
+            urls[node.id] = self._engine(pool, node.id, cfg)
+            n = self.drainer.inflight(cfg, urls[node.id])
+            return math.inf if math.isnan(n) else n
+
+        victims = choose_nodes(live, count - unlaunched, load)
+        running = [n.id for n in victims if n.state is NodeState.RUNNING]
+        drained, cut = list(running), 0
+        timed_out: list[str] = []
+        if cfg is not None and running:
+            targets = [EngineTarget(i, urls.get(i) or self._engine(pool, i, cfg)) for i in running]
+            drained, timed_out, cut = self.drainer.drain(cfg, pool, targets, self._drain_timeout.get(pool, 600.0))
+        for node in victims:
+            with self.calls.call(pool, "terminate", instance=node.id, state=node.state.value):
+                self.provider.terminate(group.name, node.id)
+        cancelled = unlaunched + len(victims) - len(running)
+        self._drain_results[pool] = result(pool, cancelled, drained, timed_out, cut)
+
+    def _engine(self, pool: str, instance_id: str, cfg: EngineDrain) -> str:
+        if self._engine_url is not None:
+            return str(self._engine_url(pool, instance_id)).rstrip("/")
+        address = instance_id
+        if "$address" in cfg.url:
+            if self._ec2 is None:
+                import boto3
+
+                self._ec2 = boto3.client("ec2", region_name=self.params.region, endpoint_url=self.params.endpoint_url)
+            got = self._ec2.describe_instances(InstanceIds=[instance_id])
+            for r in got.get("Reservations") or []:
+                for i in r.get("Instances") or []:
+                    address = str(i.get("PrivateIpAddress") or address)
+        return Template(cfg.url).safe_substitute(address=address, replica=instance_id, pool=pool).rstrip("/")
+
+    def take_drain_result(self, pool: str) -> DrainResult | None:
+        """What the last scale-in of ``pool`` did (cancelled, drained, timed out), once."""
+        return self._drain_results.pop(pool, None)
 
     def target_size(self, pool: str) -> int:
         """The goal this actuator walks toward, or the replicas the group's desired nodes hold."""
@@ -282,6 +386,7 @@ class AwsAsgActuator:
                 return
             walk.goal_replicas = replicas
             self._walks[pool] = walk
+            self._protect(pool, group)
             after = self._advance(pool, group)
             extra.update(nodes=after.desired, goal_nodes=need)
 

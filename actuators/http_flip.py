@@ -29,7 +29,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from pdscale.actuators.base import ActuatorParams, CallLog, classify_http_status, parse_params, retrying, unknown_pool
-from pdscale.controller.core.protocols import ActuationError, Actuator
+from pdscale.controller.core.protocols import ActuationError, Actuator, DrainResult, take_drain_result
 from pdscale.controller.core.types import ErrorClass, ReplicaInfo, ReplicaState, RoleFlip
 
 __all__ = ["BaseScaler", "HttpRoleFlipActuator", "HttpRoleFlipParams"]
@@ -176,6 +176,10 @@ class HttpRoleFlipActuator:
         ]
         return out
 
+    def take_drain_result(self, pool: str) -> DrainResult | None:
+        """The base scaler's account of its last scale-down of ``pool``."""
+        return take_drain_result(self.base, pool)
+
     # -- SupportsRoleFlip --------------------------------------------------------------------------
     def flip_roles(self, flip: RoleFlip) -> None:
         """Ask the ``count`` least-loaded ready workers of ``from_pool`` to drain and serve ``to_pool``."""
@@ -228,3 +232,8 @@ class HttpRoleFlipActuator:
         retrying(once, self._retry, backend=BACKEND, op="flip_role", pool=flip.from_pool)
         self._where[replica.id] = flip.to_pool
         log.info("role_flipped", replica=replica.id, from_pool=flip.from_pool, to_pool=flip.to_pool)
+        event = getattr(self.base, "record_event", None)  # e.g. a Kubernetes Event on both scaled objects
+        if callable(event):
+            message = f"Role flip of {replica.id}: from: {flip.from_pool}; to: {flip.to_pool}; by pdscale"
+            for pool in (flip.from_pool, flip.to_pool):
+                event(pool, "RoleFlip", message)

@@ -6,8 +6,9 @@ Writes are a PUT of the Scale with the resourceVersion just read (409 Conflict: 
 concurrent edit is never overwritten blindly. Replicas come from the pods the Scale's ``status.selector``
 selects (terminating pods are draining), or from the Scale's status when it has no selector.
 
-Before a scale-down of a Deployment, pods can be annotated with ``controller.kubernetes.io/pod-deletion-cost``
-from a per-pod load signal, so the ReplicaSet controller removes the least-loaded first.
+A scale-down cancels starting pods first, then chooses, drains and removes exactly the ready pods it names
+(``kubernetes_drain``: pod-deletion-cost or highest ordinal, the engine's in-flight count, ``drain_timeout_s``);
+each applied scale, drain and flip is recorded as a Kubernetes Event on the scaled object.
 """
 
 # ruff: noqa: PLC0415 - the kubernetes client is imported lazily, so pdscale runs without it
@@ -32,7 +33,9 @@ from pdscale.actuators.base import (
     retrying,
     unknown_pool,
 )
-from pdscale.controller.core.protocols import ActuationError
+from pdscale.actuators.drain import Drainer, EngineDrain, pool_drain_timeout_s
+from pdscale.actuators.kubernetes_drain import drain_event, record_event, shrink, watch_external_changes
+from pdscale.controller.core.protocols import ActuationError, DrainResult
 from pdscale.controller.core.types import ErrorClass, ReplicaInfo, ReplicaState
 
 __all__ = [
@@ -62,6 +65,7 @@ RBAC_RULES: tuple[RbacRule, ...] = (
     ("apps", "statefulsets", ("get", "list", "watch")),
     ("leaderworkerset.x-k8s.io", "leaderworkersets", ("get", "list", "watch")),
     ("", "pods", ("get", "list", "patch")),
+    ("", "events", ("create",)),
 )
 """Exactly the API calls this actuator makes on built-in kinds (deploy/rbac-requirements.yaml grants them)."""
 
@@ -98,6 +102,12 @@ class KubernetesPoolAddress(BaseModel):
     plural: str | None = None
     label_selector: str | None = None
     """Overrides the Scale's status.selector for listing the pool's pods."""
+    drain: EngineDrain | None = None
+    """Where each pod's engine reports in-flight requests (``$address`` is the pod IP); None: no wait."""
+    unroute_label: str | None = None
+    """A pod label the pool's Service selects on; removed from a pod before it drains (not in the selector!)."""
+    victims: Literal["deletion_cost", "highest_ordinal"] | None = None
+    """How the workload picks pods to remove; default: highest_ordinal for StatefulSet/LWS, else deletion_cost."""
 
     @model_validator(mode="after")
     def _custom_needs_gvr(self) -> KubernetesPoolAddress:
@@ -131,6 +141,8 @@ class KubernetesParams(ActuatorParams):
     conflict_retries: int = Field(5, ge=0, le=20)
     deletion_cost: bool = False
     """Annotate pods with pod-deletion-cost by load before a Deployment scales down."""
+    events: bool = True
+    """Record a core/v1 Event on the scaled object for each applied scale, drain and flip."""
     load_annotation: str | None = None
     """Pod annotation holding a per-pod load number (else ``env.resources['pod_load'](pool, pod)``, else equal)."""
 
@@ -153,6 +165,11 @@ class KubernetesActuator:
         self.addresses = parse_pool_addresses(KubernetesPoolAddress, pools, BACKEND)
         resources = getattr(env, "resources", {}) or {}
         self._pod_load: Callable[[str, str], float] | None = resources.get("pod_load")
+        self._engine_url: Callable[[str, str], str] | None = resources.get("engine_url")
+        self._drain_timeout = {name: pool_drain_timeout_s(spec) for name, spec in pools.items()}
+        self.drainer = Drainer(BACKEND)
+        self._drain_results: dict[str, DrainResult] = {}
+        self._uids: dict[str, str] = {}
         self.calls = CallLog(BACKEND, dry_run=self.params.dry_run)
         self.external = ExternalChangeDetector(BACKEND)
         self._retry = self.params.retry_policy()
@@ -316,6 +333,7 @@ class KubernetesActuator:
         if replicas < 0:
             raise ActuationError(f"kubernetes: negative target {replicas} for {pool}", ErrorClass.PERMANENT)
         with self.calls.call(pool, "set_target", replicas=replicas) as extra:
+            removed: int | None = None
             for attempt in range(self.params.conflict_retries + 1):
                 scale = self._read_scale(pool)
                 current = int((scale.get("spec") or {}).get("replicas") or 0)
@@ -327,18 +345,48 @@ class KubernetesActuator:
                     self.calls.would(pool, "set_target", current=current, replicas=replicas)
                     extra["result"] = "dry_run"
                     return
-                if replicas < current and self.params.deletion_cost and self._addr(pool).kind == "Deployment":
-                    self._annotate_deletion_cost(pool, scale)
+                write = replicas
+                if replicas < current:
+                    if removed is None:
+                        if self.params.deletion_cost and self._addr(pool).kind == "Deployment":
+                            self._annotate_deletion_cost(pool, scale)
+                        removed = current - shrink(self, pool, scale, current, replicas)
+                    write = max(replicas, current - removed)
                 try:
-                    self._write_scale(pool, scale, replicas)
+                    self._write_scale(pool, scale, write)
                 except _ConflictError:
                     if attempt < self.params.conflict_retries:
                         log.info("kubernetes_conflict_retry", pool=pool, attempt=attempt + 1)
                         continue
                     raise
-                self.external.applied_now(pool, replicas)
-                extra["previous"] = current
+                self.external.applied_now(pool, write)
+                extra.update(previous=current, written=write)
+                self._events_after(pool, current, write)
                 return
+
+    def _events_after(self, pool: str, current: int, write: int) -> None:
+        res = self._drain_results.get(pool) if write < current else None
+        if res is not None:
+            drain_event(self, pool, res)
+        record_event(self, pool, "SuccessfulRescale", f"New size: {write}; from: {current}; to: {write}; by pdscale")
+
+    def take_drain_result(self, pool: str) -> DrainResult | None:
+        """What the last scale-down of ``pool`` did (cancelled, drained, timed out), once."""
+        return self._drain_results.pop(pool, None)
+
+    def drain_timeout_s(self, pool: str) -> float:
+        """The pool's ``drain_timeout_s``."""
+        return self._drain_timeout.get(pool, 600.0)
+
+    def object_uid(self, pool: str) -> str:
+        """The scaled object's uid (for Events), read once."""
+        if pool not in self._uids:
+            self._uids[pool] = str((self._read_parent(pool).get("metadata") or {}).get("uid") or "")
+        return self._uids[pool]
+
+    def record_event(self, pool: str, reason: str, message: str) -> None:
+        """A Normal Event on ``pool``'s scaled object (role flips record theirs through this)."""
+        record_event(self, pool, reason, message)
 
     def replicas(self, pool: str) -> Sequence[ReplicaInfo]:
         """Pods selected by the Scale's selector: ready, starting, or draining (terminating)."""
@@ -413,41 +461,9 @@ class KubernetesActuator:
             ),
         )
 
-    # -- watching ----------------------------------------------------------------------------------
     def watch_external_changes(self, pool: str, timeout_s: float = 30.0) -> list[ExternalChangeReport]:
         """Watch the pool's parent object for ``timeout_s``; report each replica change nobody here made."""
-        from kubernetes import watch
-
-        a = self._addr(pool)
-        ns = self._ns(a)
-        if a.kind == "Deployment" and not a.plural:
-            fn: Callable[..., Any] = self._apps.list_namespaced_deployment
-            args: tuple[Any, ...] = (ns,)
-        elif a.kind == "StatefulSet" and not a.plural:
-            fn, args = self._apps.list_namespaced_stateful_set, (ns,)
-        else:
-            g, v, plural = a.gvr()
-            fn, args = self._custom.list_namespaced_custom_object, (g, v, ns, plural)
-        reports: list[ExternalChangeReport] = []
-        w = watch.Watch()  # type: ignore[no-untyped-call]
-        for event in w.stream(  # type: ignore[no-untyped-call]
-            fn, *args, field_selector=f"metadata.name={a.name}", timeout_seconds=int(timeout_s)
-        ):
-            obj = event.get("raw_object") or {}
-            replicas = int((obj.get("spec") or {}).get("replicas") or 0)
-            if pool in self.external.applied and replicas != self.external.applied[pool]:
-                owner = next(
-                    (
-                        str(e.get("manager"))
-                        for e in (obj.get("metadata") or {}).get("managedFields") or []
-                        if "f:replicas" in json.dumps(e.get("fieldsV1") or {})
-                    ),
-                    "",
-                )
-                report = self.external.observe(pool, replicas, by=owner)
-                if report is not None and report not in reports:
-                    reports.append(report)
-        return reports
+        return watch_external_changes(self, pool, timeout_s)
 
 
 def _from_status(pool: str, scale: Mapping[str, Any]) -> list[ReplicaInfo]:

@@ -8,6 +8,7 @@ every provider.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -20,6 +21,7 @@ __all__ = [
     "NodePlan",
     "NodeSizing",
     "NodeState",
+    "choose_nodes",
     "plan_nodes",
 ]
 
@@ -56,6 +58,8 @@ class Node:
     id: str
     state: NodeState
     instance_type: str = ""
+    protected: bool = False
+    """Protected from the group's own scale-in (so only pdscale picks which node goes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,3 +162,14 @@ def plan_nodes(
     if abs(goal - current_nodes) > sizing.max_step_nodes:
         reasons.append(f"step limited to {sizing.max_step_nodes} nodes")
     return NodePlan(current_nodes + step, goal, "; ".join(reasons))
+
+
+def choose_nodes(nodes: Sequence[Node], count: int, load: Callable[[Node], float]) -> list[Node]:
+    """The ``count`` nodes to remove: pending ones first (they serve nothing yet), then the least-loaded running
+    ones (``load`` is only asked about running nodes), by id on ties; terminating nodes are never chosen."""
+    pending = sorted((n for n in nodes if n.state is NodeState.PENDING), key=lambda n: n.id)
+    running = [n for n in nodes if n.state is NodeState.RUNNING]
+    chosen = pending[:count]
+    if len(chosen) < count:
+        chosen += sorted(running, key=lambda n: (load(n), n.id))[: count - len(chosen)]
+    return chosen

@@ -6,11 +6,19 @@ changes only ``num_replicas`` of the pool's deployment, and PUTs the whole appli
 applies in place (replicas of unchanged deployments keep running). A deployment with its own
 ``autoscaling_config`` is refused: two owners of one replica count fight. ``DEPLOY_FAILED`` is reported with
 Ray's message as a permanent error.
+
+Drain: every write also sets the deployment's ``graceful_shutdown_timeout_s`` to the pool's ``drain_timeout_s``
+(a lightweight update, no restart), then reads the applied config back to verify it; before a scale-down whose
+replicas run with another timeout, that update goes alone first and pdscale waits until the replicas run with it.
+On a scale-down Ray Serve itself stops starting replicas first, stops routing to the replicas it stops (STOPPING)
+and lets their in-flight requests finish for up to that timeout, checking every ``graceful_shutdown_wait_loop_s``.
+Ray picks the victims; a request still running at the timeout is cut by Ray, which pdscale cannot count.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -69,6 +77,10 @@ class RayServeParams(ActuatorParams):
     token: SecretRef | None = None
     """Bearer token; when absent, ``token_file`` is used if it exists."""
     token_file: Path | None = Field(default_factory=lambda: Path.home() / ".ray" / "auth_token")
+    graceful_shutdown: bool = True
+    """Set each written deployment's graceful_shutdown_timeout_s to the pool's drain_timeout_s (and verify it)."""
+    grace_wait_s: float = Field(60.0, gt=0)
+    """How long a scale-down waits for the replicas to run with the new graceful shutdown timeout first."""
 
 
 class RayServeActuator:
@@ -89,6 +101,14 @@ class RayServeActuator:
 
         self.params = parse_params(RayServeParams, params, BACKEND)
         self.addresses = parse_pool_addresses(RayServePoolAddress, pools, BACKEND)
+        self._drain_timeout = {
+            name: float(
+                spec.get("drain_timeout_s", 600.0)
+                if isinstance(spec, Mapping)
+                else getattr(spec, "drain_timeout_s", 600.0)
+            )
+            for name, spec in pools.items()
+        }
         self.calls = CallLog(BACKEND, dry_run=self.params.dry_run)
         self.external = ExternalChangeDetector(BACKEND)
         self._retry = self.params.retry_policy()
@@ -197,9 +217,53 @@ class RayServeActuator:
                 self.calls.would(pool, "set_target", current=current, replicas=replicas)
                 extra["result"] = "dry_run"
                 return
-            self._request("PUT", pool, _with_replicas(got, addr, replicas))
+            grace = self._drain_timeout.get(pool, 600.0) if self.params.graceful_shutdown else None
+            if grace is not None and replicas < current and self.graceful_shutdown_s(pool) != grace:
+                got = self._apply_grace_first(pool, got, addr, current, grace)
+            self._request("PUT", pool, _with_replicas(got, addr, replicas, grace))
             self.external.applied_now(pool, replicas)
             extra["previous"] = current
+            if grace is not None:
+                extra["graceful_shutdown_timeout_s"] = grace
+                self._verify_grace(pool, grace)
+
+    def _apply_grace_first(
+        self, pool: str, got: Mapping[str, Any], addr: RayServePoolAddress, current: int, grace: float
+    ) -> dict[str, Any]:
+        """Before a scale-down, the running replicas must already carry the drain bound (Ray stops a replica with
+        the config it runs): PUT it alone and wait until every replica runs with it."""
+        self._request("PUT", pool, _with_replicas(got, addr, current, grace))
+        deadline = time.monotonic() + self.params.grace_wait_s
+        while time.monotonic() < deadline:
+            fresh, app, _ = self._status(pool)
+            dep = (app.get("deployments") or {}).get(addr.deployment) or {}
+            states = {str(r.get("state")) for r in dep.get("replicas") or []}
+            if self.graceful_shutdown_s(pool) == grace and states <= {"RUNNING"}:
+                return fresh
+            time.sleep(0.5)
+        raise ActuationError(
+            f"ray_serve deployment {addr.deployment!r}: replicas did not take graceful_shutdown_timeout_s={grace:g} "
+            f"within {self.params.grace_wait_s:g}s; not scaling down (requests would be cut)",
+            ErrorClass.TRANSIENT,
+        )
+
+    def _verify_grace(self, pool: str, grace: float) -> None:
+        """The applied config must carry the drain bound, else a scale-down would cut requests at Ray's default."""
+        _, app, addr = self._status(pool)
+        entry = _config_entry(app, addr.deployment) or {}
+        if entry.get("graceful_shutdown_timeout_s") != grace:
+            raise ActuationError(
+                f"ray_serve deployment {addr.deployment!r}: graceful_shutdown_timeout_s is "
+                f"{entry.get('graceful_shutdown_timeout_s')!r} after the update, not {grace:g}; retrying",
+                ErrorClass.TRANSIENT,
+            )
+
+    def graceful_shutdown_s(self, pool: str) -> float | None:
+        """The graceful shutdown timeout Ray Serve runs the pool's deployment with now (its live config)."""
+        _, app, addr = self._status(pool)
+        live = ((app.get("deployments") or {}).get(addr.deployment) or {}).get("deployment_config") or {}
+        got = live.get("graceful_shutdown_timeout_s")
+        return float(got) if isinstance(got, int | float) else None
 
     def replicas(self, pool: str) -> Sequence[ReplicaInfo]:
         """The deployment's replicas: STARTING/UPDATING/RECOVERING starting, RUNNING ready, STOPPING draining."""
@@ -236,7 +300,9 @@ def _current(app: Mapping[str, Any], deployment: str) -> int:
     return int(cfg_n) if isinstance(cfg_n, int) else len(dep.get("replicas") or [])
 
 
-def _with_replicas(got: Mapping[str, Any], addr: RayServePoolAddress, replicas: int) -> dict[str, Any]:
+def _with_replicas(
+    got: Mapping[str, Any], addr: RayServePoolAddress, replicas: int, grace_s: float | None = None
+) -> dict[str, Any]:
     """The declarative config of every application as applied, with one ``num_replicas`` changed."""
     apps = []
     for name, app in (got.get("applications") or {}).items():
@@ -254,7 +320,10 @@ def _with_replicas(got: Mapping[str, Any], addr: RayServePoolAddress, replicas: 
                     d["num_replicas"] = replicas
                     break
             else:
-                deps.append({"name": addr.deployment, "num_replicas": replicas})
+                d = {"name": addr.deployment, "num_replicas": replicas}
+                deps.append(d)
+            if grace_s is not None:
+                d["graceful_shutdown_timeout_s"] = grace_s
             cfg["deployments"] = deps
         apps.append(cfg)
     body: dict[str, Any] = {"applications": apps}

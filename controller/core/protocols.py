@@ -31,16 +31,19 @@ __all__ = [
     "Actuator",
     "CapacityEstimate",
     "CapacityModel",
+    "DrainResult",
     "MetricsSource",
     "Policy",
     "PolicyContext",
     "Proposal",
+    "ReportsDrains",
     "SupportsCancelPending",
     "SupportsDrain",
     "SupportsRoleFlip",
     "can_cancel_pending",
     "can_drain",
     "can_flip_roles",
+    "take_drain_result",
 ]
 
 
@@ -107,6 +110,64 @@ class SupportsCancelPending(Protocol):
     def cancel_pending(self, pool: str, count: int) -> int:
         """Cancel up to ``count`` starting replicas; returns how many were cancelled."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class DrainResult:
+    """What one scale-down did to the replicas it removed (an actuator's own account, for the decision record).
+
+    Attributes:
+        pool: the pool scaled down.
+        cancelled: starting replicas removed before any ready one (they held no requests).
+        drained: ready replicas removed after their in-flight requests finished.
+        timed_out: ready replicas removed at ``drain_timeout_s`` with requests still in flight.
+        cut_inflight: in-flight requests those timed-out replicas still had when removed.
+        deferred: replicas of the requested reduction left for a later call (e.g. a starting replica became
+            ready while others drained, so removing it now would cut its requests).
+    """
+
+    pool: str
+    cancelled: int = 0
+    drained: tuple[str, ...] = ()
+    timed_out: tuple[str, ...] = ()
+    cut_inflight: int = 0
+    deferred: int = 0
+
+    @property
+    def outcome(self) -> str:
+        """``drain_timeout`` when a replica was removed with requests in flight, else ``drained``."""
+        return "drain_timeout" if self.timed_out else "drained"
+
+    def summary(self) -> str:
+        """One line for logs, Events and the decision record."""
+        parts = [self.outcome]
+        if self.timed_out:
+            parts.append(f"{self.cut_inflight} in-flight requests cut on {', '.join(self.timed_out)}")
+        if self.drained:
+            parts.append(f"drained {', '.join(self.drained)}")
+        if self.cancelled:
+            parts.append(f"cancelled {self.cancelled} starting")
+        if self.deferred:
+            parts.append(f"{self.deferred} deferred")
+        return "; ".join(parts)
+
+
+@runtime_checkable
+class ReportsDrains(Protocol):
+    """Actuators whose ``set_target`` drains replicas and can say what the last scale-down did."""
+
+    def take_drain_result(self, pool: str) -> DrainResult | None:
+        """The result of the last scale-down of ``pool`` not yet taken (then forgotten), or None."""
+        ...
+
+
+def take_drain_result(actuator: object, pool: str) -> DrainResult | None:
+    """The actuator's last unreported drain result for ``pool``, when it keeps one."""
+    take = getattr(actuator, "take_drain_result", None)
+    if not callable(take):
+        return None
+    got = take(pool)
+    return got if isinstance(got, DrainResult) else None
 
 
 def can_flip_roles(actuator: object) -> TypeGuard[SupportsRoleFlip]:

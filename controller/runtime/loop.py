@@ -26,6 +26,7 @@ from pdscale.controller.core.protocols import (
     Policy,
     PolicyContext,
     can_flip_roles,
+    take_drain_result,
 )
 from pdscale.controller.core.types import (
     ROLE_SIGNALS,
@@ -123,6 +124,9 @@ class Reconciler:
         self.slo = slo
         self.tick_s = tick_s
         self._read_states: dict[str, PoolState] = {}
+        self._maybe_applied: dict[str, int] = {}
+        """Per pool, the largest target whose write failed since the last read: it may have been applied anyway
+        (a timeout after the server acted), so an unread pool is counted at least at it."""
         self.budget_gpus = budget_gpus
         self.capacity = capacity
         self.guard_settings = guard_settings or GuardSettings()
@@ -172,6 +176,7 @@ class Reconciler:
                 continue
             states[name] = PoolState.from_replicas(name, target, reps)
             self._read_states[name] = states[name]
+            self._maybe_applied.pop(name, None)
             self._check_external(name, target, now)
         return states, errors
 
@@ -183,7 +188,7 @@ class Reconciler:
         last = self._read_states.get(name)
         if last is None:
             return PoolState(pool=name, target=known, ready=known)
-        return replace(last, target=max(last.target, known))
+        return replace(last, target=max(last.target, known, self._maybe_applied.get(name, 0)))
 
     def _check_external(self, pool: str, target: int, now: float) -> None:
         applied = self._applied.get(pool)
@@ -251,6 +256,11 @@ class Reconciler:
             ctx = self.context(now, observations, states, forecasts)
             self.overrides = {p: o for p, o in self.overrides.items() if o.active(now)}
             paused = frozenset(self.paused | self.external_hold | set(read_errors))
+            if self.budget_gpus is not None and any(p not in self._read_states for p in read_errors):
+                # A pool never read by this process has no known spend (after a restart, what it holds may exceed
+                # every target on record): nothing may grow until it is read.
+                log.warning("budget_unknown_spend", pools=sorted(p for p in read_errors if p not in self._read_states))
+                paused = frozenset(self.pools)
             out = decide(
                 self.policy,
                 DecideInput(
@@ -266,7 +276,7 @@ class Reconciler:
             else:
                 self.policy_state = out.policy_state
                 self.guard_state = out.guard_state
-            outcomes = self._actuate(now, out.decision, states)
+            outcomes = self._actuate(now, out.decision, states, frozenset(read_errors))
             rec_id = self.recorder.next_id()
             self.recorder.record(
                 DecisionRecord(
@@ -290,12 +300,22 @@ class Reconciler:
             self.last = result
             return result
 
-    def _actuate(self, now: float, decision: Decision, states: Mapping[str, PoolState]) -> dict[str, PoolOutcome]:
+    def _actuate(
+        self, now: float, decision: Decision, states: Mapping[str, PoolState], unread: frozenset[str] = frozenset()
+    ) -> dict[str, PoolOutcome]:
         outcomes: dict[str, PoolOutcome] = {}
         flipped: set[str] = set()
         if decision.held:
             return {p: PoolOutcome(Outcome.HELD, decision.pools[p].reason) for p in decision.pools}
+        # A pool whose actuator read failed is not written: its counts are a stale worst case, and a "shrink" from
+        # them may be a growth from what the pool really holds (found by tests/controller/test_budget_faults.py).
+        for p in unread & set(decision.pools):
+            outcomes[p] = PoolOutcome(Outcome.HELD, "actuator read failed this tick")
+        # A rebalance's growth counts on its shrinks and flips: when one fails, growth waits (budget worst case).
+        stalled = any(decision.pools[p].target < states[p].target for p in unread & set(decision.pools))
         for flip in decision.flips:
+            if {flip.from_pool, flip.to_pool} & unread:
+                continue
             if self.dry_run:
                 outcomes[flip.from_pool] = outcomes[flip.to_pool] = PoolOutcome(Outcome.DRY_RUN, f"flip {flip}")
             elif can_flip_roles(self.actuator):
@@ -304,6 +324,10 @@ class Reconciler:
                 except Exception as exc:
                     cls = exc.error_class if isinstance(exc, ActuationError) else ErrorClass.TRANSIENT
                     log.error("role_flip_failed", flip=str(flip), error=str(exc), error_class=cls.value)
+                    stalled = True
+                    # Half done, perhaps: until the next read, the receiving pool counts as if all had moved.
+                    to = flip.to_pool
+                    self._maybe_applied[to] = max(self._maybe_applied.get(to, 0), states[to].target + flip.count)
                     continue
                 for p, delta in ((flip.from_pool, -flip.count), (flip.to_pool, flip.count)):
                     self._applied[p] = states[p].target + delta
@@ -313,14 +337,22 @@ class Reconciler:
         # Shrink before grow, so the budget holds between the two steps of a rebalance.
         order = sorted(decision.pools.values(), key=lambda d: d.target - states[d.pool].target)
         for d in order:
-            if d.pool in flipped and d.pool in outcomes:
+            if d.pool in unread:
+                continue
+            done_flip = d.pool in flipped and d.pool in outcomes
+            ref = self._applied.get(d.pool, states[d.pool].target) if done_flip else states[d.pool].target
+            if stalled and self.budget_gpus is not None and d.target > ref:
+                outcomes[d.pool] = PoolOutcome(Outcome.HELD, "a shrink or flip failed this tick; growth waits for it")
+                continue
+            if done_flip:
                 if d.target != self._applied.get(d.pool):
                     outcomes[d.pool] = self._set(now, d.pool, d.target)
-                continue
-            if d.target == states[d.pool].target:
+            elif d.target == states[d.pool].target:
                 outcomes[d.pool] = PoolOutcome(Outcome.UNCHANGED)
-                continue
-            outcomes[d.pool] = self._set(now, d.pool, d.target)
+            else:
+                outcomes[d.pool] = self._set(now, d.pool, d.target)
+            if d.target < ref and outcomes[d.pool].outcome in (Outcome.FAILED, Outcome.BACKOFF):
+                stalled = True
         return outcomes
 
     def _set(self, now: float, pool: str, target: int) -> PoolOutcome:
@@ -339,13 +371,19 @@ class Reconciler:
                 "actuation_failed", pool=pool, target=target, error=str(exc), error_class=cls.value, retry_in_s=delay
             )
             self._intent_end(intent, Outcome.FAILED.value, str(exc))
+            self._maybe_applied[pool] = max(self._maybe_applied.get(pool, 0), target)
             return PoolOutcome(Outcome.FAILED, str(exc), cls.value)
         self.backoff.succeeded(pool)
         self._applied[pool] = target
         self.recorder.set_applied(pool, target)
         self._intent_end(intent, Outcome.APPLIED.value, "")
+        drained = take_drain_result(self.actuator, pool)  # what a draining scale-down did, when it says
+        if drained is not None and drained.timed_out:
+            log.warning(
+                "drain_timeout", pool=pool, target=target, inflight_cut=drained.cut_inflight, replicas=drained.timed_out
+            )
         log.info("actuation_applied", pool=pool, target=target)
-        return PoolOutcome(Outcome.APPLIED)
+        return PoolOutcome(Outcome.APPLIED, drained.summary() if drained is not None else "")
 
     def _intent_begin(self, pool: str, target: int, now: float) -> int | None:
         begin = getattr(self.recorder, "begin_intent", None)

@@ -13,7 +13,8 @@ import pytest
 
 from pdscale.actuators.ray_serve import RayServeActuator, replica_state
 from pdscale.controller.core.protocols import ActuationError
-from pdscale.controller.core.types import ErrorClass, ReplicaState
+from pdscale.controller.core.types import ErrorClass, PoolRole, ReplicaState
+from pdscale.controller.runtime.settings import PoolSettings
 
 APPS: dict[str, Any] = {
     "proxy_location": "EveryNode",
@@ -59,6 +60,7 @@ class Dashboard(BaseHTTPRequestHandler):
     puts: list[dict[str, Any]]
     auth: list[str | None]
     fail: list[int]
+    apply: bool = True
 
     def log_message(self, format: str, *args: Any) -> None:
         return
@@ -79,7 +81,11 @@ class Dashboard(BaseHTTPRequestHandler):
         self._send(200, self.state)
 
     def do_PUT(self) -> None:
-        self.puts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.puts.append(body)
+        if self.apply:  # what Serve does: the PUT config becomes the applied one
+            for app in body["applications"]:
+                self.state["applications"][app["name"]]["deployed_app_config"] = app
         self._send(200, {})
 
 
@@ -113,9 +119,32 @@ class TestRayServe:
         make(url).set_target("prefill", 4)
         (body,) = d.puts
         assert [a["name"] for a in body["applications"]] == ["llm", "other"]
-        assert body["applications"][0]["deployments"][0] == {"name": "Prefill:llama", "num_replicas": 4}
+        assert body["applications"][0]["deployments"][0] == {
+            "name": "Prefill:llama",
+            "num_replicas": 4,
+            "graceful_shutdown_timeout_s": 600.0,
+        }
         assert body["applications"][1] == APPS["applications"]["other"]["deployed_app_config"]
         assert body["http_options"] == APPS["http_options"]
+
+    def test_graceful_shutdown_is_the_pools_drain_timeout(self, dashboard: tuple[str, type[Dashboard]]) -> None:
+        """A write sets graceful_shutdown_timeout_s from the pool's drain_timeout_s."""
+        url, d = dashboard
+        pool = PoolSettings(
+            name="prefill", role=PoolRole.PREFILL, gpus_per_replica=1, max_replicas=8, drain_timeout_s=45.0,
+            actuator=POOLS["prefill"],
+        )  # fmt: skip
+        act = RayServeActuator({"prefill": pool}, {"address": url, "retry_base_s": 0.0, "token_file": None})
+        act.set_target("prefill", 3)
+        assert d.puts[0]["applications"][0]["deployments"][0]["graceful_shutdown_timeout_s"] == 45.0
+
+    def test_graceful_shutdown_not_applied_is_an_error(self, dashboard: tuple[str, type[Dashboard]]) -> None:
+        """When the applied config does not carry the drain bound, the write is reported as failed."""
+        url, d = dashboard
+        d.apply = False
+        with pytest.raises(ActuationError, match="graceful_shutdown_timeout_s") as err:
+            make(url).set_target("prefill", 3)
+        assert err.value.error_class is ErrorClass.TRANSIENT
 
     def test_unchanged_target_puts_nothing(self, dashboard: tuple[str, type[Dashboard]]) -> None:
         """Setting the current num_replicas sends no PUT."""
@@ -129,7 +158,9 @@ class TestRayServe:
         act = make(url)
         assert act.target_size("router") == 1
         act.set_target("router", 2)
-        assert {"name": "Router", "num_replicas": 2} in d.puts[0]["applications"][0]["deployments"]
+        assert {"name": "Router", "num_replicas": 2, "graceful_shutdown_timeout_s": 600.0} in d.puts[0]["applications"][
+            0
+        ]["deployments"]
 
     def test_own_autoscaling_is_refused(self, dashboard: tuple[str, type[Dashboard]]) -> None:
         """A deployment with an autoscaling_config has another owner: permanent error, no PUT."""

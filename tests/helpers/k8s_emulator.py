@@ -7,14 +7,17 @@ exercised end to end (kubeconfig, URL building, content types, error decoding):
 - workloads (Deployments, StatefulSets, LeaderWorkerSets and registered custom resources): GET/PUT/PATCH of the
   object and of its ``/scale`` subresource (autoscaling/v1 Scale), list with ``fieldSelector=metadata.name=``
   and ``?watch=true`` (JSON lines of ADDED/MODIFIED events);
-- pods: list with ``labelSelector`` (equality terms), GET and PATCH;
+- pods: list with ``labelSelector`` (equality terms), GET and PATCH (labels and annotations);
+- Events (core/v1): POST and list in a namespace, kept in ``k8s_events``;
 - every write bumps a global resourceVersion and records ``managedFields`` (manager from ``fieldManager`` or the
   User-Agent); a PUT with a stale ``metadata.resourceVersion`` gets 409 Conflict; PATCH accepts JSON patch,
   merge patch and strategic merge patch (the latter applied as a merge patch, enough for scale and annotations).
 
 A tiny workload controller makes pods follow ``spec.replicas``: new pods are Pending then Running+Ready after
 ``start_delay_s``; scale-down marks pods terminating (``deletionTimestamp``) and removes them after
-``terminate_delay_s``; for Deployments the lowest ``controller.kubernetes.io/pod-deletion-cost`` goes first.
+``terminate_delay_s``; not-ready pods go first, then for Deployments the lowest
+``controller.kubernetes.io/pod-deletion-cost``, for StatefulSets and LeaderWorkerSets the highest ordinal.
+``on_delete(pod_name)`` is called when a pod starts terminating (a test kills that replica's engine there).
 Leases (coordination.k8s.io/v1, for leader election): GET, POST on the collection (409 AlreadyExists), PUT with
 ``metadata.resourceVersion`` (409 Conflict when stale). A base URL ``.../clients/<name>`` names the client (put it
 in its kubeconfig): ``partition(name)`` then drops that client's requests (all, or only its Lease calls), and every
@@ -110,6 +113,9 @@ class K8sEmulator:
     faults: list[_Fault] = field(default_factory=list)
     leases: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     scale_writes: list[ScaleWrite] = field(default_factory=list)
+    k8s_events: list[dict[str, Any]] = field(default_factory=list)
+    """core/v1 Events created by clients, in order."""
+    on_delete: Callable[[str], None] | None = None
     lease_writes: list[tuple[float, str, str, int]] = field(default_factory=list)
     """(time.time, client, holderIdentity, leaseTransitions) of every Lease create or replace."""
     partitioned: dict[str, str] = field(default_factory=dict)
@@ -260,16 +266,16 @@ class K8sEmulator:
             def victim_order(p: dict[str, Any]) -> tuple[int, int, str]:
                 running = p["status"]["phase"] == "Running"
                 cost = int(p["metadata"].get("annotations", {}).get(DELETION_COST, "0"))
-                if plural == "statefulsets":  # highest ordinal first, costs ignored
-                    return (0, 0, "~" + p["metadata"]["name"])
                 return (int(running), cost, p["metadata"]["name"])
 
             order = sorted(active, key=victim_order)
-            if plural == "statefulsets":
+            if plural in ("statefulsets", "leaderworkersets"):  # highest ordinal first, costs ignored
                 order = sorted(active, key=lambda p: p["metadata"]["name"], reverse=True)
             for p in order[: len(active) - want]:
                 p["metadata"]["deletionTimestamp"] = "2025-01-01T00:00:00Z"
                 p["_deleted_at"] = now
+                if self.on_delete is not None:
+                    self.on_delete(p["metadata"]["name"])
                 if self.terminate_delay_s <= 0 or instant:
                     del self.pods[(ns, p["metadata"]["name"])]
         live = [p for p in self.pods.values() if p["metadata"]["labels"].get("app") == name]
@@ -313,6 +319,8 @@ class K8sEmulator:
                 return {"major": "1", "minor": "30", "gitVersion": "v1.30.0-pdscale-emulator", "platform": "linux"}
             parts = path.strip("/").split("/")
             manager = query.get("fieldManager") or agent.split("/", maxsplit=1)[0] or "unknown"
+            if parts[:2] == ["api", "v1"] and len(parts) >= 5 and parts[4] == "events":
+                return self._events(method, parts[3], body)
             if parts[:2] == ["api", "v1"] and len(parts) >= 5 and parts[4] == "pods":
                 return self._pods(method, parts[3], parts[5] if len(parts) > 5 else None, query, body, ctype)
             if parts[:3] == ["apis", "coordination.k8s.io", "v1"] and len(parts) >= 6 and parts[5] == "leases":
@@ -446,9 +454,30 @@ class K8sEmulator:
         if method == "PATCH":
             patched = _apply_patch(_public(pod), body, ctype)
             pod["metadata"]["annotations"] = patched["metadata"].get("annotations") or {}
+            pod["metadata"]["labels"] = patched["metadata"].get("labels") or {}
             self._rv += 1
             pod["metadata"]["resourceVersion"] = str(self._rv)
         return _public(pod)
+
+    def _events(self, method: str, ns: str, body: Any) -> dict[str, Any]:
+        if method == "GET":
+            items = [copy.deepcopy(e) for e in self.k8s_events if e["metadata"].get("namespace") == ns]
+            return {
+                "apiVersion": "v1",
+                "kind": "EventList",
+                "metadata": {"resourceVersion": str(self._rv)},
+                "items": items,
+            }
+        if method != "POST" or not isinstance(body, dict):
+            raise ApiError(405, "MethodNotAllowed", f"{method} on events is not served")
+        for key in ("reason", "involvedObject"):
+            if not body.get(key):
+                raise ApiError(422, "Invalid", f"Event.v1: {key}: Required value")
+        self._rv += 1
+        event = copy.deepcopy(body)
+        event.setdefault("metadata", {}).update(namespace=ns, resourceVersion=str(self._rv))
+        self.k8s_events.append(event)
+        return copy.deepcopy(event)
 
     # -- leases (coordination.k8s.io/v1), partitions and the scale-write log ---------------------------------
     def partition(self, client: str, scope: str = "all") -> None:
