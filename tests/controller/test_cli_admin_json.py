@@ -76,3 +76,23 @@ def test_admin_status_table_reads_the_plain_keys(server: Harness, capsys: pytest
     out = capsys.readouterr().out
     assert "/64" in out
     assert "exact 3" in out
+
+
+def test_admin_watch_json_lines_are_plain(server: Harness, capsys: pytest.CaptureFixture[str]) -> None:
+    """`pdscale admin watch --count 1 --json -` prints the decision with "id": 1 (int64) and time_s."""
+    import threading
+    import time
+
+    def tick_soon() -> None:
+        time.sleep(1.0)  # after the watch has subscribed
+        server.tick()
+
+    ticker = threading.Thread(target=tick_soon)
+    ticker.start()
+    address = ["--address", f"127.0.0.1:{server.server.port}", "--token", TOKEN]
+    assert main(["admin", "watch", "--count", "1", *address, "--json", "-"]) == 0
+    ticker.join()
+    data = json.loads(capsys.readouterr().out)
+    assert data["id"] == 1
+    assert "time_s" in data
+    assert "timeS" not in data
