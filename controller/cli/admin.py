@@ -228,11 +228,11 @@ def _render(method: str, data: dict[str, Any], write: Callable[[Any], None]) -> 
     from rich.table import Table  # noqa: PLC0415
 
     if method == "GetStatus":
-        budget = data.get("budgetGpus", "none")
+        budget = data.get("budget_gpus", "none")
         write(
             f"model {data.get('model', '')}  policy {data.get('policy', '')}  ticks {data.get('ticks', 0)}  "
-            f"ready {data.get('ready', False)}  GPUs {data.get('gpusAllocated', 0)}/{budget}"
-            + ("  PAUSED" if data.get("pausedAll") else "")
+            f"ready {data.get('ready', False)}  GPUs {data.get('gpus_allocated', 0)}/{budget}"
+            + ("  PAUSED" if data.get("paused_all") else "")
         )
         if data.get("role", "single") != "single":  # leader election on: say who this is and who leads
             write(
@@ -252,13 +252,13 @@ def _render(method: str, data: dict[str, Any], write: Callable[[Any], None]) -> 
                 str(p.get("ready", 0)),
                 str(p.get("starting", 0)),
                 str(p.get("draining", 0)),
-                p.get("dataState", ""),
-                _fmt(p["stalenessS"]) if "stalenessS" in p else "-",
-                _fmt(p["sloAttainmentRatio"]) if "sloAttainmentRatio" in p else "-",
+                p.get("data_state", ""),
+                _fmt(p["staleness_s"]) if "staleness_s" in p else "-",
+                _fmt(p["slo_attainment_ratio"]) if "slo_attainment_ratio" in p else "-",
                 fcs,
-                ", ".join(p.get("lastGuards", [])),
-                p.get("lastOutcome", ""),
-                f"{o['mode'].removeprefix('OVERRIDE_MODE_').lower()} {o.get('replicas', 0)}" if o else "",
+                ", ".join(p.get("last_guards", [])),
+                p.get("last_outcome", ""),
+                f"{o.get('mode', '')} {o.get('replicas', 0)}" if o else "",
             )
         write(t)
     elif method in ("ListDecisions", "WatchDecisions", "ExplainDecision", "DryRun"):
@@ -266,19 +266,19 @@ def _render(method: str, data: dict[str, Any], write: Callable[[Any], None]) -> 
         t = Table("id", "time s", "pool", "prev", "proposed", "target", "dir", "reason", "guards", "outcome")
         for d in decisions:
             for p in d.get("pools", []):
-                t.add_row(str(d.get("id", 0)), _fmt(d.get("timeS", 0.0)), p["pool"], str(p.get("previous", 0)),
+                t.add_row(str(d.get("id", 0)), _fmt(d.get("time_s", 0.0)), p["pool"], str(p.get("previous", 0)),
                           str(p.get("proposed", 0)), str(p.get("target", 0)), p.get("direction", ""),
                           p.get("reason", ""), ", ".join(p.get("guards", [])), p.get("outcome", ""))  # fmt: skip
         write(t)
         for line in data.get("summary", []):
             write(line)
-        if data.get("nextPageToken"):
-            write(f"more: --page-token {data['nextPageToken']}")
+        if data.get("next_page_token"):
+            write(f"more: --page-token {data['next_page_token']}")
     elif method == "ListPools":
         t = Table("pool", "role", "GPUs/replica", "min", "max", "cold start s")
         for p in data.get("pools", []):
-            t.add_row(p["name"], p.get("role", ""), str(p.get("gpusPerReplica", 0)), str(p.get("minReplicas", 0)),
-                      str(p.get("maxReplicas", 0)), _fmt(p.get("coldStartS", 0.0)))  # fmt: skip
+            t.add_row(p["name"], p.get("role", ""), str(p.get("gpus_per_replica", 0)), str(p.get("min_replicas", 0)),
+                      str(p.get("max_replicas", 0)), _fmt(p.get("cold_start_s", 0.0)))  # fmt: skip
         write(t)
     elif method == "ListPlugins":
         t = Table("group", "name", "target", "distribution")
@@ -292,11 +292,11 @@ def _render(method: str, data: dict[str, Any], write: Callable[[Any], None]) -> 
 def run(args: argparse.Namespace) -> int:
     """Make the call; 0 on success, 1 on an RPC error (code and message printed), 2 on bad flags."""
     import grpc  # noqa: PLC0415
-    from google.protobuf import json_format  # noqa: PLC0415
     from rich.console import Console  # noqa: PLC0415
 
     from pdscale.controller.admin._gen import admin_pb2 as pb  # noqa: PLC0415
     from pdscale.controller.admin._gen import admin_pb2_grpc as pb_grpc  # noqa: PLC0415
+    from pdscale.controller.cli.admin_json import to_plain  # noqa: PLC0415
     from pdscale.controller.cli.main import write_json  # noqa: PLC0415
 
     try:
@@ -307,7 +307,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     metadata = (("authorization", f"Bearer {token}"),) if token else ()
     console = Console(width=None if sys.stdout.isatty() else 200)
-    to_dict = json_format.MessageToDict
+    to_dict = to_plain  # snake_case, numbers as numbers, short enum names (JSON and tables alike)
     with _channel(args) as channel:
         stub = pb_grpc.AdminServiceStub(channel)
         call = getattr(stub, method)

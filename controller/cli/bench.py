@@ -57,6 +57,31 @@ def _table(rows: list[dict[str, Any]]) -> None:
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
+def _progress_bar(*, quiet: bool) -> Any:
+    """Runs done / total with elapsed time and ETA on stderr; off when stderr is not a terminal or ``quiet``."""
+    from rich.console import Console  # noqa: PLC0415
+    from rich.progress import (  # noqa: PLC0415
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=quiet or not sys.stderr.isatty(),
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the grid; 0 on success, 2 on bad input."""
     from pdscale.controller.cli.main import write_json  # noqa: PLC0415
@@ -80,17 +105,32 @@ def run(args: argparse.Namespace) -> int:
             if warning:
                 sys.stderr.write(f"{sc.name}: {warning}; attainment is also reported over the feasible ones\n")
 
-        def progress(req: Any, out: Any) -> None:
-            r = out.row
-            if "error" in r:
-                sys.stderr.write(f"{req.scenario.name:>12} {req.policy:<12} FAILED {r['error']}\n")
-                return
-            sys.stderr.write(
-                f"{req.scenario.name:>12} {req.policy:<12} attainment {r['slo_attainment'] or 0:.4f} "
-                f"GPU-h {r['gpu_hours']:.1f} wall {r['wall_s']:.0f}s\n"
-            )
+        with _progress_bar(quiet=args.json_out == "-") as bar:
+            task = bar.add_task("bench runs", total=None)
 
-        results = run_grid(scenarios, policies, parallel=args.parallel, on_done=progress)
+            def say(line: str) -> None:
+                if bar.disable:
+                    sys.stderr.write(line + "\n")
+                else:  # above the bar, not through it
+                    bar.console.print(line, markup=False, highlight=False)
+
+            def finished(req: Any, out: Any) -> None:
+                r = out.row
+                if "error" in r:
+                    say(f"{req.scenario.name:>12} {req.policy:<12} FAILED {r['error']}")
+                    return
+                say(
+                    f"{req.scenario.name:>12} {req.policy:<12} attainment {r['slo_attainment'] or 0:.4f} "
+                    f"GPU-h {r['gpu_hours']:.1f} wall {r['wall_s']:.0f}s"
+                )
+
+            results = run_grid(
+                scenarios,
+                policies,
+                parallel=args.parallel,
+                on_done=finished,
+                on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
     except (BenchError, ScenarioError, ValueError, OSError) as exc:
         sys.stderr.write(f"pdscale bench: {exc}\n")
         return 2

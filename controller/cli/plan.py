@@ -80,8 +80,38 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError(f"--gpu-hour-usd must be >= 0, got {args.gpu_hour_usd}")
 
 
-def _progress(msg: str) -> None:
-    sys.stderr.write(f"pdscale plan: {msg}\n")
+class _Stages:
+    """The planner's stages as "stage k/N" with elapsed time on stderr (rich) in a terminal, else one line each."""
+
+    def __init__(self, total: int, *, quiet: bool) -> None:
+        from rich.console import Console  # noqa: PLC0415
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+
+        self.bar = Progress(
+            TextColumn("pdscale plan: {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+            disable=quiet or not sys.stderr.isatty(),
+        )
+        self.task = self.bar.add_task("starting", total=total)
+        self.seen = 0
+
+    def __enter__(self) -> _Stages:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(None, None, None)
+
+    def __call__(self, msg: str) -> None:
+        if self.bar.disable:
+            sys.stderr.write(f"pdscale plan: {msg}\n")
+            return
+        self.bar.update(self.task, description=msg, completed=self.seen)
+        self.seen += 1
 
 
 def run(args: argparse.Namespace) -> int:
@@ -116,15 +146,16 @@ def run(args: argparse.Namespace) -> int:
                 f"pdscale plan: {found.summary(spec.slo.ttft_ms, spec.slo.itl_ms)}; "
                 "the plan sizes for the feasible requests\n"
             )
-        plan = make_plan(
-            trace,
-            spec,
-            attainment_target=args.target,
-            gpu_hour_usd=args.gpu_hour_usd,
-            prefix_reuse=args.prefix_reuse,
-            autoscale=not args.no_autoscale,
-            progress=_progress,
-        )
+        with _Stages(2 if args.no_autoscale else 3, quiet=args.json_out == "-") as stages:
+            plan = make_plan(
+                trace,
+                spec,
+                attainment_target=args.target,
+                gpu_hour_usd=args.gpu_hour_usd,
+                prefix_reuse=args.prefix_reuse,
+                autoscale=not args.no_autoscale,
+                progress=stages,
+            )
         report = write_plan_report(plan, args.out)
     except (ValueError, OSError) as exc:
         sys.stderr.write(f"pdscale plan: {exc}\n")

@@ -223,12 +223,27 @@ def run_grid(
     *,
     parallel: bool = False,
     on_done: Callable[[RunRequest, RunOutcome], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> list[tuple[RunRequest, RunOutcome]]:
     """Run every policy on every scenario; each row gets ``scenario``, ``x_oracle`` and ``x_hindsight`` (its
-    GPU-hours over that yardstick's on the same scenario; None without that yardstick's run)."""
+    GPU-hours over that yardstick's on the same scenario; None without that yardstick's run).
+
+    ``on_progress(done, total)`` is called with ``(0, total)`` before the first run and after each one."""
     started = time.perf_counter()
     requests = _requests(scenarios, policies)
-    notify = on_done or (lambda _r, _o: None)
+    total = len(requests)
+    finished = 0
+    if on_progress is not None:
+        on_progress(0, total)
+
+    def notify(req: RunRequest, out: RunOutcome) -> None:
+        nonlocal finished
+        finished += 1
+        if on_done is not None:
+            on_done(req, out)
+        if on_progress is not None:
+            on_progress(finished, total)
+
     if parallel:
         outcomes = _ray_map(requests, notify)
     else:

@@ -11,7 +11,7 @@ from typing import Any
 from pdscale.controller.core.protocols import Actuator, CapacityModel, MetricsSource, Policy
 from pdscale.controller.core.types import Signal, lead_time_s
 from pdscale.controller.runtime.loop import Backoff, Reconciler
-from pdscale.controller.runtime.plugins import PluginEnv, PluginError, PluginGroup, Registry
+from pdscale.controller.runtime.plugins import PluginEnv, PluginError, PluginGroup, Registry, UnknownPluginError
 from pdscale.controller.runtime.record import Recorder
 from pdscale.controller.runtime.settings import ExternalChange, Settings
 from pdscale.forecasting.base import Forecaster
@@ -102,15 +102,43 @@ def _prepare_env(settings: Settings, env: PluginEnv) -> None:
         ensure_cluster(settings, env)
 
 
+def _check_forecaster(settings: Settings, reg: Registry) -> None:
+    """Build one forecaster per signal the first pool's role uses with ``forecasting.params`` (fits inline,
+    nothing fitted), so bad params fail here rather than at the daemon's first tick."""
+    from pdscale.controller.core.types import ROLE_SIGNALS  # noqa: PLC0415
+
+    make = forecaster_factory(settings, reg)
+    pool = settings.pools[0]
+    for signal in ROLE_SIGNALS.get(pool.role, (Signal.REQUEST_RATE,)):
+        try:
+            make(pool.name, signal)
+        except UnknownPluginError:
+            raise
+        except PluginError as exc:
+            raise PluginError(f"forecasting.params: {exc}") from None
+
+
 def validate_plugins(settings: Settings, registry: Registry | None = None) -> None:
     """Fail early (PluginError, a ValueError) when settings name unknown plugins, bad policy params, an
     actuator whose package is not installed (naming the pip extra), or bad actuator params / per-pool blocks.
 
     Nothing connects: an actuator's ``check_settings(pools, params)``, where it has one, validates offline."""
     reg = registry or Registry()
-    reg.create(PluginGroup.POLICIES, settings.policy.name, settings.policy.params)
-    reg.load(PluginGroup.FORECASTERS, settings.forecasting.model)
-    reg.load(PluginGroup.METRICS_SOURCES, settings.metrics.source)
+    try:
+        reg.create(PluginGroup.POLICIES, settings.policy.name, settings.policy.params)
+    except UnknownPluginError:
+        raise
+    except PluginError as exc:
+        raise PluginError(f"policy.params: {exc}") from None
+    _check_forecaster(settings, reg)
+    source = reg.load(PluginGroup.METRICS_SOURCES, settings.metrics.source)
+    check_source = getattr(source, "check_settings", None)
+    if callable(check_source):
+        try:
+            check_source({p.name: p for p in settings.pools}, settings.metrics.params)
+        except Exception as exc:  # any source's own validation error, reported as a settings problem
+            field = "" if str(exc).startswith("metrics.") else "metrics.params: "
+            raise PluginError(f"metrics source {settings.metrics.source!r}: {field}{exc}") from None
     name = settings.actuator.name
     factory = reg.load(PluginGroup.ACTUATORS, name)
     missing = [m for m in getattr(factory, "requires", ()) if importlib.util.find_spec(m) is None]

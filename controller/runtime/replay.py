@@ -18,14 +18,15 @@ from pdscale.controller.runtime.settings import Settings
 from pdscale.simulator import Cluster, ClusterConfig, Mode, SimResult
 from pdscale.simulator.config import pools_by_name
 
-__all__ = ["build_cluster", "cluster_config", "ensure_cluster", "load_settings_trace", "replay"]
+__all__ = ["build_cluster", "cluster_config", "ensure_cluster", "load_settings_trace", "replay", "scale_trace_rate"]
 
 log = structlog.get_logger(__name__)
 
 
 def load_settings_trace(settings: Settings) -> Any:
-    """The trace named by ``settings.simulator``: ``bundled:<name>`` or a file, optionally re-synthesized
-    on ``rate_curve`` (with ``duration_s``, ``rate_scale``, ``seed``)."""
+    """The trace named by ``settings.simulator``: ``bundled:<name>`` or a file, re-synthesized on ``rate_curve``
+    (with ``duration_s``, ``rate_scale``, ``seed``) when one is set, else with its arrival rate scaled by
+    ``rate_scale`` over the same window (:func:`scale_trace_rate`)."""
     from pdscale.simulator.traces import bundled_trace, load_rate_curve, load_trace  # noqa: PLC0415
 
     sim = settings.simulator
@@ -38,7 +39,38 @@ def load_settings_trace(settings: Settings) -> Any:
         curve = load_rate_curve(sim.rate_curve)
         duration = sim.duration_s if sim.duration_s is not None else float(trace.arrival_s[-1])
         trace = synthesize(curve, trace, duration_s=duration, rate_scale=sim.rate_scale, burstiness=1.0, seed=sim.seed)
+    elif sim.rate_scale != 1.0:
+        trace = scale_trace_rate(trace, sim.rate_scale)
     return trace
+
+
+def scale_trace_rate(trace: Any, factor: float) -> Any:
+    """``trace`` at ``factor`` times its arrival rate over the same window: arrival offsets divided by
+    ``factor``, the compressed trace repeated (or, below 1, cut) to fill the original span again.
+    Each request keeps its input and output lengths; the time-of-day shape repeats ``factor`` times."""
+    import numpy as np  # noqa: PLC0415
+
+    from pdscale.simulator.traces import Trace  # noqa: PLC0415
+
+    if not factor > 0:
+        raise ValueError(f"simulator.rate_scale must be > 0, got {factor}")
+    n = len(trace.arrival_s)
+    if n < 2 or factor == 1.0:
+        return trace
+    start = float(trace.arrival_s[0])
+    span = float(trace.arrival_s[-1]) - start
+    if span <= 0:
+        return trace
+    # The trace covers its span plus one mean gap, so a repeated copy does not land on the last request.
+    period = span * n / (n - 1) / factor
+    offsets = (trace.arrival_s - start) / factor
+    copies = int(np.ceil(factor))
+    shifted = np.concatenate([offsets + k * period for k in range(copies)])
+    keep = shifted <= span
+    order = np.argsort(shifted[keep], kind="stable")
+    inputs = np.tile(trace.input_tokens, copies)[keep][order]
+    outputs = np.tile(trace.output_tokens, copies)[keep][order]
+    return Trace(shifted[keep][order] + start, inputs, outputs, f"{trace.name}x{factor:g}")
 
 
 def cluster_config(settings: Settings, perf: Any) -> ClusterConfig:

@@ -254,11 +254,22 @@ class SimulatorSettings(_Section):
     """Simulated seconds per wall-clock second in ``serve``/``demo``."""
     duration_s: float | None = Field(None, gt=0)
     rate_scale: float = Field(1.0, gt=0)
+    """Multiplies the request rate. With ``rate_curve``, the curve's rate; without, the trace's own: arrival
+    times are compressed by the factor and the trace repeated to fill its original window (same lengths,
+    same duration, ``rate_scale`` times the requests per second)."""
     seed: int = 0
     slowdown: float = Field(1.0, gt=0)
     """Hardware slower (>1) or faster (<1) than the profile the controller is given."""
-    exporter_listen: ListenAddress | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+
+
+# Fields once accepted and never used: a config that still sets one is told so, not silently ignored.
+_REMOVED_FIELDS = {
+    "simulator.exporter_listen": (
+        "no longer supported (it was never used); delete it. The simulator's vLLM-named exporter is "
+        "pdscale.simulator.exporter.SimExporter (docs/simulator.md)"
+    ),
+}
 
 
 class TLSSettings(_Section):
@@ -401,7 +412,9 @@ def _format_errors(source: str, exc: ValidationError) -> str:
     for err in exc.errors():
         loc = ".".join(str(x) for x in err["loc"]) or "(root)"
         msg = err["msg"]
-        if err["type"] == "extra_forbidden":
+        if err["type"] == "extra_forbidden" and loc in _REMOVED_FIELDS:
+            msg = _REMOVED_FIELDS[loc]
+        elif err["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling; see examples/simulator.yaml)"
         lines.append(f"{source}: {loc}: {msg}")
     return "\n".join(lines)

@@ -216,6 +216,13 @@ class _Compiled:
 class PrometheusMetricsSource:
     """Signals per pool from Prometheus instant queries (factory: ``(pools, params, env)``)."""
 
+    @classmethod
+    def check_settings(cls, pools: Mapping[str, PoolSettings], params: Mapping[str, Any]) -> None:
+        """Validate ``metrics.params`` and compile every pool's queries without connecting (``check-config``);
+        a ``bearer_token`` is checked for shape only (its env/file may exist only where the daemon runs)."""
+        parse_params(params)
+        cls(pools, {k: v for k, v in params.items() if k != "bearer_token"})
+
     def __init__(
         self,
         pools: Mapping[str, PoolSettings],

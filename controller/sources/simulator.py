@@ -52,6 +52,13 @@ class _Mark:
 class SimulatorMetricsSource:
     """MetricsSource reading ``Cluster.pool_metrics`` of the shared simulator (``env.resources['simulator']``)."""
 
+    @staticmethod
+    def check_settings(pools: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+        """``check-config``: the simulator source takes no params."""
+        del pools
+        if params:
+            raise ValueError(f"metrics.params: the simulator source takes no params, got {sorted(params)}")
+
     def __init__(
         self,
         pools: Mapping[str, Any],

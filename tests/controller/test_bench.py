@@ -223,3 +223,22 @@ def test_grid_reports_x_hindsight(scenario_dir: Path) -> None:
     assert "error" not in rows["hindsight"]
     expected = rows["static"]["gpu_hours"] / rows["hindsight"]["gpu_hours"]
     assert rows["static"]["x_hindsight"] == pytest.approx(expected)
+
+
+def test_grid_reports_progress_done_over_total(scenario_dir: Path) -> None:
+    """on_progress hears (0, 2) before the runs, then (1, 2) and (2, 2) as two runs finish."""
+    seen: list[tuple[int, int]] = []
+    run_grid(
+        [load_scenario(scenario_dir / "tiny.yaml")], ["static", "oracle"], on_progress=lambda d, t: seen.append((d, t))
+    )
+    assert seen == [(0, 2), (1, 2), (2, 2)]
+
+
+def test_cli_progress_is_quiet_off_a_terminal(scenario_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With stderr captured (not a TTY), bench prints its per-run line and no progress bar or ETA."""
+    assert main(["bench", "--scenario-dir", str(scenario_dir), "--scenarios", "tiny", "--policies", "static"]) == 0
+    err = capsys.readouterr().err
+    assert "tiny static" in " ".join(err.split())
+    assert "ETA" not in err
+    assert "━" not in err
+    assert "\r" not in err

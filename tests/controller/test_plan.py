@@ -161,3 +161,17 @@ def test_colocated_search_picks_a_chunk_that_meets() -> None:
     assert found.token_budget in COLOCATED_TOKEN_BUDGETS
     assert found.best.attainment >= 0.99
     assert found.gpus == found.sizes["colocated"] * 4
+
+
+def test_plan_stages_are_plain_lines_off_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    """Off a terminal each planner stage is one "pdscale plan: <stage>" line on stderr, with no bar."""
+    from pdscale.controller.cli.plan import _Stages
+
+    with _Stages(2, quiet=False) as stages:
+        stages("searching the static disaggregated split")
+        stages("searching the colocated fleet")
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "pdscale plan: searching the static disaggregated split",
+        "pdscale plan: searching the colocated fleet",
+    ]

@@ -127,3 +127,11 @@ class TestHostileFiles:
         data.setdefault("guards", {})["stale_after_s"] = float("inf")
         with pytest.raises(SettingsError, match="stale_after_s"):
             parse_settings(data, "x.yaml")
+
+
+def test_removed_exporter_listen_says_it_is_no_longer_supported() -> None:
+    """simulator.exporter_listen, never used, is refused with a line saying to delete it."""
+    data = minimal()
+    data["simulator"] = {"exporter_listen": "127.0.0.1:9400"}
+    with pytest.raises(SettingsError, match=r"cfg\.yaml: simulator\.exporter_listen: no longer supported"):
+        parse_settings(data, "cfg.yaml")
