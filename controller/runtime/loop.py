@@ -41,7 +41,15 @@ from pdscale.controller.core.types import (
     lead_time_s,
 )
 from pdscale.controller.runtime.intents import LateLandings
-from pdscale.controller.runtime.loop_parts import Backoff, decode_drivers, inputs_summary
+from pdscale.controller.runtime.loop_parts import (
+    MAX_UNSAVED,
+    Backoff,
+    NoIntent,
+    acting_pools,
+    decode_drivers,
+    inputs_summary,
+    unwritable,
+)
 from pdscale.controller.runtime.record import (
     DecisionRecord,
     InMemoryRecorder,
@@ -119,6 +127,9 @@ class Reconciler:
         """Pools held after another owner changed their target (``on_external_change: hold``); each is also in
         ``paused`` (so status says so) until Resume or an override for it releases it."""
         self._hold_paused: set[str] = set()
+        self.store_error: str | None = None
+        """Why the last state write failed (None: the store is writable); /readyz is unhealthy meanwhile."""
+        self._unsaved: list[DecisionRecord] = []
         self.policy_state: Mapping[str, Any] = {}
         self.guard_state = GuardState()
         self.last: TickResult | None = None
@@ -188,13 +199,13 @@ class Reconciler:
             return
         if target == applied:
             return
-        if self.landings.claim(pool, target, now) is not None:  # our own call, landed after all
+        if self._claim_landing(pool, target, now):  # our own call, landed after all
             self._adopt(pool, target)
             return
         if self.adopt_external_changes:
             log.warning("external_change_adopted", pool=pool, ours=applied, theirs=target, now=now)
             self._applied[pool] = target
-            self.recorder.set_applied(pool, target)
+            self._persist(self.recorder.set_applied, pool, target)
         else:
             if pool not in self.external_hold:
                 log.warning("external_change_held", pool=pool, ours=applied, theirs=target, now=now)
@@ -202,6 +213,11 @@ class Reconciler:
                     self._hold_paused.add(pool)
                     self.paused.add(pool)
             self.external_hold.add(pool)
+
+    def _claim_landing(self, pool: str, target: int, now: float) -> bool:
+        found: list[object] = []
+        self._persist(lambda: found.append(self.landings.claim(pool, target, now)))
+        return bool(found) and found[0] is not None
 
     def _hold_released(self, pool: str, now: float) -> bool:
         """An operator resumed the pool (it left ``paused``) or set an override for it."""
@@ -216,7 +232,7 @@ class Reconciler:
         self.external_hold.discard(pool)
         self._hold_paused.discard(pool)
         self._applied[pool] = target
-        self.recorder.set_applied(pool, target)
+        self._persist(self.recorder.set_applied, pool, target)
 
     def _forecast(self, now: float, obs: Mapping[str, PoolObservation]) -> dict[str, dict[Signal, Forecast]]:
         out: dict[str, dict[Signal, Forecast]] = {}
@@ -285,12 +301,16 @@ class Reconciler:
                 self.guard_state = out.guard_state
             rec_id = self.recorder.next_id()
             inputs = inputs_summary(observations, states, forecasts)
-            acting = _acting(out.decision, states, self.dry_run)
+            acting = acting_pools(out.decision, states, self.dry_run)
+            writable = True
             if acting:  # recorded before any call, so a crash mid-actuation leaves the decision to settle
                 pending = {p: PoolOutcome(Outcome.PENDING, "actuation in progress") for p in acting}
-                self.recorder.record(DecisionRecord(id=rec_id, decision=out.decision, inputs=inputs, outcomes=pending))
-            outcomes = self._actuate(now, out.decision, states, rec_id)
-            self.recorder.record(DecisionRecord(id=rec_id, decision=out.decision, inputs=inputs, outcomes=outcomes))
+                pending_rec = DecisionRecord(id=rec_id, decision=out.decision, inputs=inputs, outcomes=pending)
+                writable = self._persist(self.recorder.record, pending_rec)
+            outcomes = self._actuate(now, out.decision, states, rec_id) if writable else unwritable(acting)
+            final = DecisionRecord(id=rec_id, decision=out.decision, inputs=inputs, outcomes=outcomes)
+            self._unsaved = [*self._unsaved[-(MAX_UNSAVED - 1) :], final]
+            self._flush()
             self._log(out.decision, observations, states, forecasts, outcomes)
             result = TickResult(
                 now_s=now,
@@ -319,7 +339,10 @@ class Reconciler:
                 before = {"from_before": states[flip.from_pool].target, "to_before": states[flip.to_pool].target}
                 spec = {"to_pool": flip.to_pool, "count": flip.count, **before}
                 after_from = before["from_before"] - flip.count
-                intent = self._intent_begin(flip.from_pool, after_from, now, rec_id, IntentKind.FLIP, spec)
+                try:
+                    intent = self._intent_begin(flip.from_pool, after_from, now, rec_id, IntentKind.FLIP, spec)
+                except NoIntent:
+                    continue
                 try:
                     self.actuator.flip_roles(flip)
                 except Exception as exc:
@@ -329,7 +352,7 @@ class Reconciler:
                     continue
                 for p, delta in ((flip.from_pool, -flip.count), (flip.to_pool, flip.count)):
                     self._applied[p] = states[p].target + delta
-                    self.recorder.set_applied(p, self._applied[p])
+                    self._persist(self.recorder.set_applied, p, self._applied[p])
                     outcomes[p] = PoolOutcome(Outcome.APPLIED, f"role flip {flip.from_pool}->{flip.to_pool}")
                 self._intent_end(intent, Outcome.APPLIED.value, "")
             flipped |= {flip.from_pool, flip.to_pool}
@@ -352,7 +375,12 @@ class Reconciler:
         if self.backoff.blocked(pool, now):
             return PoolOutcome(Outcome.BACKOFF, f"retry at {self.backoff.retry_at_s[pool]:.0f}s")
         # Crash safety: a recorder with intents (pdscale.controller.runtime.store) persists the call before it is made.
-        intent = self._intent_begin(pool, target, now, rec_id)
+        try:
+            intent = self._intent_begin(pool, target, now, rec_id)
+        except NoIntent:
+            return PoolOutcome(
+                Outcome.FAILED, f"state store unwritable: {self.store_error}", ErrorClass.TRANSIENT.value
+            )
         try:
             self.actuator.set_target(pool, target)
         except Exception as exc:
@@ -365,7 +393,7 @@ class Reconciler:
             return PoolOutcome(Outcome.FAILED, str(exc), cls.value)
         self.backoff.succeeded(pool)
         self._applied[pool] = target
-        self.recorder.set_applied(pool, target)
+        self._persist(self.recorder.set_applied, pool, target)
         self._intent_end(intent, Outcome.APPLIED.value, "")
         log.info("actuation_applied", pool=pool, target=target)
         return PoolOutcome(Outcome.APPLIED)
@@ -382,7 +410,11 @@ class Reconciler:
         begin = getattr(self.recorder, "begin_intent", None)
         if not callable(begin):
             return None
-        return int(begin(pool, target, now, decision_id=rec_id, kind=kind, spec=spec))
+        ids: list[int] = []
+        ok = self._persist(lambda: ids.append(int(begin(pool, target, now, decision_id=rec_id, kind=kind, spec=spec))))
+        if not ok:
+            raise NoIntent
+        return ids[0]
 
     def _intent_failed(
         self,
@@ -404,7 +436,30 @@ class Reconciler:
     def _intent_end(self, intent: int | None, outcome: str, detail: str) -> None:
         finish = getattr(self.recorder, "finish_intent", None)
         if intent is not None and callable(finish):
-            finish(intent, outcome, detail)
+            self._persist(finish, intent, outcome, detail)
+
+    def _persist(self, write: Callable[..., Any], *args: Any) -> bool:
+        """One state write; a failure (disk full, damaged file) is logged at ERROR once, and the loop goes on."""
+        try:
+            write(*args)
+        except Exception as exc:
+            if self.store_error is None:
+                log.error(
+                    "state_write_failed",
+                    error=f"{type(exc).__name__}: {exc}",
+                    action="deciding on without actuating; retried every tick; /readyz answers 503 until it works",
+                )
+            self.store_error = f"{type(exc).__name__}: {exc}"
+            return False
+        return True
+
+    def _flush(self) -> None:
+        """Write the decisions a failing store left unsaved (oldest first); clears the error once all are in."""
+        while self._unsaved and self._persist(self.recorder.record, self._unsaved[0]):
+            self._unsaved.pop(0)
+        if not self._unsaved and self.store_error is not None:
+            log.info("state_write_recovered", error_was=self.store_error)
+            self.store_error = None
 
     def _log(
         self,
@@ -437,15 +492,6 @@ class Reconciler:
                 forecast=fc,
                 outcome=outcomes[name].outcome.value if name in outcomes else None,
             )
-
-
-def _acting(decision: Decision, states: Mapping[str, PoolState], dry_run: bool) -> list[str]:
-    """Pools this decision will call the actuator for (flips included)."""
-    if decision.held or dry_run:
-        return []
-    pools = {p for f in decision.flips for p in (f.from_pool, f.to_pool)}
-    pools |= {d.pool for d in decision.pools.values() if d.target != states[d.pool].target}
-    return sorted(pools)
 
 
 TickHook = Callable[[float], Awaitable[None] | None]

@@ -7,9 +7,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pdscale.controller.core.types import DataState, ErrorClass, Forecast, PoolObservation, PoolState, Signal
+from pdscale.controller.core.types import (
+    DataState,
+    Decision,
+    ErrorClass,
+    Forecast,
+    PoolObservation,
+    PoolState,
+    Signal,
+)
+from pdscale.controller.runtime.record import Outcome, PoolOutcome
 
-__all__ = ["Backoff", "decode_drivers", "inputs_summary"]
+__all__ = [
+    "MAX_UNSAVED",
+    "Backoff",
+    "NoIntent",
+    "acting_pools",
+    "decode_drivers",
+    "inputs_summary",
+    "unwritable",
+]
 
 
 @dataclass(slots=True)
@@ -80,3 +97,25 @@ def inputs_summary(
             for p, fs in forecasts.items()
         },
     }
+
+
+MAX_UNSAVED = 1000
+"""Decisions kept in memory while the store cannot be written (oldest dropped beyond)."""
+
+
+class NoIntent(Exception):  # noqa: N818 - internal signal, not an error shown to anyone
+    """The intent could not be persisted: the call is not made."""
+
+
+def unwritable(pools: list[str]) -> dict[str, PoolOutcome]:
+    detail = "state store unwritable: no call without its recorded decision"
+    return {p: PoolOutcome(Outcome.FAILED, detail, ErrorClass.TRANSIENT.value) for p in pools}
+
+
+def acting_pools(decision: Decision, states: Mapping[str, PoolState], dry_run: bool) -> list[str]:
+    """Pools this decision will call the actuator for (flips included)."""
+    if decision.held or dry_run:
+        return []
+    pools = {p for f in decision.flips for p in (f.from_pool, f.to_pool)}
+    pools |= {d.pool for d in decision.pools.values() if d.target != states[d.pool].target}
+    return sorted(pools)

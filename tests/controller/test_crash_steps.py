@@ -289,3 +289,35 @@ def test_flip_crash_at_every_step_converges(tmp_path: Path, crash_at: int) -> No
     assert (act.target_size("prefill"), act.target_size("decode")) == (2, 4)
     second.store.close()
     assert _no_pending(db) == []
+
+
+def test_failed_state_write_keeps_deciding_and_recovers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A full disk neither kills the loop nor actuates unrecorded; one ERROR, not ready, then all rows written."""
+    import sqlite3
+
+    act = MemActuator()
+    d = _daemon(tmp_path / "state.db", act)
+    full = {"on": True}
+
+    def failing(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            if full["on"]:
+                raise sqlite3.OperationalError("database or disk is full")
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    for name in ("record", "begin_intent", "set_applied", "finish_intent", "set_outcome"):
+        setattr(d.store, name, failing(getattr(d.store, name)))
+    d.telemetry.ready = True
+    for i in range(4):
+        d.rec.run_once(1000.0 + 30 * i)
+    assert act.calls == [], "a call was made without its intent on disk"
+    assert not d.ready()
+    assert capsys.readouterr().out.count("state_write_failed") == 1
+    full["on"] = False
+    d.rec.run_once(1120.0)
+    assert d.ready()
+    assert d.store.count() == 5
+    assert act.targets["prefill"] == 3
+    d.store.close()
