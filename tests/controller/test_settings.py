@@ -127,3 +127,10 @@ class TestHostileFiles:
         data.setdefault("guards", {})["stale_after_s"] = float("inf")
         with pytest.raises(SettingsError, match="stale_after_s"):
             parse_settings(data, "x.yaml")
+
+
+def test_tick_s_has_an_upper_bound() -> None:
+    """tick_s above an hour (or .inf) is refused."""
+    for tick in (3601, float("inf")):
+        with pytest.raises(SettingsError, match="tick_s"):
+            parse_settings({"tick_s": tick, "pools": [{"name": "p", "role": "prefill"}]}, "t")
