@@ -124,11 +124,9 @@ class Reconciler:
         self.overrides: dict[str, Override] = {}
         self.paused: set[str] = set()
         self.external_hold: set[str] = set()
-        """Pools held after another owner changed their target (``on_external_change: hold``); each is also in
-        ``paused`` (so status says so) until Resume or an override for it releases it."""
+        """Pools held after another owner's change (``on_external_change: hold``), also in ``paused``."""
         self._hold_paused: set[str] = set()
-        self.store_error: str | None = None
-        """Why the last state write failed (None: the store is writable); /readyz is unhealthy meanwhile."""
+        self.store_error: str | None = None  # why the last state write failed; /readyz is 503 meanwhile
         self._unsaved: list[DecisionRecord] = []
         self.policy_state: Mapping[str, Any] = {}
         self.guard_state = GuardState()
@@ -138,6 +136,7 @@ class Reconciler:
         self.landings = LateLandings(self.recorder)
         self.landings.load()
         self._forecasters: dict[tuple[str, Signal], Forecaster] = {}
+        self._reported: set[tuple[str, Signal]] = set()
         if forecaster_factory is not None:
             for name, spec in self.pools.items():
                 for sig in ROLE_SIGNALS[spec.role]:
@@ -239,6 +238,10 @@ class Reconciler:
         for (pool, sig), fc in self._forecasters.items():
             o = obs[pool]
             value = o.signals.demand(sig) if o.state is DataState.OK else None
+            if value is not None:
+                self._reported.add((pool, sig))
+            elif (pool, sig) not in self._reported:
+                continue  # a signal the source has never reported (vLLM exports no KV tokens): nothing to forecast
             t = o.sample_time_s if (o.state is DataState.OK and o.sample_time_s is not None) else now
             try:
                 drivers = getattr(fc, "observe_drivers", None)
