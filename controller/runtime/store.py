@@ -41,10 +41,12 @@ __all__ = [
     "IntentOutcome",
     "IntentResolution",
     "SqliteStore",
+    "StateInUseError",
     "StoreError",
     "decision_record_from_json",
     "decision_record_to_json",
     "lock_path_of",
+    "move_aside",
 ]
 
 log = structlog.get_logger(__name__)
@@ -92,6 +94,29 @@ class StoreError(RuntimeError):
     """The state file cannot be opened or has an incompatible schema."""
 
 
+class StateInUseError(StoreError):
+    """Another daemon holds the state file (never moved aside by ``--state-recover``)."""
+
+
+def move_aside(path: Path, now_s: float) -> Path:
+    """Rename a damaged state file (and its -wal/-shm) to ``<name>.damaged-<UTC time>``; returns the new path."""
+    import time  # noqa: PLC0415
+
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now_s))
+    dest = path.with_name(f"{path.name}.damaged-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        src = path.with_name(path.name + suffix)
+        if src.exists():
+            src.rename(dest.with_name(dest.name + suffix))
+    log.warning(
+        "state_file_moved_aside",
+        path=str(path),
+        moved_to=str(dest),
+        lost="decisions, intents, applied targets, overrides, pause state and runtime policy/SLO/budget changes",
+    )
+    return dest
+
+
 def lock_path_of(path: Path) -> Path:
     """The lock file that guards the state file ``path``."""
     return path.with_name(path.name + ".lock")
@@ -111,7 +136,7 @@ def _claim(path: Path, holder: str | None = None) -> Any:
         fh.seek(0)
         holder = fh.read().strip() or "unknown"
         fh.close()
-        raise StoreError(
+        raise StateInUseError(
             f"state file {path} is in use by another pdscale daemon ({holder}); one daemon per state file "
             "(stop it, or give this one its own state.path)"
         ) from None
