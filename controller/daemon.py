@@ -228,6 +228,10 @@ class Daemon:
         self.telemetry.leader.set(int(actuating))
         return actuating
 
+    def ready(self) -> bool:
+        """For /readyz: a tick has completed and the state store takes writes."""
+        return self.telemetry.ready and self.rec.store_error is None
+
     # -- hooks around each tick ---------------------------------------------------------------------------
     def _advance(self, now: float) -> None:
         if self._sim_lock is not None:
@@ -247,7 +251,7 @@ class Daemon:
             self.store.set_value(
                 KEY_POLICY_STATE, {"policy": self.controls.policy_name, "state": dict(self.rec.policy_state)}
             )
-        except (TypeError, ValueError) as exc:
+        except Exception as exc:  # not JSON-able, or the store is failing (the loop reports that once)
             log.debug("policy_state_not_persisted", error=str(exc))
         if self.on_tick is not None:
             self.on_tick(result)
@@ -315,7 +319,7 @@ class Daemon:
             if self.elector is not None:
                 self.runner.spawn("leader-election", run_election(self.elector, self._election_stop))
             if s.telemetry.enabled:
-                self.telemetry_server = TelemetryServer(self.telemetry, s.telemetry.listen).start()
+                self.telemetry_server = TelemetryServer(self.telemetry, s.telemetry.listen, self.ready).start()
             if s.admin.enabled:
                 self.admin = await start_admin_server(self.servicer, s.admin)
             if install_signals:

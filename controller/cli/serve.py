@@ -22,6 +22,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--admin-listen", default=None, metavar="HOST:PORT", help="override admin.listen")
     p.add_argument("--telemetry-listen", default=None, metavar="HOST:PORT", help="override telemetry.listen")
     p.add_argument("--state", default=None, metavar="PATH", help="override state.path (SQLite file)")
+    p.add_argument(
+        "--state-recover",
+        action="store_true",
+        help="when the state file is damaged, move it aside (<file>.damaged-<UTC time>) and start from an empty state",
+    )
 
 
 def apply_overrides(settings: Any, args: argparse.Namespace) -> Any:
@@ -39,19 +44,33 @@ def apply_overrides(settings: Any, args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     """Start the daemon; 0 on a clean stop, 1 on bad settings or a start-up failure."""
     import asyncio  # noqa: PLC0415
+    import sqlite3  # noqa: PLC0415
+    import time  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
 
     from pdscale.controller.daemon import Daemon  # noqa: PLC0415
     from pdscale.controller.runtime.plugins import PluginError  # noqa: PLC0415
     from pdscale.controller.runtime.settings import SettingsError, load_settings  # noqa: PLC0415
-    from pdscale.controller.runtime.store import StoreError  # noqa: PLC0415
+    from pdscale.controller.runtime.store import StateInUseError, StoreError, move_aside  # noqa: PLC0415
 
     if args.max_ticks is not None and args.max_ticks < 1:
         sys.stderr.write(f"--max-ticks must be >= 1, got {args.max_ticks}\n")
         return 2
     try:
         settings = apply_overrides(load_settings(args.config), args)
-        daemon = Daemon(settings, config_path=args.config, max_ticks=args.max_ticks)
+        try:
+            daemon = Daemon(settings, config_path=args.config, max_ticks=args.max_ticks)
+        except (StoreError, sqlite3.Error) as exc:
+            path = settings.state.path
+            if not getattr(args, "state_recover", False) or isinstance(exc, StateInUseError) or not path:
+                raise
+            move_aside(Path(path), time.time())
+            daemon = Daemon(settings, config_path=args.config, max_ticks=args.max_ticks)
         return asyncio.run(daemon.run())
     except (SettingsError, PluginError, StoreError, ValueError) as exc:
         sys.stderr.write(f"pdscale serve: {exc}\n")
+        return 1
+    except sqlite3.Error as exc:  # a locked or damaged state file met after the start-up checks
+        hint = "run with --state-recover to move it aside" if "locked" not in str(exc) else "another process holds it"
+        sys.stderr.write(f"pdscale serve: state file: {type(exc).__name__}: {exc} ({hint})\n")
         return 1

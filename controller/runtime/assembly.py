@@ -44,6 +44,10 @@ def _is_builtin_forecaster(factory: Callable[..., Any]) -> bool:
     return isinstance(factory, type) and issubclass(factory, GridForecaster)
 
 
+MIN_FORECAST_STEP_S = 30.0
+"""The finest resolution forecaster history is kept at, whatever ``tick_s`` is (bounds its memory)."""
+
+
 def forecaster_factory(
     settings: Settings, registry: Registry, *, fits: FitMode = FitMode.INLINE
 ) -> Callable[[str, Signal], Forecaster]:
@@ -56,7 +60,9 @@ def forecaster_factory(
     if "fits" not in params and _is_builtin_forecaster(factory):
         params["fits"] = FitMode(fits).value
     if "step_s" not in params and _accepts(factory, "step_s"):
-        params["step_s"] = settings.tick_s
+        # History is kept per step: at the tick's own resolution it would grow as 14 days / tick_s (303 MB at
+        # 1.5 s). Below MIN_FORECAST_STEP_S the samples are averaged onto steps of that size instead.
+        params["step_s"] = max(settings.tick_s, MIN_FORECAST_STEP_S)
 
     takes_signal = "signal" not in params and _accepts(factory, "signal", via_kwargs=False)
 

@@ -7,11 +7,10 @@ does the I/O around it and never lets one failing part kill the loop.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
@@ -42,39 +41,31 @@ from pdscale.controller.core.types import (
     Signal,
     lead_time_s,
 )
-from pdscale.controller.runtime.record import DecisionRecord, InMemoryRecorder, Outcome, PoolOutcome, Recorder
+from pdscale.controller.runtime.intents import LateLandings
+from pdscale.controller.runtime.loop_parts import (
+    MAX_UNSAVED,
+    Backoff,
+    NoIntent,
+    acting_pools,
+    decode_drivers,
+    inputs_summary,
+    unwritable,
+)
+from pdscale.controller.runtime.record import (
+    DecisionRecord,
+    InMemoryRecorder,
+    Intent,
+    IntentKind,
+    IntentOutcome,
+    Outcome,
+    PoolOutcome,
+    Recorder,
+)
 from pdscale.forecasting.base import Forecaster
 
 __all__ = ["Backoff", "Reconciler", "TickResult"]
 
 log = structlog.get_logger("pdscale.loop")
-
-
-@dataclass(slots=True)
-class Backoff:
-    """Exponential backoff per pool after actuation failures, in seconds of the loop's clock."""
-
-    base_s: float = 10.0
-    max_s: float = 600.0
-    failures: dict[str, int] = field(default_factory=dict)
-    retry_at_s: dict[str, float] = field(default_factory=dict)
-
-    def blocked(self, pool: str, now: float) -> bool:
-        """Whether ``pool`` is still waiting out a backoff."""
-        return now < self.retry_at_s.get(pool, -math.inf)
-
-    def failed(self, pool: str, now: float, error_class: ErrorClass) -> float:
-        """Record a failure; returns the delay before the next attempt."""
-        n = self.failures.get(pool, 0) + 1
-        self.failures[pool] = n
-        delay = self.max_s if error_class is ErrorClass.PERMANENT else min(self.max_s, self.base_s * 2 ** (n - 1))
-        self.retry_at_s[pool] = now + delay
-        return delay
-
-    def succeeded(self, pool: str) -> None:
-        """Clear a pool's backoff."""
-        self.failures.pop(pool, None)
-        self.retry_at_s.pop(pool, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,12 +128,19 @@ class Reconciler:
         self.overrides: dict[str, Override] = {}
         self.paused: set[str] = set()
         self.external_hold: set[str] = set()
+        """Pools held after another owner's change (``on_external_change: hold``), also in ``paused``."""
+        self._hold_paused: set[str] = set()
+        self.store_error: str | None = None  # why the last state write failed; /readyz is 503 meanwhile
+        self._unsaved: list[DecisionRecord] = []
         self.policy_state: Mapping[str, Any] = {}
         self.guard_state = GuardState()
         self.last: TickResult | None = None
         self.lock = threading.RLock()
         self._applied: dict[str, int] = self.recorder.last_applied()
+        self.landings = LateLandings(self.recorder)
+        self.landings.load()
         self._forecasters: dict[tuple[str, Signal], Forecaster] = {}
+        self._reported: set[tuple[str, Signal]] = set()
         if forecaster_factory is not None:
             for name, spec in self.pools.items():
                 for sig in ROLE_SIGNALS[spec.role]:
@@ -152,6 +150,10 @@ class Reconciler:
         """Re-read the targets pdscale last applied from the recorder (after a restart settled open intents)."""
         with self.lock:
             self._applied = self.recorder.last_applied()
+            self.landings.load()
+            self.paused -= self._hold_paused
+            self._hold_paused.clear()
+            self.external_hold.clear()  # found again at the next read if the difference persists
 
     # -- inputs ---------------------------------------------------------------------------------
     def _fetch(self, now: float) -> dict[str, PoolObservation]:
@@ -195,27 +197,61 @@ class Reconciler:
         if applied is None:
             self._applied[pool] = target
             return
+        if pool in self.external_hold and self._hold_released(pool, now):
+            log.info("external_hold_released", pool=pool, ours=applied, theirs=target, now=now)
+            self._adopt(pool, target)
+            return
         if target == applied:
+            return
+        if self._claim_landing(pool, target, now):  # our own call, landed after all
+            self._adopt(pool, target)
             return
         if self.adopt_external_changes:
             log.warning("external_change_adopted", pool=pool, ours=applied, theirs=target, now=now)
             self._applied[pool] = target
-            self.recorder.set_applied(pool, target)
+            self._persist(self.recorder.set_applied, pool, target)
         else:
             if pool not in self.external_hold:
                 log.warning("external_change_held", pool=pool, ours=applied, theirs=target, now=now)
+                if pool not in self.paused:
+                    self._hold_paused.add(pool)
+                    self.paused.add(pool)
             self.external_hold.add(pool)
+
+    def _claim_landing(self, pool: str, target: int, now: float) -> bool:
+        found: list[object] = []
+        self._persist(lambda: found.append(self.landings.claim(pool, target, now)))
+        return bool(found) and found[0] is not None
+
+    def _hold_released(self, pool: str, now: float) -> bool:
+        """An operator resumed the pool (it left ``paused``) or set an override for it."""
+        override = self.overrides.get(pool)
+        if override is not None and override.active(now):
+            if pool in self._hold_paused:
+                self.paused.discard(pool)
+            return True
+        return pool not in self.paused and "*" not in self.paused
+
+    def _adopt(self, pool: str, target: int) -> None:
+        self.external_hold.discard(pool)
+        self._hold_paused.discard(pool)
+        self._applied[pool] = target
+        self._persist(self.recorder.set_applied, pool, target)
 
     def _forecast(self, now: float, obs: Mapping[str, PoolObservation]) -> dict[str, dict[Signal, Forecast]]:
         out: dict[str, dict[Signal, Forecast]] = {}
         for (pool, sig), fc in self._forecasters.items():
             o = obs[pool]
             value = o.signals.demand(sig) if o.state is DataState.OK else None
+            if value is not None:
+                self._reported.add((pool, sig))
+            elif (pool, sig) not in self._reported:
+                continue  # a signal the source has never reported (vLLM exports no KV tokens): nothing to forecast
             t = o.sample_time_s if (o.state is DataState.OK and o.sample_time_s is not None) else now
             try:
                 drivers = getattr(fc, "observe_drivers", None)
                 if drivers is not None and sig is Signal.DECODE_CONCURRENCY:
-                    drivers(t, *_decode_drivers(o))
+                    drivers(t, *decode_drivers(o))
                 fc.observe(t, value)
                 out.setdefault(pool, {})[sig] = fc.predict(lead_time_s(self.pools[pool].cold_start_s, self.tick_s))
             except Exception as exc:
@@ -276,16 +312,22 @@ class Reconciler:
             else:
                 self.policy_state = out.policy_state
                 self.guard_state = out.guard_state
-            outcomes = self._actuate(now, out.decision, states, frozenset(read_errors))
             rec_id = self.recorder.next_id()
-            self.recorder.record(
-                DecisionRecord(
-                    id=rec_id,
-                    decision=out.decision,
-                    inputs=_inputs_summary(observations, states, forecasts),
-                    outcomes=outcomes,
-                )
+            inputs = inputs_summary(observations, states, forecasts)
+            acting = acting_pools(out.decision, states, self.dry_run)
+            writable = True
+            if acting:  # recorded before any call, so a crash mid-actuation leaves the decision to settle
+                pending = {p: PoolOutcome(Outcome.PENDING, "actuation in progress") for p in acting}
+                pending_rec = DecisionRecord(id=rec_id, decision=out.decision, inputs=inputs, outcomes=pending)
+                writable = self._persist(self.recorder.record, pending_rec)
+            outcomes = (
+                self._actuate(now, out.decision, states, rec_id, frozenset(read_errors))
+                if writable
+                else unwritable(acting)
             )
+            final = DecisionRecord(id=rec_id, decision=out.decision, inputs=inputs, outcomes=outcomes)
+            self._unsaved = [*self._unsaved[-(MAX_UNSAVED - 1) :], final]
+            self._flush()
             self._log(out.decision, observations, states, forecasts, outcomes)
             result = TickResult(
                 now_s=now,
@@ -301,7 +343,12 @@ class Reconciler:
             return result
 
     def _actuate(
-        self, now: float, decision: Decision, states: Mapping[str, PoolState], unread: frozenset[str] = frozenset()
+        self,
+        now: float,
+        decision: Decision,
+        states: Mapping[str, PoolState],
+        rec_id: int | None = None,
+        unread: frozenset[str] = frozenset(),
     ) -> dict[str, PoolOutcome]:
         outcomes: dict[str, PoolOutcome] = {}
         flipped: set[str] = set()
@@ -319,6 +366,13 @@ class Reconciler:
             if self.dry_run:
                 outcomes[flip.from_pool] = outcomes[flip.to_pool] = PoolOutcome(Outcome.DRY_RUN, f"flip {flip}")
             elif can_flip_roles(self.actuator):
+                before = {"from_before": states[flip.from_pool].target, "to_before": states[flip.to_pool].target}
+                spec = {"to_pool": flip.to_pool, "count": flip.count, **before}
+                after_from = before["from_before"] - flip.count
+                try:
+                    intent = self._intent_begin(flip.from_pool, after_from, now, rec_id, IntentKind.FLIP, spec)
+                except NoIntent:
+                    continue
                 try:
                     self.actuator.flip_roles(flip)
                 except Exception as exc:
@@ -328,11 +382,13 @@ class Reconciler:
                     # Half done, perhaps: until the next read, the receiving pool counts as if all had moved.
                     to = flip.to_pool
                     self._maybe_applied[to] = max(self._maybe_applied.get(to, 0), states[to].target + flip.count)
+                    self._intent_failed(intent, flip.from_pool, after_from, now, rec_id, str(exc), spec)
                     continue
                 for p, delta in ((flip.from_pool, -flip.count), (flip.to_pool, flip.count)):
                     self._applied[p] = states[p].target + delta
-                    self.recorder.set_applied(p, self._applied[p])
+                    self._persist(self.recorder.set_applied, p, self._applied[p])
                     outcomes[p] = PoolOutcome(Outcome.APPLIED, f"role flip {flip.from_pool}->{flip.to_pool}")
+                self._intent_end(intent, Outcome.APPLIED.value, "")
             flipped |= {flip.from_pool, flip.to_pool}
         # Shrink before grow, so the budget holds between the two steps of a rebalance.
         order = sorted(decision.pools.values(), key=lambda d: d.target - states[d.pool].target)
@@ -346,22 +402,27 @@ class Reconciler:
                 continue
             if done_flip:
                 if d.target != self._applied.get(d.pool):
-                    outcomes[d.pool] = self._set(now, d.pool, d.target)
+                    outcomes[d.pool] = self._set(now, d.pool, d.target, rec_id)
             elif d.target == states[d.pool].target:
                 outcomes[d.pool] = PoolOutcome(Outcome.UNCHANGED)
             else:
-                outcomes[d.pool] = self._set(now, d.pool, d.target)
-            if d.target < ref and outcomes[d.pool].outcome in (Outcome.FAILED, Outcome.BACKOFF):
+                outcomes[d.pool] = self._set(now, d.pool, d.target, rec_id)
+            if d.pool in outcomes and d.target < ref and outcomes[d.pool].outcome in (Outcome.FAILED, Outcome.BACKOFF):
                 stalled = True
         return outcomes
 
-    def _set(self, now: float, pool: str, target: int) -> PoolOutcome:
+    def _set(self, now: float, pool: str, target: int, rec_id: int | None = None) -> PoolOutcome:
         if self.dry_run:
             return PoolOutcome(Outcome.DRY_RUN, f"would set {target}")
         if self.backoff.blocked(pool, now):
             return PoolOutcome(Outcome.BACKOFF, f"retry at {self.backoff.retry_at_s[pool]:.0f}s")
         # Crash safety: a recorder with intents (pdscale.controller.runtime.store) persists the call before it is made.
-        intent = self._intent_begin(pool, target, now)
+        try:
+            intent = self._intent_begin(pool, target, now, rec_id)
+        except NoIntent:
+            return PoolOutcome(
+                Outcome.FAILED, f"state store unwritable: {self.store_error}", ErrorClass.TRANSIENT.value
+            )
         try:
             self.actuator.set_target(pool, target)
         except Exception as exc:
@@ -370,12 +431,12 @@ class Reconciler:
             log.error(
                 "actuation_failed", pool=pool, target=target, error=str(exc), error_class=cls.value, retry_in_s=delay
             )
-            self._intent_end(intent, Outcome.FAILED.value, str(exc))
+            self._intent_failed(intent, pool, target, now, rec_id, str(exc))
             self._maybe_applied[pool] = max(self._maybe_applied.get(pool, 0), target)
             return PoolOutcome(Outcome.FAILED, str(exc), cls.value)
         self.backoff.succeeded(pool)
         self._applied[pool] = target
-        self.recorder.set_applied(pool, target)
+        self._persist(self.recorder.set_applied, pool, target)
         self._intent_end(intent, Outcome.APPLIED.value, "")
         drained = take_drain_result(self.actuator, pool)  # what a draining scale-down did, when it says
         if drained is not None and drained.timed_out:
@@ -385,14 +446,68 @@ class Reconciler:
         log.info("actuation_applied", pool=pool, target=target)
         return PoolOutcome(Outcome.APPLIED, drained.summary() if drained is not None else "")
 
-    def _intent_begin(self, pool: str, target: int, now: float) -> int | None:
+    def _intent_begin(
+        self,
+        pool: str,
+        target: int,
+        now: float,
+        rec_id: int | None,
+        kind: IntentKind = IntentKind.SET_TARGET,
+        spec: Mapping[str, Any] | None = None,
+    ) -> int | None:
         begin = getattr(self.recorder, "begin_intent", None)
-        return int(begin(pool, target, now)) if callable(begin) else None
+        if not callable(begin):
+            return None
+        ids: list[int] = []
+        ok = self._persist(lambda: ids.append(int(begin(pool, target, now, decision_id=rec_id, kind=kind, spec=spec))))
+        if not ok:
+            raise NoIntent
+        return ids[0]
+
+    def _intent_failed(
+        self,
+        intent: int | None,
+        pool: str,
+        target: int,
+        now: float,
+        rec_id: int | None,
+        error: str,
+        spec: Mapping[str, Any] | None = None,
+    ) -> None:
+        """A call that raised may still land (a timeout after the write): remember it as unconfirmed."""
+        self._intent_end(intent, Outcome.FAILED.value, error)
+        kind = IntentKind.FLIP if spec is not None else IntentKind.SET_TARGET
+        self.landings.add(
+            Intent(intent or 0, pool, target, now, IntentOutcome.FAILED, error, rec_id, kind, dict(spec or {}))
+        )
 
     def _intent_end(self, intent: int | None, outcome: str, detail: str) -> None:
         finish = getattr(self.recorder, "finish_intent", None)
         if intent is not None and callable(finish):
-            finish(intent, outcome, detail)
+            self._persist(finish, intent, outcome, detail)
+
+    def _persist(self, write: Callable[..., Any], *args: Any) -> bool:
+        """One state write; a failure (disk full, damaged file) is logged at ERROR once, and the loop goes on."""
+        try:
+            write(*args)
+        except Exception as exc:
+            if self.store_error is None:
+                log.error(
+                    "state_write_failed",
+                    error=f"{type(exc).__name__}: {exc}",
+                    action="deciding on without actuating; retried every tick; /readyz answers 503 until it works",
+                )
+            self.store_error = f"{type(exc).__name__}: {exc}"
+            return False
+        return True
+
+    def _flush(self) -> None:
+        """Write the decisions a failing store left unsaved (oldest first); clears the error once all are in."""
+        while self._unsaved and self._persist(self.recorder.record, self._unsaved[0]):
+            self._unsaved.pop(0)
+        if not self._unsaved and self.store_error is not None:
+            log.info("state_write_recovered", error_was=self.store_error)
+            self.store_error = None
 
     def _log(
         self,
@@ -425,49 +540,6 @@ class Reconciler:
                 forecast=fc,
                 outcome=outcomes[name].outcome.value if name in outcomes else None,
             )
-
-
-def _decode_drivers(o: PoolObservation) -> tuple[float | None, float | None]:
-    """Request rate and mean decode duration (output tokens x mean ITL) for a Little's-law forecaster."""
-    if o.state is not DataState.OK:
-        return None, None
-    s = o.signals
-    decode_s = s.osl_mean_tokens * s.itl_mean_ms / 1e3 if s.osl_mean_tokens and s.itl_mean_ms else None
-    return s.request_rate_per_s, decode_s
-
-
-def _inputs_summary(
-    observations: Mapping[str, PoolObservation],
-    states: Mapping[str, PoolState],
-    forecasts: Mapping[str, Mapping[Signal, Forecast]],
-) -> dict[str, Any]:
-    return {
-        "observations": {
-            p: {
-                "state": o.state.value,
-                "reason": o.reason,
-                "sample_time_s": o.sample_time_s,
-                "signals": {k: v for k, v in o.signals.as_dict().items() if v is not None},
-            }
-            for p, o in observations.items()
-        },
-        "states": {
-            p: {"target": s.target, "ready": s.ready, "starting": s.starting, "draining": s.draining}
-            for p, s in states.items()
-        },
-        "forecasts": {
-            p: {
-                sig.value: {
-                    "mean": f.mean,
-                    "quantiles": {str(q): v for q, v in f.quantiles.items()},
-                    "ready": f.ready,
-                    "model": f.model,
-                }
-                for sig, f in fs.items()
-            }
-            for p, fs in forecasts.items()
-        },
-    }
 
 
 TickHook = Callable[[float], Awaitable[None] | None]

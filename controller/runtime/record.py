@@ -14,7 +14,17 @@ from typing import Any, Protocol
 
 from pdscale.controller.core.types import Decision
 
-__all__ = ["DecisionRecord", "InMemoryRecorder", "Outcome", "PoolOutcome", "Recorder"]
+__all__ = [
+    "DecisionRecord",
+    "InMemoryRecorder",
+    "Intent",
+    "IntentKind",
+    "IntentOutcome",
+    "IntentResolution",
+    "Outcome",
+    "PoolOutcome",
+    "Recorder",
+]
 
 
 class Outcome(StrEnum):
@@ -26,6 +36,10 @@ class Outcome(StrEnum):
     BACKOFF = "backoff"
     DRY_RUN = "dry_run"
     HELD = "held"
+    PENDING = "pending"
+    """Recorded before the actuator call; a crash leaves it so until the restart settles the call."""
+    NOT_APPLIED = "not_applied"
+    """Settled after a crash: the actuator does not hold the target the call asked for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +99,11 @@ class InMemoryRecorder:
         return self._id
 
     def record(self, rec: DecisionRecord) -> None:
-        """Append a decision."""
-        self._records.append(rec)
+        """Append a decision (a second record with the newest id replaces it: its outcomes after actuation)."""
+        if self._records and self._records[-1].id == rec.id:
+            self._records[-1] = rec
+        else:
+            self._records.append(rec)
 
     def last_applied(self) -> dict[str, int]:
         """Targets last set, per pool."""
@@ -99,3 +116,48 @@ class InMemoryRecorder:
     def recent(self, limit: int = 100) -> list[DecisionRecord]:
         """Newest first."""
         return list(reversed(self._records))[:limit]
+
+
+class IntentOutcome(StrEnum):
+    """How an actuation intent ended."""
+
+    APPLIED = "applied"
+    FAILED = "failed"
+    NOT_APPLIED = "not_applied"
+    """Found open after a crash with the actuator not at the intended target: the call never took effect."""
+    UNVERIFIED = "unverified"
+    """Found open after a crash and the actuator could not be read; nothing is retried."""
+
+
+class IntentKind(StrEnum):
+    """Which actuator call an intent stands for."""
+
+    SET_TARGET = "set_target"
+    FLIP = "flip"
+    """``flip_roles``: ``pool`` is the source pool, ``target`` its count after the flip; ``spec`` holds
+    ``to_pool``, ``count`` and both pools' targets before it (``from_before``, ``to_before``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """An actuator call pdscale was about to make."""
+
+    id: int
+    pool: str
+    target: int
+    created_s: float
+    outcome: IntentOutcome | None = None
+    detail: str = ""
+    decision_id: int | None = None
+    """The decision record the call acts on (its outcome is written there too)."""
+    kind: IntentKind = IntentKind.SET_TARGET
+    spec: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class IntentResolution:
+    """What ``reconcile_intents`` concluded about one open intent."""
+
+    intent: Intent
+    outcome: IntentOutcome
+    actual_target: int | None

@@ -12,33 +12,41 @@ Thread-safe: the loop (a worker thread) and the admin API (the event loop) share
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from pdscale.controller.core.types import Decision, Override, OverrideMode, PoolDecision, RoleFlip
-from pdscale.controller.runtime.record import DecisionRecord, Outcome, PoolOutcome
+from pdscale.controller.core.types import Override, OverrideMode
+from pdscale.controller.runtime.codec import decision_record_from_json, decision_record_to_json, dumps, scrub
+from pdscale.controller.runtime.record import (
+    DecisionRecord,
+    Intent,
+    IntentKind,
+    IntentOutcome,
+    IntentResolution,
+    PoolOutcome,
+)
 
 __all__ = [
     "ALL_POOLS_KEY",
     "Intent",
+    "IntentKind",
     "IntentOutcome",
     "IntentResolution",
     "SqliteStore",
+    "StateInUseError",
     "StoreError",
     "decision_record_from_json",
     "decision_record_to_json",
     "lock_path_of",
+    "move_aside",
 ]
 
 log = structlog.get_logger(__name__)
@@ -68,7 +76,10 @@ CREATE TABLE IF NOT EXISTS intents (
     target INTEGER NOT NULL,
     created_s REAL NOT NULL,
     outcome TEXT,
-    detail TEXT NOT NULL DEFAULT ''
+    detail TEXT NOT NULL DEFAULT '',
+    decision_id INTEGER,
+    kind TEXT NOT NULL DEFAULT 'set_target',
+    spec TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS intents_open ON intents(outcome);
 CREATE TABLE IF NOT EXISTS overrides (
@@ -83,111 +94,27 @@ class StoreError(RuntimeError):
     """The state file cannot be opened or has an incompatible schema."""
 
 
-class IntentOutcome(StrEnum):
-    """How an actuation intent ended."""
-
-    APPLIED = "applied"
-    FAILED = "failed"
-    NOT_APPLIED = "not_applied"
-    """Found open after a crash with the actuator not at the intended target: the call never took effect."""
-    UNVERIFIED = "unverified"
-    """Found open after a crash and the actuator could not be read; nothing is retried."""
+class StateInUseError(StoreError):
+    """Another daemon holds the state file (never moved aside by ``--state-recover``)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Intent:
-    """An actuator call pdscale was about to make."""
+def move_aside(path: Path, now_s: float) -> Path:
+    """Rename a damaged state file (and its -wal/-shm) to ``<name>.damaged-<UTC time>``; returns the new path."""
+    import time  # noqa: PLC0415
 
-    id: int
-    pool: str
-    target: int
-    created_s: float
-    outcome: IntentOutcome | None = None
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class IntentResolution:
-    """What ``reconcile_intents`` concluded about one open intent."""
-
-    intent: Intent
-    outcome: IntentOutcome
-    actual_target: int | None
-
-
-# -- JSON codec of decision records -------------------------------------------------------------------------
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
-def decision_record_to_json(rec: DecisionRecord) -> dict[str, Any]:
-    """A decision record as plain JSON types (inputs excluded; they are stored separately)."""
-    d = rec.decision
-    return {
-        "id": rec.id,
-        "time_s": d.time_s,
-        "policy": d.policy,
-        "held": d.held,
-        "flips": [[f.from_pool, f.to_pool, f.count] for f in d.flips],
-        "pools": {
-            name: {
-                "previous": p.previous,
-                "proposed": p.proposed,
-                "target": p.target,
-                "reason": p.reason,
-                "guards": list(p.guards),
-                "estimate": {k: _finite(float(v)) for k, v in p.estimate.items()},
-            }
-            for name, p in d.pools.items()
-        },
-        "outcomes": {
-            name: {"outcome": o.outcome.value, "detail": o.detail, "error_class": o.error_class}
-            for name, o in rec.outcomes.items()
-        },
-    }
-
-
-def decision_record_from_json(body: Mapping[str, Any], inputs: Mapping[str, Any] | None = None) -> DecisionRecord:
-    """Inverse of ``decision_record_to_json``."""
-    pools = {
-        name: PoolDecision(
-            pool=name,
-            previous=int(p["previous"]),
-            proposed=int(p["proposed"]),
-            target=int(p["target"]),
-            reason=str(p["reason"]),
-            guards=tuple(p["guards"]),
-            estimate={k: (math.nan if v is None else float(v)) for k, v in p["estimate"].items()},
-        )
-        for name, p in body["pools"].items()
-    }
-    decision = Decision(
-        time_s=float(body["time_s"]),
-        policy=str(body["policy"]),
-        pools=pools,
-        flips=tuple(RoleFlip(a, b, int(n)) for a, b, n in body["flips"]),
-        held=bool(body["held"]),
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now_s))
+    dest = path.with_name(f"{path.name}.damaged-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        src = path.with_name(path.name + suffix)
+        if src.exists():
+            src.rename(dest.with_name(dest.name + suffix))
+    log.warning(
+        "state_file_moved_aside",
+        path=str(path),
+        moved_to=str(dest),
+        lost="decisions, intents, applied targets, overrides, pause state and runtime policy/SLO/budget changes",
     )
-    outcomes = {
-        name: PoolOutcome(Outcome(o["outcome"]), str(o["detail"]), o["error_class"])
-        for name, o in body["outcomes"].items()
-    }
-    return DecisionRecord(id=int(body["id"]), decision=decision, inputs=dict(inputs or {}), outcomes=outcomes)
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str, allow_nan=False)
-
-
-def _scrub(value: Any) -> Any:
-    """Replace NaN/inf (not JSON) with None, recursively."""
-    if isinstance(value, float):
-        return _finite(value)
-    if isinstance(value, Mapping):
-        return {str(k): _scrub(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_scrub(v) for v in value]
-    return value
+    return dest
 
 
 def lock_path_of(path: Path) -> Path:
@@ -209,7 +136,7 @@ def _claim(path: Path, holder: str | None = None) -> Any:
         fh.seek(0)
         holder = fh.read().strip() or "unknown"
         fh.close()
-        raise StoreError(
+        raise StateInUseError(
             f"state file {path} is in use by another pdscale daemon ({holder}); one daemon per state file "
             "(stop it, or give this one its own state.path)"
         ) from None
@@ -220,6 +147,11 @@ def _claim(path: Path, holder: str | None = None) -> Any:
     return fh
 
 
+_INTENT_COLUMNS = (
+    ("decision_id", "INTEGER"),
+    ("kind", "TEXT NOT NULL DEFAULT 'set_target'"),
+    ("spec", "TEXT NOT NULL DEFAULT '{}'"),
+)
 _TABLES = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _SCHEMA))
 """The tables of a pdscale state DB (all of them exist in any file this code has opened)."""
 
@@ -319,6 +251,10 @@ class SqliteStore:
             raise StoreError(f"state file {target} is damaged ({'; '.join(problems)}); move it aside or restore it")
 
     def _check_schema(self) -> None:
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(intents)")}
+        for name, decl in _INTENT_COLUMNS:  # files written before intents named their decision and kind
+            if name not in columns:
+                self._db.execute(f"ALTER TABLE intents ADD COLUMN {name} {decl}")
         row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if row is None:
             self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -354,8 +290,8 @@ class SqliteStore:
 
     def record(self, rec: DecisionRecord) -> None:
         """Append a decision with its inputs and outcomes; prunes old rows now and then."""
-        body = _dumps(decision_record_to_json(rec))
-        inputs = _dumps(_scrub(dict(rec.inputs)))
+        body = dumps(decision_record_to_json(rec))
+        inputs = dumps(scrub(dict(rec.inputs)))
         pools = "," + ",".join(rec.decision.pools) + ","
         with self._tx() as db:
             db.execute(
@@ -448,14 +384,26 @@ class SqliteStore:
             return int(self._db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0])
 
     # -- actuation intents ----------------------------------------------------------------------------------
-    def begin_intent(self, pool: str, target: int, now_s: float) -> int:
-        """Persist that pdscale is about to set ``pool`` to ``target``; returns the intent id."""
+    def begin_intent(
+        self,
+        pool: str,
+        target: int,
+        now_s: float,
+        *,
+        decision_id: int | None = None,
+        kind: IntentKind = IntentKind.SET_TARGET,
+        spec: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Persist that pdscale is about to set ``pool`` to ``target`` (or flip); returns the intent id."""
         with self._tx() as db:
-            cur = db.execute("INSERT INTO intents (pool, target, created_s) VALUES (?, ?, ?)", (pool, target, now_s))
+            cur = db.execute(
+                "INSERT INTO intents (pool, target, created_s, decision_id, kind, spec) VALUES (?, ?, ?, ?, ?, ?)",
+                (pool, target, now_s, decision_id, IntentKind(kind).value, dumps(dict(spec or {}))),
+            )
             return int(cur.lastrowid or 0)
 
     def finish_intent(self, intent_id: int, outcome: IntentOutcome | str, detail: str = "") -> None:
-        """Record how an intent ended."""
+        """Record how an intent ended (again, when a call settled as not applied lands later)."""
         with self._tx() as db:
             db.execute(
                 "UPDATE intents SET outcome = ?, detail = ? WHERE id = ?", (IntentOutcome(outcome), detail, intent_id)
@@ -465,17 +413,51 @@ class SqliteStore:
         """Intents without an outcome (the process stopped between the call and its result)."""
         return self.intents(open_only=True)
 
+    def unconfirmed_intents(self, since_s: float, limit: int = 100) -> list[Intent]:
+        """Intents since ``since_s`` that ended without the actuator confirming them (failed, not applied,
+        unverified): such a call may still land, and must then be recognised as pdscale's own write."""
+        return self._intents(
+            "WHERE outcome IS NOT NULL AND outcome != 'applied' AND created_s >= ?", (since_s,), limit, newest=True
+        )
+
     def intents(self, *, open_only: bool = False, limit: int = 1000) -> list[Intent]:
         """Intents, oldest first."""
-        sql = "SELECT id, pool, target, created_s, outcome, detail FROM intents"
-        if open_only:
-            sql += " WHERE outcome IS NULL"
+        return self._intents("WHERE outcome IS NULL" if open_only else "", (), limit)
+
+    def _intents(self, where: str, args: tuple[Any, ...], limit: int, *, newest: bool = False) -> list[Intent]:
+        sql = f"SELECT id, pool, target, created_s, outcome, detail, decision_id, kind, spec FROM intents {where}"  # noqa: S608
+        sql += f" ORDER BY id {'DESC' if newest else 'ASC'} LIMIT ?"
         with self._lock:
-            rows = self._db.execute(sql + " ORDER BY id LIMIT ?", (limit,)).fetchall()
+            rows = self._db.execute(sql, (*args, limit)).fetchall()
         return [
-            Intent(int(i), str(p), int(t), float(c), None if o is None else IntentOutcome(o), str(d))
-            for i, p, t, c, o, d in rows
+            Intent(
+                int(i),
+                str(p),
+                int(t),
+                float(c),
+                None if o is None else IntentOutcome(o),
+                str(d),
+                None if dec is None else int(dec),
+                IntentKind(k),
+                json.loads(sp or "{}"),
+            )
+            for i, p, t, c, o, d, dec, k, sp in rows
         ]
+
+    def set_outcome(self, decision_id: int, pool: str, outcome: PoolOutcome) -> bool:
+        """Rewrite one pool's outcome in a stored decision (an intent settled after a crash); whether it exists."""
+        with self._tx() as db:
+            row = db.execute("SELECT body FROM decisions WHERE id = ?", (decision_id,)).fetchone()
+            if row is None:
+                return False
+            body = json.loads(row[0])
+            body["outcomes"][pool] = {
+                "outcome": outcome.outcome.value,
+                "detail": outcome.detail,
+                "error_class": outcome.error_class,
+            }
+            db.execute("UPDATE decisions SET body = ? WHERE id = ?", (dumps(body), decision_id))
+            return True
 
     # -- operator state -------------------------------------------------------------------------------------
     def overrides(self) -> dict[str, Override]:
@@ -517,7 +499,7 @@ class SqliteStore:
 
     def set_value(self, key: str, value: Any) -> None:
         """Persist a JSON-able runtime setting."""
-        text = _dumps(_scrub(value))
+        text = dumps(scrub(value))
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, text))
 

@@ -40,3 +40,27 @@ class TestForecasterFactory:
         assert all(m.fitter is INLINE for m in inline.members)
         assert background.fitter is fitter_for(FitMode.PROCESS)
         assert all(m.fitter is fitter_for(FitMode.PROCESS) for m in background.members)
+
+
+def _history_steps(fc: object) -> int:
+    """Steps of history the forecaster and its members keep."""
+    from pdscale.forecasting.grid import StepGrid
+
+    grids = [getattr(m, "_grid", None) for m in (fc, *getattr(fc, "members", ()))]
+    return sum(g.capacity for g in grids if isinstance(g, StepGrid))
+
+
+class TestHistoryBound:
+    def test_history_does_not_grow_as_the_tick_shrinks(self) -> None:
+        """A 0.5 s or 1.5 s tick keeps no more forecaster history than a 30 s one (14 days / 30 s steps)."""
+        settings = load_settings(EXAMPLE)
+        sizes = {
+            tick: _history_steps(
+                forecaster_factory(settings.model_copy(update={"tick_s": tick}), Registry())(
+                    "prefill", Signal.PREFILL_TPS
+                )
+            )
+            for tick in (0.5, 1.5, 30.0)
+        }
+        print("history steps by tick_s:", sizes)
+        assert sizes[0.5] == sizes[1.5] == sizes[30.0] > 0

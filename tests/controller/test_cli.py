@@ -134,3 +134,20 @@ def test_check_config_names_the_extra_to_install(
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "kubernetes" else real(name, *a))
     assert main(["check-config", str(_k8s_config(tmp_path, per_pool=True))]) == 1
     assert "pip install 'pdscale[kubernetes]'" in capsys.readouterr().err
+
+
+def test_serve_state_recover_moves_a_damaged_file_aside(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A zero-length state file is refused in one line; with --state-recover it is moved aside and serve runs."""
+    state = tmp_path / "state.db"
+    state.write_bytes(b"")
+    argv = ["serve", "--config", "examples/simulator.yaml", "--state", str(state), "--max-ticks", "1"]
+    argv += ["--admin-listen", "127.0.0.1:0", "--telemetry-listen", "127.0.0.1:0"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "is empty" in err
+    assert main([*argv, "--state-recover"]) == 0
+    moved = [p.name for p in tmp_path.iterdir() if ".damaged-" in p.name]
+    assert len(moved) == 1
+    assert moved[0].startswith("state.db.damaged-")
+    assert state.stat().st_size > 0

@@ -376,3 +376,31 @@ class TestRunnerGate:
         )  # fmt: skip
         assert asyncio.run(runner.run()) == 0
         assert seen == [4.0, 34.0]  # the first tick on the 4th ask (t=4), the next a tick_s later
+
+
+def test_signal_the_source_never_reports_is_not_forecast() -> None:
+    """A decode pool whose source exports no KV tokens (the vLLM preset) gets no forecast_failed per tick."""
+    from structlog.testing import capture_logs
+
+    from pdscale.controller.core.types import Signals
+    from pdscale.controller.runtime.assembly import build
+    from pdscale.controller.runtime.plugins import Registry
+    from pdscale.controller.runtime.settings import load_settings
+    from pdscale.testing import FakeActuator, StaticMetricsSource
+
+    settings = load_settings("examples/simulator.yaml")
+    sig = Signals(
+        prompt_tokens_per_s=1000.0,
+        request_rate_per_s=2.0,
+        running_requests=10.0,
+        waiting_requests=0.0,
+        osl_mean_tokens=200.0,
+        itl_mean_ms=20.0,
+    )
+    source = StaticMetricsSource.ok({p.name: sig for p in settings.pools})
+    actuator = FakeActuator({p.name: p.min_replicas for p in settings.pools})
+    rec = build(settings, registry=Registry(), source=source, actuator=actuator).reconciler
+    with capture_logs() as logs:
+        for i in range(40):
+            rec.run_once(1000.0 + 30 * i)
+    assert [e for e in logs if e["event"] == "forecast_failed"] == []

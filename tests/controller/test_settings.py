@@ -135,3 +135,10 @@ def test_removed_exporter_listen_says_it_is_no_longer_supported() -> None:
     data["simulator"] = {"exporter_listen": "127.0.0.1:9400"}
     with pytest.raises(SettingsError, match=r"cfg\.yaml: simulator\.exporter_listen: no longer supported"):
         parse_settings(data, "cfg.yaml")
+
+
+def test_tick_s_has_an_upper_bound() -> None:
+    """tick_s above an hour (or .inf) is refused."""
+    for tick in (3601, float("inf")):
+        with pytest.raises(SettingsError, match="tick_s"):
+            parse_settings({"tick_s": tick, "pools": [{"name": "p", "role": "prefill"}]}, "t")

@@ -197,3 +197,34 @@ class TestRateCurve:
         """Bad rate-curve rows are reported as file:line."""
         with pytest.raises(TraceError, match=message):
             load_rate_curve(_write(tmp_path, "r.csv", "window_start_s,requests_per_s\n" + body))
+
+
+class TestTraceBounds:
+    def test_negative_arrival_is_refused_naming_the_row(self, tmp_path: Path) -> None:
+        """A negative arrival_s is an error that names its line."""
+        path = _write(tmp_path, "t.csv", "arrival_s,input_tokens,output_tokens\n0,10,2\n-1,10,2\n")
+        with pytest.raises(TraceError, match=r"t\.csv:3: arrival_s must be >= 0"):
+            load_trace(path)
+
+    def test_arrival_far_in_the_future_is_refused(self, tmp_path: Path) -> None:
+        """One arrival at 1e12 s is refused instead of making the replay run for ever."""
+        path = _write(tmp_path, "t.csv", "arrival_s,input_tokens,output_tokens\n0,10,2\n1e12,10,2\n")
+        with pytest.raises(TraceError, match=r"t\.csv:3: arrival_s 1e12 is beyond"):
+            load_trace(path)
+
+    def test_jsonl_span_beyond_the_bound_is_refused(self, tmp_path: Path) -> None:
+        """A Mooncake trace spanning more than 366 days is refused."""
+        rows = [{"timestamp": 0, "input_length": 5, "output_length": 1}]
+        rows.append({"timestamp": 1e15, "input_length": 5, "output_length": 1})
+        path = _write(tmp_path, "t.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+        with pytest.raises(TraceError, match="beyond"):
+            load_trace(path)
+
+    def test_rows_beyond_the_limit_are_refused(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A CSV with more rows than MAX_TRACE_ROWS is refused at the first row over it."""
+        from pdscale.simulator import traces
+
+        monkeypatch.setattr(traces, "MAX_TRACE_ROWS", 2)
+        path = _write(tmp_path, "t.csv", "arrival_s,input_tokens,output_tokens\n0,1,1\n1,1,1\n2,1,1\n")
+        with pytest.raises(TraceError, match=r"t\.csv:4: more than 2 requests"):
+            load_trace(path)

@@ -1,0 +1,121 @@
+"""Parts of the control loop that do no I/O: actuation backoff and the JSON summary of a tick's inputs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pdscale.controller.core.types import (
+    DataState,
+    Decision,
+    ErrorClass,
+    Forecast,
+    PoolObservation,
+    PoolState,
+    Signal,
+)
+from pdscale.controller.runtime.record import Outcome, PoolOutcome
+
+__all__ = [
+    "MAX_UNSAVED",
+    "Backoff",
+    "NoIntent",
+    "acting_pools",
+    "decode_drivers",
+    "inputs_summary",
+    "unwritable",
+]
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Exponential backoff per pool after actuation failures, in seconds of the loop's clock."""
+
+    base_s: float = 10.0
+    max_s: float = 600.0
+    failures: dict[str, int] = field(default_factory=dict)
+    retry_at_s: dict[str, float] = field(default_factory=dict)
+
+    def blocked(self, pool: str, now: float) -> bool:
+        """Whether ``pool`` is still waiting out a backoff."""
+        return now < self.retry_at_s.get(pool, -math.inf)
+
+    def failed(self, pool: str, now: float, error_class: ErrorClass) -> float:
+        """Record a failure; returns the delay before the next attempt."""
+        n = self.failures.get(pool, 0) + 1
+        self.failures[pool] = n
+        delay = self.max_s if error_class is ErrorClass.PERMANENT else min(self.max_s, self.base_s * 2 ** (n - 1))
+        self.retry_at_s[pool] = now + delay
+        return delay
+
+    def succeeded(self, pool: str) -> None:
+        """Clear a pool's backoff."""
+        self.failures.pop(pool, None)
+        self.retry_at_s.pop(pool, None)
+
+
+def decode_drivers(o: PoolObservation) -> tuple[float | None, float | None]:
+    """Request rate and mean decode duration (output tokens x mean ITL) for a Little's-law forecaster."""
+    if o.state is not DataState.OK:
+        return None, None
+    s = o.signals
+    decode_s = s.osl_mean_tokens * s.itl_mean_ms / 1e3 if s.osl_mean_tokens and s.itl_mean_ms else None
+    return s.request_rate_per_s, decode_s
+
+
+def inputs_summary(
+    observations: Mapping[str, PoolObservation],
+    states: Mapping[str, PoolState],
+    forecasts: Mapping[str, Mapping[Signal, Forecast]],
+) -> dict[str, Any]:
+    return {
+        "observations": {
+            p: {
+                "state": o.state.value,
+                "reason": o.reason,
+                "sample_time_s": o.sample_time_s,
+                "signals": {k: v for k, v in o.signals.as_dict().items() if v is not None},
+            }
+            for p, o in observations.items()
+        },
+        "states": {
+            p: {"target": s.target, "ready": s.ready, "starting": s.starting, "draining": s.draining}
+            for p, s in states.items()
+        },
+        "forecasts": {
+            p: {
+                sig.value: {
+                    "mean": f.mean,
+                    "quantiles": {str(q): v for q, v in f.quantiles.items()},
+                    "ready": f.ready,
+                    "model": f.model,
+                }
+                for sig, f in fs.items()
+            }
+            for p, fs in forecasts.items()
+        },
+    }
+
+
+MAX_UNSAVED = 1000
+"""Decisions kept in memory while the store cannot be written (oldest dropped beyond)."""
+
+
+class NoIntent(Exception):  # noqa: N818 - internal signal, not an error shown to anyone
+    """The intent could not be persisted: the call is not made."""
+
+
+def unwritable(pools: list[str]) -> dict[str, PoolOutcome]:
+    detail = "state store unwritable: no call without its recorded decision"
+    return {p: PoolOutcome(Outcome.FAILED, detail, ErrorClass.TRANSIENT.value) for p in pools}
+
+
+def acting_pools(decision: Decision, states: Mapping[str, PoolState], dry_run: bool) -> list[str]:
+    """Pools this decision will call the actuator for (flips included)."""
+    if decision.held or dry_run:
+        return []
+    pools = {p for f in decision.flips for p in (f.from_pool, f.to_pool)}
+    pools |= {d.pool for d in decision.pools.values() if d.target != states[d.pool].target}
+    return sorted(pools)
