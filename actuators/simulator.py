@@ -57,6 +57,7 @@ class SimulatorActuator:
         self.cluster = found
         self._lock = lock or resources.get("simulator_lock") or threading.RLock()
         self._pools = pools_by_name(pools)
+        self._min_serving = {name: int(getattr(spec, "min_replicas", 0) or 0) for name, spec in pools.items()}
         for name, pool in self._pools.items():
             if pool not in self.cluster.config.pools:
                 raise ValueError(
@@ -80,7 +81,8 @@ class SimulatorActuator:
             return self.cluster.target(p)
 
     def set_target(self, pool: str, replicas: int) -> None:
-        """Grow with cold starts; shrink by cancelling starting replicas, then draining the least-loaded."""
+        """Grow with cold starts; shrink by cancelling replicas in flight, then draining the least-loaded ready
+        ones, keeping at least ``min_replicas`` serving (a drain that would go below waits for a later call)."""
         with self.calls.call(pool, "set_target", replicas=replicas) as extra, self._on(pool) as p:
             if self.params.dry_run:
                 if replicas < 0:  # what the cluster would refuse
@@ -88,7 +90,7 @@ class SimulatorActuator:
                 self.calls.would(pool, "set_target", current=self.cluster.target(p), replicas=replicas)
                 extra["result"] = "dry_run"
                 return
-            self.cluster.set_target(p, replicas)
+            self.cluster.set_target(p, replicas, min_serving=self._min_serving[pool])
 
     def replicas(self, pool: str) -> Sequence[ReplicaInfo]:
         """Live replicas with lifecycle state and load (running + waiting)."""
@@ -106,7 +108,8 @@ class SimulatorActuator:
         ]
 
     def flip_roles(self, flip: RoleFlip) -> None:
-        """Flip the least-loaded ready replicas of ``flip.from_pool`` into ``flip.to_pool``."""
+        """Flip the least-loaded ready replicas of ``flip.from_pool`` into ``flip.to_pool``, as many as leave
+        ``min_replicas`` of the source serving; a flipped replica is starting in its new pool until it switches."""
         to_pool = self._pools.get(flip.to_pool)
         if to_pool is None:
             raise ActuationError(f"unknown pool {flip.to_pool!r}", ErrorClass.PERMANENT)
@@ -116,12 +119,17 @@ class SimulatorActuator:
     def _flip(self, flip: RoleFlip, to_pool: Pool, extra: dict[str, Any]) -> None:
         with self._on(flip.from_pool) as p:
             ready = [v for v in self.cluster.replicas(p) if v.state.value == "ready" and v.pool is p]
-            if len(ready) < flip.count:
+            spare = len(ready) - self._min_serving[flip.from_pool]
+            if spare < 1:
                 raise ActuationError(
-                    f"flip {flip.from_pool}->{flip.to_pool}: {flip.count} requested, {len(ready)} ready",
+                    f"flip {flip.from_pool}->{flip.to_pool}: {flip.count} requested, {len(ready)} ready and "
+                    f"min_replicas {self._min_serving[flip.from_pool]} must keep serving",
                     ErrorClass.TRANSIENT,
                 )
-            chosen = sorted(ready, key=lambda v: (v.running + v.waiting, v.id))[: flip.count]
+            count = min(flip.count, spare)
+            if count < flip.count:
+                extra["deferred"] = flip.count - count
+            chosen = sorted(ready, key=lambda v: (v.running + v.waiting, v.id))[:count]
             if self.params.dry_run:
                 self.calls.would(flip.from_pool, "flip_roles", replicas=[v.id for v in chosen], to_pool=flip.to_pool)
                 extra["result"] = "dry_run"

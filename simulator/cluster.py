@@ -88,8 +88,9 @@ class Cluster(Engine):
                 n += 1
         return n
 
-    def set_target(self, pool: Pool, n: int) -> None:
-        """Grow by starting replicas (cold start) or shrink by cancelling starting, then draining ready ones."""
+    def set_target(self, pool: Pool, n: int, min_serving: int = 0) -> None:
+        """Grow by starting replicas (cold start) or shrink by cancelling replicas in flight (starting, or draining
+        to flip in), then draining ready ones, never below `min_serving` ready replicas (the rest is deferred)."""
         self._check_pool(pool)
         if n < 0:
             raise ValueError(f"set_target needs n >= 0, got {n}")
@@ -103,16 +104,26 @@ class Cluster(Engine):
             for _ in range(n - current):
                 self._new_replica(pool, ReplicaState.STARTING, t)
             return
-        excess = current - n
-        starting = [r for r in self._replicas.values() if r.pool is pool and r.state is ReplicaState.STARTING]
-        starting.sort(key=lambda r: r.since_s, reverse=True)
-        for r in starting[:excess]:
-            self._cancel(r, t)
-        excess -= min(excess, len(starting))
+        excess = current - n - self._cancel_in_flight(pool, current - n, t)
         if excess:
             ready = sorted(self._ready[pool], key=lambda r: (len(r.queue) + r.nseq + len(r.batch), r.load))
-            for r in ready[:excess]:
+            for r in ready[: min(excess, max(len(ready) - min_serving, 0))]:
                 self._drain(r, t)
+
+    def _cancel_in_flight(self, pool: Pool, count: int, t: float) -> int:
+        """Cancel up to `count` replicas not yet serving `pool`: cold starts (newest first), then replicas still
+        draining to flip into it (their flip is dropped: they finish their drain and stop). Returns how many."""
+        starting = [r for r in self._replicas.values() if r.pool is pool and r.state is ReplicaState.STARTING]
+        starting.sort(key=lambda r: r.since_s, reverse=True)
+        chosen = starting[: max(count, 0)]
+        for r in chosen:
+            self._cancel(r, t)
+        flipping = [r for r in self._replicas.values() if r.flip_to is pool]
+        flipping.sort(key=lambda r: r.since_s, reverse=True)
+        dropped = flipping[: max(count - len(chosen), 0)]
+        for r in dropped:
+            r.flip_to = None
+        return len(chosen) + len(dropped)
 
     def flip_role(self, replica_id: str, to_pool: Pool) -> None:
         """Drain a ready replica, then after flip_delay_s make it serve `to_pool` (no weight reload)."""
@@ -129,16 +140,12 @@ class Cluster(Engine):
         self._drain(r, self.now_s)
 
     def cancel_starting(self, pool: Pool, count: int) -> int:
-        """Cancel up to `count` starting replicas of a pool (newest first); returns how many were cancelled."""
+        """Cancel up to `count` replicas in flight to a pool (cold starts newest first, then incoming flips)."""
         self._check_pool(pool)
-        starting = [r for r in self._replicas.values() if r.pool is pool and r.state is ReplicaState.STARTING]
-        starting.sort(key=lambda r: r.since_s, reverse=True)
-        chosen = starting[: max(count, 0)]
-        for r in chosen:
-            self._cancel(r, self.now_s)
-        if chosen:
+        n = self._cancel_in_flight(pool, count, self.now_s)
+        if n:
             self.scale_actions += 1
-        return len(chosen)
+        return n
 
     def drain_replica(self, replica_id: str) -> None:
         """Drain one ready replica: it takes no new work and stops once what it holds is done."""

@@ -27,7 +27,7 @@ class ReplicaView:
     Attributes:
         id: stable name; it keeps its name across a role flip.
         pool: the pool it serves (or will serve, once a flip completes).
-        state: lifecycle state.
+        state: lifecycle state; starting while it drains to flip into `pool`.
         since_s: simulated time it entered `state`.
         running: sequences it is prefilling or decoding.
         waiting: requests queued on it.
@@ -117,6 +117,8 @@ class Replica:
     def view(self) -> ReplicaView:
         """Read-only snapshot for the public API."""
         pool = self.flip_to if self.flip_to is not None else self.pool
+        # Draining to flip in: it serves its new pool only once drained and switched, so it is starting there.
+        state = ReplicaState.STARTING if self.flip_to is not None else self.state
         running = len(self.seqs) + len(self.joins) + len(self.batch)
         waiting = len(self.queue) - (len(self.batch) if self.pool is not Pool.COLOCATED else 0)
-        return ReplicaView(self.id, pool, self.state, self.since_s, running, max(waiting, 0))
+        return ReplicaView(self.id, pool, state, self.since_s, running, max(waiting, 0))

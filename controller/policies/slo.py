@@ -177,6 +177,9 @@ class SloPolicy:
             corr, shape_note = cal.correction(), ""
             if spec.role is PoolRole.DECODE and self.params["learn_decode_shape"]:
                 corr, shape_note = self._shaped(model, w, ctx, corr, shape)
+            backlog_note = ""
+            if spec.role is PoolRole.DECODE:
+                demand, backlog_note = _backlog_over_lead_time(ctx, name, model, w, corr, demand)
             est = model.replicas_needed(spec, demand, ctx.slo, workload=w, correction=corr)
             needs[name] = est.replicas
             reasons[name] = f"need {est.replicas} at forecast p{q * 100:g}: {est.reason}"
@@ -186,6 +189,8 @@ class SloPolicy:
                 estimates[name]["arrival_cv2"] = w.arrival_cv2
             if margin > 1.0:
                 reasons[name] += f"; SLO feedback margin x{margin:.2f}"
+            if backlog_note:
+                reasons[name] += f"; {backlog_note}"
             if shape_note:
                 reasons[name] += f"; {shape_note}"
                 estimates[name]["decode_shape_factor"] = corr.decode
@@ -324,6 +329,44 @@ class SloPolicy:
                 else:
                     reasons[name] += f"; down to {peak} (no sustain window)"
         return targets, history
+
+
+def _backlog_over_lead_time(
+    ctx: PolicyContext,
+    pool: str,
+    model: CapacityModel,
+    w: Workload,
+    corr: Correction,
+    demand: dict[Signal, float],
+) -> tuple[dict[Signal, float], str]:
+    """Count queued decode sequences as the slots that drain them, not as standing concurrency.
+
+    The concurrency signal is running + waiting. A queue is a backlog: replicas ordered now arrive after the
+    lead time, and draining ``W`` queued sequences of ``OSL x step`` seconds each within that time takes
+    ``W x OSL x step / lead`` slots (Little's law), not ``W`` standing ones. Sizing for ``W`` standing slots
+    overshoots after a step or a return and then collapses. The forecast is lowered by the same amount.
+    """
+    conc = demand.get(Signal.DECODE_CONCURRENCY)
+    obs = ctx.observations.get(pool)
+    if not conc or obs is None or obs.state is not DataState.OK:
+        return demand, ""
+    waiting = obs.signals.waiting_requests or 0.0
+    lead_s = ctx.lead_time_s(pool)
+    b = model.decode_batch(ctx.slo.itl_ms, w, corr)
+    if waiting <= 0 or lead_s <= 0 or b < 1:
+        return demand, ""
+    seq_s = w.osl_mean_tokens * model.predict_itl_ms(1, float(b), w, corr) / 1e3
+    keep = min(1.0, seq_s / lead_s)
+    if keep >= 1.0:
+        return demand, ""
+    cut = min(waiting * (1.0 - keep), conc)
+    out = dict(demand)
+    out[Signal.DECODE_CONCURRENCY] = conc - cut
+    note = (
+        f"{waiting:.0f} queued drain in {lead_s:.0f} s on {waiting * keep:.1f} slots "
+        f"({w.osl_mean_tokens:.0f} tok x {seq_s / max(w.osl_mean_tokens, 1.0) * 1e3:.0f} ms)"
+    )
+    return out, note
 
 
 def _prefill_ratio(

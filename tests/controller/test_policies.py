@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -408,3 +409,19 @@ class TestSplitBudget:
     def test_needs_met_when_affordable(self) -> None:
         """A budget above the needs gives each pool its need."""
         assert split_budget({"prefill": 3, "decode": 4}, SPECS, 100) == {"prefill": 3, "decode": 4}
+
+
+class TestSloDecodeBacklog:
+    def test_queued_sequences_count_as_the_slots_that_drain_them_in_the_lead_time(self) -> None:
+        """300 queued decode sequences add 300 x (sequence time / lead time) slots, not 300 standing ones."""
+        w = Workload(1000.0, 200.0)
+        b = MODEL.decode_batch(50.0, w)
+        c = ctx(conc=600.0)
+        sig = replace(c.observations["decode"].signals, running_requests=300.0, waiting_requests=300.0)
+        c = replace(c, observations={**c.observations, "decode": replace(c.observations["decode"], signals=sig)})
+        params = {"calibrate": False, "learn_decode_shape": False, "decode_forecast_quantile": 0.9}
+        p = SloPolicy(params).decide(c)
+        seq_s = 200.0 * MODEL.predict_itl_ms(1, float(b), w) / 1e3
+        kept = 300.0 * seq_s / c.lead_time_s("decode")
+        assert p.targets["decode"] == math.ceil((720.0 - 300.0 + kept) / b - 1e-9)
+        assert "queued drain" in p.reasons["decode"]
