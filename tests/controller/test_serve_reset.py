@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 from pathlib import Path
 
+import pytest
 import yaml
 from structlog.testing import capture_logs
 
+from pdscale.controller.cli.main import main
 from pdscale.controller.cli.serve import reset_runtime_state
 from pdscale.controller.core.types import OverrideMode
 from pdscale.controller.daemon import Daemon
@@ -71,3 +75,18 @@ def test_reset_runtime_state_returns_to_the_file_and_keeps_history(tmp_path: Pat
     assert not second.rec.paused
     assert second.store.count() == decisions >= 1
     second.store.close()
+
+
+def test_serve_flag_clears_before_the_daemon_starts(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """`pdscale serve --reset-runtime-state` logs what it cleared and the daemon starts on the file's SLO."""
+    path = _admin_changed(tmp_path)
+    argv = ["--log-format", "json", "serve", "--config", str(path), "--max-ticks", "1", "--reset-runtime-state"]
+    assert main(argv) == 0
+    events = {}
+    for line in capfd.readouterr().err.splitlines():
+        with contextlib.suppress(ValueError):
+            e = json.loads(line)
+            events.setdefault(e["event"], e)
+    assert "slo" in events["runtime_state_reset"]["cleared"]
+    assert events["state_restored"]["slo"]["ttft_ms"] == 1000
+    assert events["state_restored"]["from_state"] == []
