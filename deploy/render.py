@@ -175,6 +175,7 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                         f'pdscale_utilization_ratio{{{D}, phase="decode", pool=~"$pool"}}',
                         "{{pool}}",
                     ),
+                    Query(f'pdscale_kv_usage_ratio{{{D}, pool=~"$pool"}}', "{{pool}} KV share"),
                     Query(
                         f'avg by (pool) (vllm:kv_cache_usage_perc{{{E}, role="decode"}})',
                         "{{pool}} KV cache (engine)",
@@ -182,7 +183,8 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                 ),
                 unit="percentunit",
                 max_value=1.0,
-                description="Busy fraction of decode batch and KV capacity, with the engines' KV cache use.",
+                description="Compute-busy share of decode (busy time over serving time), with the KV-cache share "
+                "pdscale saw and the engines' own KV cache use: a pool can be busy with little KV in use.",
             ),
         ),
     ),

@@ -256,11 +256,17 @@ class Controls:
                 self.rec.budget_gpus = self.check_budget(budget["max_gpus"])
         except (AdminError, KeyError, TypeError) as exc:
             log.warning("state_restore_skipped", error=str(exc))
+        # What the state file holds over the settings file: the SLO and budget too, so a restart says it.
+        from_state = [k for k, v in ((KEY_POLICY, policy), (KEY_SLO, slo), (KEY_BUDGET, budget)) if v is not None]
         log.info(
             "state_restored",
             paused=sorted(self.rec.paused),
             overrides=sorted(self.rec.overrides),
             policy=self.policy_name,
+            slo={"ttft_ms": self.rec.slo.ttft_ms, "itl_ms": self.rec.slo.itl_ms, "quantile": self.rec.slo.quantile},
+            budget_gpus=self.rec.budget_gpus,
+            from_state=from_state,
+            hint="pdscale serve --reset-runtime-state returns to the settings file" if from_state else None,
         )
 
     def forget_runtime_changes(self) -> None:

@@ -27,6 +27,12 @@ def add_parser(subparsers: Any) -> None:
         action="store_true",
         help="when the state file is damaged, move it aside (<file>.damaged-<UTC time>) and start from an empty state",
     )
+    p.add_argument(
+        "--reset-runtime-state",
+        action="store_true",
+        help="drop the admin API's stored changes (policy, SLO, budget, overrides, pauses) so the settings file "
+        "applies again; decision history is kept",
+    )
 
 
 def apply_overrides(settings: Any, args: argparse.Namespace) -> Any:
@@ -39,6 +45,30 @@ def apply_overrides(settings: Any, args: argparse.Namespace) -> Any:
     if getattr(args, "state", None):
         updates["state"] = settings.state.model_copy(update={"path": args.state})
     return settings.model_copy(update=updates) if updates else settings
+
+
+def reset_runtime_state(path: str | None) -> list[str]:
+    """Clear the admin changes stored in the state file at ``path``; the names of what was cleared.
+
+    Policy, SLO and budget changes, per-pool overrides and pauses go; decisions, intents and applied targets stay.
+    """
+    from pdscale.controller.admin.controls import RUNTIME_KEYS  # noqa: PLC0415
+    from pdscale.controller.runtime.store import SqliteStore  # noqa: PLC0415
+
+    store = SqliteStore(path, exclusive=True)
+    try:
+        cleared = [k for k in RUNTIME_KEYS if store.get_value(k) is not None]
+        store.delete_values(RUNTIME_KEYS)
+        for pool in store.overrides():
+            store.delete_override(pool)
+            cleared.append(f"override:{pool}")
+        paused = store.paused()
+        if paused:
+            store.set_paused({})
+            cleared.extend(f"pause:{p}" for p in sorted(paused))
+    finally:
+        store.close()
+    return cleared
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,6 +88,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         settings = apply_overrides(load_settings(args.config), args)
+        if getattr(args, "reset_runtime_state", False):
+            import structlog  # noqa: PLC0415
+
+            cleared = reset_runtime_state(settings.state.path)
+            structlog.get_logger("pdscale.serve").info("runtime_state_reset", cleared=cleared)
         try:
             daemon = Daemon(settings, config_path=args.config, max_ticks=args.max_ticks)
         except (StoreError, sqlite3.Error) as exc:

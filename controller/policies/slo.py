@@ -185,6 +185,7 @@ class SloPolicy:
             reasons[name] = f"need {est.replicas} at forecast p{q * 100:g}: {est.reason}"
             estimates[name] = _estimate_dict(est, demand, cal)
             estimates[name]["slo_margin"] = margin
+            estimates[name]["forecast_quantile"] = q  # the log's forecast= is read at this quantile
             if w.arrival_cv2 is not None:
                 estimates[name]["arrival_cv2"] = w.arrival_cv2
             if margin > 1.0:

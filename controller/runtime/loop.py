@@ -520,7 +520,9 @@ class Reconciler:
         for name, d in decision.pools.items():
             obs = observations[name]
             st = states[name]
-            fc = {s.value: round(f.quantile(self.slo.quantile), 3) for s, f in forecasts.get(name, {}).items()}
+            # The quantile the policy sized from (its estimate says), so forecast= is the value its reason names.
+            q = d.estimate.get("forecast_quantile", self.slo.quantile)
+            fc = {s.value: round(f.quantile(q), 3) for s, f in forecasts.get(name, {}).items()}
             log.info(
                 "scale_decision",
                 pool=name,
@@ -538,6 +540,7 @@ class Reconciler:
                 starting=st.starting,
                 draining=st.draining,
                 forecast=fc,
+                forecast_quantile=q,
                 outcome=outcomes[name].outcome.value if name in outcomes else None,
             )
 

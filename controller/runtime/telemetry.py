@@ -48,6 +48,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "pdscale_slo_ttft_seconds",
     "pdscale_slo_itl_seconds",
     "pdscale_utilization_ratio",
+    "pdscale_kv_usage_ratio",
     "pdscale_decisions_total",
     "pdscale_actuation_failures_total",
     "pdscale_metrics_staleness_seconds",
@@ -158,8 +159,14 @@ class Telemetry:
         self.slo_itl = Gauge("pdscale_slo_itl_seconds", "Configured ITL objective.", registry=r)
         self.util = Gauge(
             "pdscale_utilization_ratio",
-            "Busy fraction of the pool's capacity for a phase (prefill compute, decode batch/KV).",
+            "Compute-busy share of the pool for a phase (busy time over serving time); the KV share is separate.",
             ["pool", "phase"],
+            registry=r,
+        )
+        self.kv_usage = Gauge(
+            "pdscale_kv_usage_ratio",
+            "KV-cache occupancy of the pool (replicas' average), not its busy share.",
+            ["pool"],
             registry=r,
         )
         self.decisions = Counter(
@@ -253,6 +260,8 @@ class Telemetry:
         for phase, v in (("prefill", s.prefill_utilization), ("decode", s.decode_utilization)):
             if v is not None and ok:
                 self.util.labels(name, phase).set(v)
+        if s.kv_usage_ratio is not None and ok:
+            self.kv_usage.labels(name).set(s.kv_usage_ratio)
         self.slo_tracker.observe(role, obs, rec.slo, rec.tick_s)
         ratio = self.slo_tracker.ratio(name)
         if ratio is not None:

@@ -139,6 +139,33 @@ class TestReconciler:
         assert sorted(e["pool"] for e in events) == ["decode", "prefill"]
         assert all("reason" in e and "ready" in e and "forecast" in e for e in events)
 
+    def test_logged_forecast_is_read_at_the_policys_quantile(self) -> None:
+        """scale_decision's forecast= is the quantile the policy's estimate names, not the SLO's p99."""
+
+        class Spread:
+            name = "spread"
+
+            def observe(self, t: float, value: float | None) -> None:
+                return None
+
+            def predict(self, horizon_s: float) -> Forecast:
+                return Forecast(2.0, {0.5: 2.0, 0.9: 3.0, 0.99: 7.0})
+
+        class AtP90(FixedPolicy):
+            def decide(self, ctx: PolicyContext) -> Proposal:
+                base = super().decide(ctx)
+                return Proposal(
+                    targets=base.targets, reasons=base.reasons, estimates={"prefill": {"forecast_quantile": 0.9}}
+                )
+
+        rec, _, _ = make(AtP90({"prefill": 2, "decode": 2}), forecaster_factory=lambda p, s: Spread())
+        with capture_logs() as logs:
+            rec.run_once(1000.0)
+        by_pool = {e["pool"]: e for e in logs if e["event"] == "scale_decision"}
+        assert set(by_pool["prefill"]["forecast"].values()) == {3.0}
+        assert by_pool["prefill"]["forecast_quantile"] == 0.9
+        assert set(by_pool["decode"]["forecast"].values()) == {7.0}  # no estimate: the SLO quantile (p99)
+
     def test_shrink_before_grow(self) -> None:
         """Within one tick, pools that shrink are actuated before pools that grow."""
         rec, act, _ = make(FixedPolicy({"prefill": 4, "decode": 1}))

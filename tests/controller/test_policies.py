@@ -139,6 +139,14 @@ class TestSlo:
         b = MODEL.decode_batch(50.0, Workload(1000.0, 200.0))
         assert p.targets["decode"] == math.ceil(720.0 / b)
 
+    def test_estimate_names_the_quantile_the_reason_names(self) -> None:
+        """Each pool's estimate carries the forecast quantile its reason cites (p50 prefill, p90 decode)."""
+        p = SloPolicy({"prefill_forecast_quantile": 0.5, "decode_forecast_quantile": 0.9}).decide(ctx(conc=600.0))
+        assert p.estimates["prefill"]["forecast_quantile"] == 0.5
+        assert "at forecast p50:" in p.reasons["prefill"]
+        assert p.estimates["decode"]["forecast_quantile"] == 0.9
+        assert "at forecast p90:" in p.reasons["decode"]
+
     def test_scale_down_waits_for_sustained_window(self) -> None:
         """A lower need is acted on only after it held for scale_down_window_s seconds."""
         policy = SloPolicy({"scale_down_window_s": 300.0})

@@ -70,6 +70,25 @@ def test_values_from_a_tick() -> None:
     assert "pdscale_slo_ttft_seconds 1.0" in text
 
 
+def test_decode_busy_share_and_kv_share_are_separate_metrics() -> None:
+    """A compute-busy decode pool with little KV in use shows 0.8 busy and 0.03 KV, each under its own name."""
+    busy = Signals(**{**SIG.as_dict(), "decode_utilization": 0.8, "kv_usage_ratio": 0.03})
+    clock = ManualClock(1000.0)
+    rec = Reconciler(
+        pools=POOLS,
+        source=StaticMetricsSource.ok({"prefill": SIG, "decode": busy}),
+        actuator=FakeActuator({"prefill": 2, "decode": 2}, clock=clock),
+        policy=StaticPolicy({}),
+        slo=SLO(1000, 50),
+        tick_s=30.0,
+    )
+    tel = Telemetry()
+    tel.observe(rec.run_once(clock()), rec)
+    text = tel.render().decode()
+    assert 'pdscale_utilization_ratio{phase="decode",pool="decode"} 0.8' in text
+    assert 'pdscale_kv_usage_ratio{pool="decode"} 0.03' in text
+
+
 @pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
 def test_endpoints_after_tick(path: str) -> None:
     """After a tick every endpoint answers 200."""
