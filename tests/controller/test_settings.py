@@ -137,6 +137,13 @@ def test_removed_exporter_listen_says_it_is_no_longer_supported() -> None:
         parse_settings(data, "cfg.yaml")
 
 
+def test_tick_s_has_a_lower_bound() -> None:
+    """tick_s below 50 ms (e.g. the 0.001 that allocated 9 GiB) is refused."""
+    for tick in (0.001, 0.0):
+        with pytest.raises(SettingsError, match="tick_s"):
+            parse_settings({"tick_s": tick, "pools": [{"name": "p", "role": "prefill"}]}, "t")
+
+
 def test_tick_s_has_an_upper_bound() -> None:
     """tick_s above an hour (or .inf) is refused."""
     for tick in (3601, float("inf")):
