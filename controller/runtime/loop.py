@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -41,6 +41,7 @@ from pdscale.controller.core.types import (
     Signal,
     lead_time_s,
 )
+from pdscale.controller.runtime.decision_log import TickResult, log_scale_decisions
 from pdscale.controller.runtime.intents import LateLandings
 from pdscale.controller.runtime.loop_parts import (
     MAX_UNSAVED,
@@ -66,20 +67,6 @@ from pdscale.forecasting.base import Forecaster
 __all__ = ["Backoff", "Reconciler", "TickResult"]
 
 log = structlog.get_logger("pdscale.loop")
-
-
-@dataclass(frozen=True, slots=True)
-class TickResult:
-    """What one tick saw, decided and did."""
-
-    now_s: float
-    decision: Decision
-    observations: Mapping[str, PoolObservation]
-    states: Mapping[str, PoolState]
-    forecasts: Mapping[str, Mapping[Signal, Forecast]]
-    outcomes: Mapping[str, PoolOutcome]
-    record_id: int
-    duration_s: float
 
 
 ForecasterFactory = Callable[[str, Signal], Forecaster]
@@ -328,7 +315,7 @@ class Reconciler:
             final = DecisionRecord(id=rec_id, decision=out.decision, inputs=inputs, outcomes=outcomes)
             self._unsaved = [*self._unsaved[-(MAX_UNSAVED - 1) :], final]
             self._flush()
-            self._log(out.decision, observations, states, forecasts, outcomes)
+            log_scale_decisions(out.decision, observations, states, forecasts, outcomes, self.slo.quantile)
             result = TickResult(
                 now_s=now,
                 decision=out.decision,
@@ -508,41 +495,6 @@ class Reconciler:
         if not self._unsaved and self.store_error is not None:
             log.info("state_write_recovered", error_was=self.store_error)
             self.store_error = None
-
-    def _log(
-        self,
-        decision: Decision,
-        observations: Mapping[str, PoolObservation],
-        states: Mapping[str, PoolState],
-        forecasts: Mapping[str, Mapping[Signal, Forecast]],
-        outcomes: Mapping[str, PoolOutcome],
-    ) -> None:
-        for name, d in decision.pools.items():
-            obs = observations[name]
-            st = states[name]
-            # The quantile the policy sized from (its estimate says), so forecast= is the value its reason names.
-            q = d.estimate.get("forecast_quantile", self.slo.quantile)
-            fc = {s.value: round(f.quantile(q), 3) for s, f in forecasts.get(name, {}).items()}
-            log.info(
-                "scale_decision",
-                pool=name,
-                now_s=decision.time_s,
-                policy=decision.policy,
-                previous=d.previous,
-                proposed=d.proposed,
-                target=d.target,
-                direction=d.direction.value,
-                reason=d.reason,
-                guards=list(d.guards),
-                data=obs.state.value,
-                data_reason=obs.reason or None,
-                ready=st.ready,
-                starting=st.starting,
-                draining=st.draining,
-                forecast=fc,
-                forecast_quantile=q,
-                outcome=outcomes[name].outcome.value if name in outcomes else None,
-            )
 
 
 TickHook = Callable[[float], Awaitable[None] | None]

@@ -372,7 +372,8 @@ class Settings(_Section):
 
     model: str = "llama-3.1-70b"
     tick_s: float = Field(30.0, ge=0.05, le=3600)
-    """At least 50 ms (a shorter tick cannot finish its metric reads and actuator calls) and at most an hour (a slower loop could not react within any SLO window; ``.inf`` is refused). Any tick keeps
+    """At least 50 ms (a shorter tick cannot finish its metric reads and actuator calls) and at most an hour (a
+    slower loop could not react within any SLO window; ``.inf`` is refused). Any tick keeps
     forecaster history bounded: below 30 s it is averaged onto 30 s steps (``assembly.MIN_FORECAST_STEP_S``)."""
     slo: SLOSettings = Field(default_factory=SLOSettings)  # type: ignore[arg-type]
     budget: BudgetSettings = Field(default_factory=BudgetSettings)  # type: ignore[arg-type]
