@@ -38,8 +38,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from pdscale.controller.core.protocols import ActuationError, Actuator
-from pdscale.controller.core.types import ErrorClass, ReplicaInfo
+from pdscale.controller.runtime.fence import FencedActuator
 from pdscale.controller.runtime.settings import LeaderElectionMode, LeaderElectionSettings, SettingsError
 from pdscale.controller.runtime.store import lock_path_of
 
@@ -494,50 +493,3 @@ async def run_election(
         wait_s = elector.retry_period_s * (1.0 if leader else random.uniform(1.0, JITTER_FACTOR))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=wait_s)
-
-
-# -- the fence ----------------------------------------------------------------------------------------------
-class FencedActuator:
-    """An actuator whose cluster-changing calls are refused unless ``allowed()`` holds at the moment of the call.
-
-    Reads pass through. The check is made immediately before each write, so a tick that began while leading
-    cannot write after the leadership lapsed mid-tick.
-    """
-
-    _WRITES = frozenset({"flip_roles", "drain", "cancel_pending"})
-
-    def __init__(self, inner: Actuator, allowed: Callable[[], bool], who: Callable[[], str]) -> None:
-        self.inner = inner
-        self.allowed = allowed
-        self.who = who
-
-    def _check(self, op: str, pool: str) -> None:
-        if not self.allowed():
-            raise ActuationError(
-                f"{op} {pool}: refused, this daemon is not the leader (leader: {self.who() or 'none known'})",
-                ErrorClass.TRANSIENT,
-            )
-
-    def target_size(self, pool: str) -> int:
-        """As the wrapped actuator."""
-        return self.inner.target_size(pool)
-
-    def replicas(self, pool: str) -> list[ReplicaInfo]:
-        """As the wrapped actuator."""
-        return list(self.inner.replicas(pool))
-
-    def set_target(self, pool: str, replicas: int) -> None:
-        """Only while leading."""
-        self._check("set_target", pool)
-        self.inner.set_target(pool, replicas)
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.inner, name)
-        if name not in self._WRITES or not callable(attr):
-            return attr
-
-        def fenced(*args: Any, **kwargs: Any) -> Any:
-            self._check(name, str(args[0]) if args else "")
-            return attr(*args, **kwargs)
-
-        return fenced

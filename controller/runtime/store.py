@@ -12,7 +12,6 @@ Thread-safe: the loop (a worker thread) and the admin API (the event loop) share
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
 import threading
@@ -32,6 +31,13 @@ from pdscale.controller.runtime.record import (
     IntentOutcome,
     IntentResolution,
     PoolOutcome,
+)
+from pdscale.controller.runtime.state_file import (
+    StateInUseError,
+    StoreError,
+    claim_state_file,
+    lock_path_of,
+    move_aside,
 )
 
 __all__ = [
@@ -90,63 +96,6 @@ CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
-class StoreError(RuntimeError):
-    """The state file cannot be opened or has an incompatible schema."""
-
-
-class StateInUseError(StoreError):
-    """Another daemon holds the state file (never moved aside by ``--state-recover``)."""
-
-
-def move_aside(path: Path, now_s: float) -> Path:
-    """Rename a damaged state file (and its -wal/-shm) to ``<name>.damaged-<UTC time>``; returns the new path."""
-    import time  # noqa: PLC0415
-
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now_s))
-    dest = path.with_name(f"{path.name}.damaged-{stamp}")
-    for suffix in ("", "-wal", "-shm"):
-        src = path.with_name(path.name + suffix)
-        if src.exists():
-            src.rename(dest.with_name(dest.name + suffix))
-    log.warning(
-        "state_file_moved_aside",
-        path=str(path),
-        moved_to=str(dest),
-        lost="decisions, intents, applied targets, overrides, pause state and runtime policy/SLO/budget changes",
-    )
-    return dest
-
-
-def lock_path_of(path: Path) -> Path:
-    """The lock file that guards the state file ``path``."""
-    return path.with_name(path.name + ".lock")
-
-
-def _claim(path: Path, holder: str | None = None) -> Any:
-    """Hold an exclusive lock on ``<state>.lock`` for this process's lifetime: two daemons on one state file
-    would overwrite each other's rows and both actuate. The lock dies with the process (kill -9 included).
-    The lock file then names ``holder`` (default: the process id)."""
-    import fcntl  # noqa: PLC0415  (POSIX only; only the daemon claims its state file)
-
-    lock_path = lock_path_of(path)
-    fh = lock_path.open("a+", encoding="utf-8")
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.seek(0)
-        holder = fh.read().strip() or "unknown"
-        fh.close()
-        raise StateInUseError(
-            f"state file {path} is in use by another pdscale daemon ({holder}); one daemon per state file "
-            "(stop it, or give this one its own state.path)"
-        ) from None
-    fh.seek(0)
-    fh.truncate()
-    fh.write(f"{holder or f'pid {os.getpid()}'}\n")
-    fh.flush()
-    return fh
-
-
 _INTENT_COLUMNS = (
     ("decision_id", "INTEGER"),
     ("kind", "TEXT NOT NULL DEFAULT 'set_target'"),
@@ -184,7 +133,7 @@ class SqliteStore:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if exclusive:
-                self._owner = _claim(self.path)
+                self._owner = claim_state_file(self.path)
         try:
             self._db = sqlite3.connect(target, check_same_thread=False, isolation_level=None, timeout=10.0)
             if existed:
@@ -221,7 +170,7 @@ class SqliteStore:
         with self._lock:
             if self.path is None or self._owner is not None:
                 return
-            self._owner = _claim(self.path, holder)
+            self._owner = claim_state_file(self.path, holder)
         self.reload_ids()
 
     def reload_ids(self) -> None:
