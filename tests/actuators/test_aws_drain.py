@@ -7,45 +7,21 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import requests
 
 from pdscale.actuators.nodegroups import Node, NodeState, choose_nodes
 from pdscale.controller.core.types import PoolRole
 from pdscale.controller.runtime.plugins import PluginEnv
 from pdscale.controller.runtime.settings import PoolSettings
 from tests.helpers.fake_engine import FakeEngine, Load, fake_engines
-from tests.helpers.ray_cluster import free_port
+from tests.helpers.moto_asg import moto_asg
 
 GROUP = "decode-nodes"
 
 
 @pytest.fixture
 def moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any]]:
-    boto3 = pytest.importorskip("boto3")
-    from moto.server import ThreadedMotoServer
-
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(key, "testing")
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    requests.post(url + "/moto-api/reset", timeout=10)
-    ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=url)
-    asg = boto3.client("autoscaling", region_name="us-east-1", endpoint_url=url)
-    ec2.create_launch_template(
-        LaunchTemplateName="gpu-p5", LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "p5.48xlarge"}
-    )
-    asg.create_auto_scaling_group(
-        AutoScalingGroupName=GROUP,
-        LaunchTemplate={"LaunchTemplateName": "gpu-p5", "Version": "$Latest"},
-        MinSize=0,
-        MaxSize=6,
-        DesiredCapacity=3,
-        AvailabilityZones=["us-east-1a"],
-    )
-    yield url, asg
-    server.stop()
+    with moto_asg(monkeypatch, GROUP, min_size=0, desired=3) as got:
+        yield got
 
 
 def instances(asg: Any) -> dict[str, dict[str, Any]]:
