@@ -25,6 +25,7 @@ scaler, as for ``http_role_flip`` (:mod:`pdscale.actuators.http_flip`).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from string import Template
@@ -35,6 +36,7 @@ import structlog
 from pydantic import Field
 
 from pdscale.actuators.base import classify_http_status
+from pdscale.actuators.drain import inflight_from_metrics
 from pdscale.actuators.http_flip import HttpRoleFlipActuator, HttpRoleFlipParams
 from pdscale.controller.core.protocols import ActuationError
 from pdscale.controller.core.types import ErrorClass, ReplicaInfo, RoleFlip
@@ -68,17 +70,9 @@ class SglangRoleSwitchParams(HttpRoleFlipParams):
 
 def engine_load(metrics_text: str) -> float:
     """Running plus queued requests in an SGLang engine's Prometheus text (0 when none is reported)."""
-    total = 0.0
-    for line in metrics_text.splitlines():
-        if line.startswith("#"):
-            continue
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in _LOAD_METRICS or name in {m.replace(":", "_") for m in _LOAD_METRICS}:
-            try:
-                total += float(line.rsplit(" ", 1)[1])
-            except (IndexError, ValueError):
-                continue
-    return total
+    names = (*_LOAD_METRICS, *(m.replace(":", "_") for m in _LOAD_METRICS))
+    load = inflight_from_metrics(metrics_text, names)
+    return 0.0 if math.isnan(load) else load
 
 
 class SglangRoleSwitchActuator(HttpRoleFlipActuator):
@@ -110,10 +104,10 @@ class SglangRoleSwitchActuator(HttpRoleFlipActuator):
             raise ActuationError(f"{BACKEND} {method} {url}: {exc}", ErrorClass.TRANSIENT) from None
         return resp
 
-    def _router(self, template: str, values: Mapping[str, str], body: Any = None) -> None:
+    def _router(self, template: str, values: Mapping[str, str], body: Any = None, *, gone_ok: bool = False) -> None:
         method, _, url = Template(template).substitute(values).partition(" ")
         resp = self._request(method, url.strip(), body)
-        if resp.status_code >= 400 and resp.status_code != 404:  # 404 on removal: already gone
+        if resp.status_code >= 400 and not (gone_ok and resp.status_code == 404):  # removal: already gone
             text = resp.text[:300]
             raise ActuationError(
                 f"{BACKEND} router {method} {url}: {resp.status_code} {text}",
@@ -166,7 +160,7 @@ class SglangRoleSwitchActuator(HttpRoleFlipActuator):
             self.calls.would(flip.from_pool, "pd_role_switch", replica=replica.id, url=url, body=body)
             return
         if self.params.router_url is not None:
-            self._router(self.params.router_remove, old)
+            self._router(self.params.router_remove, old, gone_ok=True)
         deadline = self._clock() + drain
         load = self._wait_idle(new, deadline)
         while True:
