@@ -34,6 +34,7 @@ from pdscale.controller.core.capacity import Correction, Workload
 from pdscale.controller.core.protocols import CapacityEstimate, CapacityModel, PolicyContext, Proposal
 from pdscale.controller.core.shape import DecodeShape, ShapeSettings
 from pdscale.controller.core.types import DataState, PoolRole, PoolSpec, RoleFlip, Signal, Signals
+from pdscale.controller.policies.backlog import decode_backlog, prefill_backlog, upstream_rate
 from pdscale.controller.policies.demand import pool_demand, split_budget, workload_from
 from pdscale.controller.policies.dispersion import Dispersion
 from pdscale.controller.policies.feasibility import TtftFeasibility, ttft_feasibility
@@ -179,7 +180,10 @@ class SloPolicy:
                 corr, shape_note = self._shaped(model, w, ctx, corr, shape)
             backlog_note = ""
             if spec.role is PoolRole.DECODE:
-                demand, backlog_note = _backlog_over_lead_time(ctx, name, model, w, corr, demand)
+                up = upstream_rate(ctx, name, model, w, cal.correction())
+                demand, backlog_note = decode_backlog(ctx, name, model, w, corr, demand, up)
+            elif spec.role is PoolRole.PREFILL:
+                demand, backlog_note = prefill_backlog(ctx, name, model, w, corr, demand)
             est = model.replicas_needed(spec, demand, ctx.slo, workload=w, correction=corr)
             needs[name] = est.replicas
             reasons[name] = f"need {est.replicas} at forecast p{q * 100:g}: {est.reason}"
@@ -330,44 +334,6 @@ class SloPolicy:
                 else:
                     reasons[name] += f"; down to {peak} (no sustain window)"
         return targets, history
-
-
-def _backlog_over_lead_time(
-    ctx: PolicyContext,
-    pool: str,
-    model: CapacityModel,
-    w: Workload,
-    corr: Correction,
-    demand: dict[Signal, float],
-) -> tuple[dict[Signal, float], str]:
-    """Count queued decode sequences as the slots that drain them, not as standing concurrency.
-
-    The concurrency signal is running + waiting. A queue is a backlog: replicas ordered now arrive after the
-    lead time, and draining ``W`` queued sequences of ``OSL x step`` seconds each within that time takes
-    ``W x OSL x step / lead`` slots (Little's law), not ``W`` standing ones. Sizing for ``W`` standing slots
-    overshoots after a step or a return and then collapses. The forecast is lowered by the same amount.
-    """
-    conc = demand.get(Signal.DECODE_CONCURRENCY)
-    obs = ctx.observations.get(pool)
-    if not conc or obs is None or obs.state is not DataState.OK:
-        return demand, ""
-    waiting = obs.signals.waiting_requests or 0.0
-    lead_s = ctx.lead_time_s(pool)
-    b = model.decode_batch(ctx.slo.itl_ms, w, corr)
-    if waiting <= 0 or lead_s <= 0 or b < 1:
-        return demand, ""
-    seq_s = w.osl_mean_tokens * model.predict_itl_ms(1, float(b), w, corr) / 1e3
-    keep = min(1.0, seq_s / lead_s)
-    if keep >= 1.0:
-        return demand, ""
-    cut = min(waiting * (1.0 - keep), conc)
-    out = dict(demand)
-    out[Signal.DECODE_CONCURRENCY] = conc - cut
-    note = (
-        f"{waiting:.0f} queued drain in {lead_s:.0f} s on {waiting * keep:.1f} slots "
-        f"({w.osl_mean_tokens:.0f} tok x {seq_s / max(w.osl_mean_tokens, 1.0) * 1e3:.0f} ms)"
-    )
-    return out, note
 
 
 def _prefill_ratio(
