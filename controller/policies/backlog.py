@@ -7,10 +7,12 @@ while ignoring the prefill queue leaves every request behind it waiting long aft
 rules use Little's law on the pool's own metrics, and each says what it did in the decision's reason.
 
 - Decode: ``decode_backlog``. A decode queue of ``W`` sequences is a backlog that replicas arriving after the
-  lead time ``L`` drain in ``L``: ``W x OSL x step / L`` slots, not ``W`` standing ones. And while the pool misses
-  its ITL target, each running sequence holds its slot ``ITL_observed / ITL_at_the_sizing_batch`` times longer
-  than it will once the pool is sized (tokens per sequence are fixed): the running count at the target is the
-  observed one times ``step_at_sizing_batch / ITL_observed``.
+  lead time ``L`` drain in ``L``: ``W x OSL x step / L`` slots, not ``W`` standing ones. And the running count
+  depends on the speed it was observed at: tokens per sequence are fixed, so by Little's law the sequences that
+  run at ``ITL_observed`` hold ``step_at_sizing_batch / ITL_observed`` times as many slots once the pool runs at
+  the batch it is sized for (generated tokens/s x that step). A pool slowed past its target would otherwise
+  overshoot after a step; a pool with slack would shrink, see its sequences slow at the larger batch, and
+  scale straight back up a cold start later (the 2 <-> 3 flapping this rule ends).
 - Prefill: ``prefill_backlog``. Queued prompts wait in front of every new one; the pool is sized for the
   arrival rate plus the rate that clears the backlog, as it will stand when new capacity arrives (the queue
   now plus its growth while the ready replicas stay short), within one lead time. Replicas bought for it stay
@@ -37,13 +39,18 @@ def decode_backlog(
     corr: Correction,
     demand: Mapping[Signal, float],
     upstream_rate_per_s: float | None = None,
+    step_vouched: bool = True,
 ) -> tuple[dict[Signal, float], str]:
-    """The decode concurrency to size for once the queue is a backlog and slowed sequences are counted at the
-    target's speed; and a note for the reason ("" when nothing changed).
+    """The decode concurrency to size for once the queue is a backlog and running sequences are counted at the
+    sizing batch's speed; and a note for the reason ("" when nothing changed).
 
     ``upstream_rate_per_s`` is the request rate the prefill pools of the same model will hand over once sized
     (their arrivals plus their backlog's drain rate): while prefill is short, decode sees only what prefill
     serves, and sizing on that alone orders decode a cold start late.
+
+    ``step_vouched`` says whether the predicted step at the sizing batch rests on evidence; when it does not, the
+    count is only ever lowered (for sequences observed slower than that step), never raised on a step time the
+    model cannot vouch for.
     """
     out = dict(demand)
     conc = demand.get(Signal.DECODE_CONCURRENCY)
@@ -67,14 +74,13 @@ def decode_backlog(
             f"{waiting:.0f} queued drain in {lead_s:.0f} s on {waiting * keep:.1f} slots "
             f"({w.osl_mean_tokens:.0f} tok x {step_ms:.0f} ms)"
         )
-    running = s.mean_running_requests
     itl = s.itl_mean_ms
-    if running and itl and itl > ctx.slo.itl_ms and 0 < step_ms < itl:
-        slowed = running * (1.0 - step_ms / itl)
-        cut += slowed
+    running = max(0.0, conc - waiting)  # the forecast's running part
+    if running and itl and step_ms > 0 and abs(itl - step_ms) > 0.05 * step_ms and (step_vouched or itl > step_ms):
+        cut += running * (1.0 - step_ms / itl)  # > 0: slowed past the sizing step; < 0: faster than it
         notes.append(
-            f"{running:.0f} running at ITL {itl:.0f} ms hold {running - slowed:.0f} slots at the sizing batch's "
-            f"{step_ms:.0f} ms"
+            f"{running:.0f} running at ITL {itl:.0f} ms hold {running * step_ms / itl:.0f} slots at the sizing "
+            f"batch's {step_ms:.0f} ms"
         )
     settled = max(0.0, conc - min(cut, conc))
     arriving = s.demand(Signal.REQUEST_RATE)

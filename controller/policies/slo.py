@@ -181,7 +181,8 @@ class SloPolicy:
             backlog_note = ""
             if spec.role is PoolRole.DECODE:
                 up = upstream_rate(ctx, name, model, w, cal.correction())
-                demand, backlog_note = decode_backlog(ctx, name, model, w, corr, demand, up)
+                vouched = self._step_vouched(model, w, ctx, corr, shape)
+                demand, backlog_note = decode_backlog(ctx, name, model, w, corr, demand, up, vouched)
             elif spec.role is PoolRole.PREFILL:
                 demand, backlog_note = prefill_backlog(ctx, name, model, w, corr, demand)
             est = model.replicas_needed(spec, demand, ctx.slo, workload=w, correction=corr)
@@ -268,6 +269,18 @@ class SloPolicy:
             last, factor = factor, law
         note = f"{shape.describe(self.shape_settings)}: x{factor:.2f} at the sizing batch {batch}"
         return replace(corr, decode=factor), note
+
+    def _step_vouched(
+        self, model: CapacityModel, w: Workload, ctx: PolicyContext, corr: Correction, shape: DecodeShape
+    ) -> bool:
+        """Whether the predicted step at the sizing batch rests on evidence: the decode factor is inside its bounds
+        (a factor pinned at ``calibration_min``/``max`` only says "at least this far off") and, with a learned
+        shape, the sizing batch is within 1.5x of the largest batch observed (no extrapolation far past it)."""
+        if not self.calibration.min_factor * 1.02 < corr.decode < self.calibration.max_factor / 1.02:
+            return False  # at (or within 2 % of) a bound: the factor has been pressed against it
+        if not (self.params["learn_decode_shape"] and shape.trusted(self.shape_settings)) or shape.x_max is None:
+            return True
+        return model.decode_batch(ctx.slo.itl_ms, w, corr) <= 1.5 * math.exp(shape.x_max)
 
     def _margins(self, ctx: PolicyContext, past: Mapping[str, Any], feas: TtftFeasibility) -> dict[str, Margin]:
         """Each pool's SLO feedback margin after this tick's observed tail latency (see policies.feedback).

@@ -64,9 +64,21 @@ class TestDecode:
         assert out[Signal.DECODE_CONCURRENCY] == pytest.approx(300.0 * step_ms / itl_ms)
         assert "running at ITL" in note
 
-    def test_a_pool_within_its_itl_target_keeps_its_concurrency(self) -> None:
-        """Below the ITL target nothing is rescaled (the rule only settles an overloaded pool)."""
-        sig = Signals(generation_tokens_per_s=3000.0, itl_mean_ms=40.0, request_rate_per_s=1.0)
+    def test_sequences_faster_than_the_sizing_step_count_more_slots(self) -> None:
+        """A pool with slack runs faster than the sizing batch: consolidated, its sequences hold step / ITL x more."""
+        b = MODEL.decode_batch(50.0, W)
+        step_ms = MODEL.predict_itl_ms(1, float(b), W)
+        itl_ms = step_ms / 2.0
+        sig = Signals(generation_tokens_per_s=3000.0, itl_mean_ms=itl_ms, request_rate_per_s=1.0)
+        c = _ctx(Signals(request_rate_per_s=1.0), sig)
+        out, _ = decode_backlog(c, "decode", MODEL, W, Correction(), {Signal.DECODE_CONCURRENCY: 120.0})
+        assert out[Signal.DECODE_CONCURRENCY] == pytest.approx(240.0)
+
+    def test_a_pool_at_the_sizing_step_keeps_its_concurrency(self) -> None:
+        """At the sizing batch's own speed nothing is rescaled."""
+        b = MODEL.decode_batch(50.0, W)
+        step_ms = MODEL.predict_itl_ms(1, float(b), W)
+        sig = Signals(generation_tokens_per_s=3000.0, itl_mean_ms=step_ms, request_rate_per_s=1.0)
         c = _ctx(Signals(request_rate_per_s=1.0), sig)
         out, note = decode_backlog(c, "decode", MODEL, W, Correction(), {Signal.DECODE_CONCURRENCY: 120.0})
         assert out[Signal.DECODE_CONCURRENCY] == 120.0
@@ -74,7 +86,7 @@ class TestDecode:
 
     def test_upstream_rate_scales_what_decode_receives(self) -> None:
         """While prefill is short, decode is sized for the flow prefill will hand over, not what it gets now."""
-        sig = Signals(generation_tokens_per_s=2000.0, itl_mean_ms=40.0, request_rate_per_s=4.0)
+        sig = Signals(request_rate_per_s=4.0)  # no ITL: only the upstream rule applies
         c = _ctx(Signals(request_rate_per_s=4.0), sig)
         out, note = decode_backlog(c, "decode", MODEL, W, Correction(), {Signal.DECODE_CONCURRENCY: 80.0}, 10.0)
         assert out[Signal.DECODE_CONCURRENCY] == pytest.approx(80.0 * 10.0 / 4.0)
@@ -125,3 +137,27 @@ def test_slo_orders_prefill_for_the_backlog() -> None:
     without = MODEL.replicas_needed(SPECS["prefill"], {Signal.REQUEST_RATE: arriving}, SLO(1000.0, 50.0), workload=W)
     assert p.targets["prefill"] > without.replicas
     assert "queued prompts" in p.reasons["prefill"]
+
+
+def test_unvouched_step_never_raises_the_count() -> None:
+    """Faster-than-sizing sequences are not scaled up when the step at the sizing batch is not vouched for."""
+    b = MODEL.decode_batch(50.0, W)
+    step_ms = MODEL.predict_itl_ms(1, float(b), W)
+    sig = Signals(generation_tokens_per_s=3000.0, itl_mean_ms=step_ms / 2.0, request_rate_per_s=1.0)
+    c = _ctx(Signals(request_rate_per_s=1.0), sig)
+    demand = {Signal.DECODE_CONCURRENCY: 120.0}
+    out, _ = decode_backlog(c, "decode", MODEL, W, Correction(), demand, None, step_vouched=False)
+    assert out[Signal.DECODE_CONCURRENCY] == 120.0
+
+
+def test_slo_does_not_vouch_for_a_decode_factor_pinned_at_its_bound() -> None:
+    """A decode factor pressed against calibration_min leaves decode sized on the observed count."""
+    sig = Signals(generation_tokens_per_s=1500.0, itl_mean_ms=10.0, request_rate_per_s=1.0, osl_mean_tokens=200.0)
+    pre = Signals(arrival_rate_per_s=1.0, isl_mean_tokens=1000.0)
+    params = {"calibrate": False, "learn_decode_shape": False, "measure_arrival_cv2": False}
+    pinned = {"calibration": {"prefill": 1.0, "decode": 0.5, "prefill_samples": 50, "decode_samples": 50}}
+    c = replace(_ctx(pre, sig), state=pinned)
+    p = SloPolicy(params).decide(c)
+    assert "slots at the sizing batch" not in p.reasons["decode"]
+    free = SloPolicy(params).decide(replace(c, state={"calibration": {**pinned["calibration"], "decode": 0.8}}))
+    assert "slots at the sizing batch" in free.reasons["decode"]
