@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from pdscale.controller.lab.bench_run import RunSpec, timeline_of
-from pdscale.controller.lab.planner import search_static_split
+from pdscale.controller.lab.planner import search_colocated, search_static_split
 from pdscale.simulator import SimResult
 from pdscale.simulator.traces import Trace
 
@@ -68,9 +68,10 @@ def _no_baseline(why: str) -> Baseline:
     return Baseline(sizes={}, gpus=0, met=False, evaluations=0, wall_s=0.0, summary={}, skipped=why)
 
 
-def best_static_split(settings: Any, trace: Trace, *, max_evals: int = 30) -> Baseline:
-    """Search static splits in the simulator on ``trace`` (the planner's search, ``pdscale plan``): the smallest
-    fleet whose attainment over the feasible requests reaches ``settings.slo.quantile``."""
+def best_static_split(settings: Any, trace: Trace, *, colocated: bool = False, max_evals: int = 30) -> Baseline:
+    """Search static fleets in the simulator on ``trace`` (the planner's searches, ``pdscale plan``): the smallest
+    prefill/decode split (``colocated``: the smallest colocated fleet, over chunk sizes) whose attainment over the
+    feasible requests reaches ``settings.slo.quantile``."""
     sim = settings.simulator
     if sim.mode != "disagg":
         return _no_baseline("the baseline is a static prefill/decode split; this run is colocated")
@@ -88,9 +89,15 @@ def best_static_split(settings: Any, trace: Trace, *, max_evals: int = 30) -> Ba
         max_replicas=max(p.max_replicas for p in pools),
         budget_gpus=settings.budget.max_gpus,
         slowdown=sim.slowdown,
+        mode="colocated" if colocated else "disagg",
     )
     started = time.perf_counter()
-    found = search_static_split(trace, spec, settings.slo.quantile, max_evals=max_evals)
+    target = settings.slo.quantile
+    found = (
+        search_colocated(trace, spec, target)
+        if colocated
+        else search_static_split(trace, spec, target, max_evals=max_evals)
+    )
     return Baseline(
         sizes=dict(found.sizes),
         gpus=found.gpus,
@@ -103,12 +110,16 @@ def best_static_split(settings: Any, trace: Trace, *, max_evals: int = 30) -> Ba
 
 def _figures(s: dict[str, Any]) -> dict[str, Any]:
     keys = ("requests", "completed", "dropped", "slo_attainment", "slo_attainment_feasible", "ttft_p99_ms",
-            "itl_p99_ms", "gpu_hours", "prefill_gpu_hours", "decode_gpu_hours", "scale_actions")  # fmt: skip
+            "itl_p99_ms", "gpu_hours", "prefill_gpu_hours", "decode_gpu_hours", "colocated_gpu_hours",
+            "scale_actions")  # fmt: skip
     return {k: s.get(k) for k in keys}
 
 
-def demo_story(settings: Any, window: RunWindow, baseline: Baseline) -> dict[str, Any]:
-    """The summary: SLO targets, the run's figures, the baseline's, and what autoscaling saved (JSON-ready)."""
+def demo_story(
+    settings: Any, window: RunWindow, baseline: Baseline, colocated: Baseline | None = None
+) -> dict[str, Any]:
+    """The summary: SLO targets, the run's figures, the baselines', what autoscaling saved against the best static
+    split and what disaggregation saved against the best colocated fleet (JSON-ready)."""
     slo = settings.slo
     run = _figures(window.result.to_json())
     story: dict[str, Any] = {
@@ -136,6 +147,27 @@ def demo_story(settings: Any, window: RunWindow, baseline: Baseline) -> dict[str
     story["saved_gpu_hours"] = saved
     story["saved_pct"] = pct
     story["verdict"] = _verdict(story, saved, pct)
+    if colocated is not None and not colocated.skipped:
+        col = _figures(colocated.summary)
+        story["colocated"] = {
+            "kind": "best colocated fleet",
+            "source": f"computed now: {colocated.evaluations} colocated fleets simulated on the same requests",
+            "sizes": dict(colocated.sizes),
+            "gpus": colocated.gpus,
+            "met_target": colocated.met,
+            "wall_s": round(colocated.wall_s, 1),
+            **col,
+        }
+        d_saved = float(col["gpu_hours"]) - float(base["gpu_hours"])
+        d_pct = 100.0 * d_saved / float(col["gpu_hours"]) if col["gpu_hours"] else math.nan
+        story["disagg_saved_gpu_hours"] = d_saved
+        story["disagg_saved_pct"] = d_pct
+        n = colocated.sizes.get("colocated", 0)
+        what = f"saved {d_saved:,.2f} GPU-hours ({d_pct:.1f}%)" if d_saved >= 0 else f"cost {-d_saved:,.2f} more"
+        story["verdict"] += (
+            f"; disaggregation {what}: the best static split against the best colocated fleet "
+            f"({n} replicas, {colocated.gpus} GPUs{'' if colocated.met else ', missing the target'})"
+        )
     return story
 
 

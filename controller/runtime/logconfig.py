@@ -18,7 +18,7 @@ _COMPACT_KEEP: dict[str, tuple[str, ...]] = {
     "actuation_applied": ("pool", "target"),
 }
 """Keys a compact console line keeps for these events (the rest is in the JSON logs and ``pdscale admin``)."""
-_COMPACT_QUIET = frozenset({"actuator_call", "plan_evaluated"})
+_COMPACT_QUIET = frozenset({"actuator_call", "plan_evaluated", "plan_colocated_budget"})
 """Events a compact console leaves out (``actuation_applied`` says what ``actuator_call`` did)."""
 
 

@@ -37,6 +37,9 @@ def test_summary_states_slo_and_the_static_baseline(tmp_path: Path) -> None:
     assert base["requests"] == story["run"]["requests"]
     assert base["source"].startswith("computed now")
     assert story["saved_gpu_hours"] == pytest.approx(base["gpu_hours"] - story["run"]["gpu_hours"])
+    col = story["colocated"]
+    assert col["requests"] == story["run"]["requests"]
+    assert story["disagg_saved_gpu_hours"] == pytest.approx(col["gpu_hours"] - base["gpu_hours"])
 
 
 def test_log_format_after_the_subcommand_gives_json_lines(capsys: pytest.CaptureFixture[str]) -> None:

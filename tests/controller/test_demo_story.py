@@ -90,3 +90,14 @@ def test_plot_has_integer_replica_ticks_and_legends_outside_the_data() -> None:
     for ax in fig.axes[:3]:
         legend = ax.get_legend()
         assert legend.get_window_extent(renderer).x0 >= ax.get_window_extent(renderer).x1
+
+
+def test_colocated_baseline_gives_what_disaggregation_saved() -> None:
+    """With a colocated baseline, disaggregation's saving is colocated GPU-hours minus the static split's."""
+    _, window = _window()
+    run_h = window.result.to_json()["gpu_hours"]
+    col = Baseline(sizes={"colocated": 3}, gpus=12, met=True, evaluations=2, wall_s=0.1,
+                   summary={**_baseline(run_h + 3.0).summary, "colocated_gpu_hours": run_h + 3.0})  # fmt: skip
+    story = demo_story(SETTINGS, window, _baseline(run_h + 1.0), col)
+    assert story["disagg_saved_gpu_hours"] == pytest.approx(2.0)
+    assert "disaggregation saved 2.00 GPU-hours" in story["verdict"]
