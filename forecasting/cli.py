@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from pdscale.forecasting.backtest import backtest, score
@@ -43,12 +44,21 @@ def run_backtests(
     signal: Signal = Signal.PREFILL_TPS,
     drivers: tuple[FloatArray, FloatArray] | None = None,
     warmup_steps: int = 0,
+    on_progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Backtests every model and returns ``{"default": NAME, "models": {NAME: scores}}``."""
+    """Backtests every model and returns ``{"default": NAME, "models": {NAME: scores}}``. ``on_progress(model,
+    done, total)`` is told the walk-forward folds (forecast origins) done over all models, every 16 and at the end."""
     out: dict[str, dict[str, float | None]] = {}
-    for name in models:
+    total = len(models) * len(values)
+    for k, name in enumerate(models):
         model = make_model(name, step_s=step_s, season_s=season_s, horizon_s=horizon_s, signal=signal)
-        res = backtest(model, t_s, values, horizon_s=horizon_s, step_s=step_s, drivers=drivers)
+        base = k * len(values)
+
+        def on_step(i: int, name: str = name, base: int = base) -> None:
+            if on_progress is not None and (i % 16 == 15 or i == len(values) - 1):
+                on_progress(name, base + i + 1, total)
+
+        res = backtest(model, t_s, values, horizon_s=horizon_s, step_s=step_s, drivers=drivers, on_step=on_step)
         out[name] = score(res, values, warmup_steps=warmup_steps).as_dict()
     if DEFAULT_MODEL in out:
         default = DEFAULT_MODEL
@@ -83,7 +93,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     bt.add_argument("--itl-ms", type=float, default=40.0, help="inter-token latency for decode time (default 40)")
     bt.add_argument("--ttft-ms", type=float, default=0.0, help="delay before decode starts (default 0)")
     bt.add_argument("--warmup-steps", type=int, default=0, help="origins left out of the scores (default 0)")
-    bt.add_argument("--json", required=True, help="output file, '-' for stdout")
+    bt.add_argument("--json", default=None, help="write the scores as JSON here ('-': stdout; default: a table)")
     bt.set_defaults(func=run)
     parser: argparse.ArgumentParser = forecast
     return parser
@@ -92,6 +102,31 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def _positive(name: str, v: float) -> None:
     if not (math.isfinite(v) and v > 0):
         raise ValueError(f"{name} must be a positive number, got {v!r}")
+
+
+def _progress_bar(*, quiet: bool) -> Any:
+    """Folds done / total with elapsed time and ETA on stderr; off when stderr is not a terminal or ``quiet``."""
+    from rich.console import Console  # noqa: PLC0415
+    from rich.progress import (  # noqa: PLC0415
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=quiet or not sys.stderr.isatty(),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,27 +149,58 @@ def run(args: argparse.Namespace) -> int:
             t_s, values = s.t_s, s.signal(signal)
             if signal is Signal.DECODE_CONCURRENCY:
                 drivers = (s.request_rate_rps, s.decode_s)
-        result = run_backtests(
-            t_s,
-            values,
-            models=models,
-            step_s=args.step_s,
-            horizon_s=args.horizon_s,
-            season_s=args.season_s,
-            signal=signal,
-            drivers=drivers,
-            warmup_steps=args.warmup_steps,
-        )
+        with _progress_bar(quiet=args.json == "-") as bar:
+            task = bar.add_task("backtest folds", total=len(models) * len(values))
+            result = run_backtests(
+                t_s,
+                values,
+                models=models,
+                step_s=args.step_s,
+                horizon_s=args.horizon_s,
+                season_s=args.season_s,
+                signal=signal,
+                drivers=drivers,
+                warmup_steps=args.warmup_steps,
+                on_progress=lambda name, done, total: bar.update(
+                    task, completed=done, total=total, description=f"backtest folds ({name})"
+                ),
+            )
     except (SeriesFormatError, ValueError) as exc:
         print(f"pdscale forecast backtest: {exc}", file=sys.stderr)
         return 2
     text = json.dumps(result, indent=2, sort_keys=False)
-    if args.json == "-":
+    if args.json is None:
+        _print_table(result)
+    elif args.json == "-":
         print(text)
     else:
         with open(args.json, "w", encoding="utf-8") as fh:
             fh.write(text + "\n")
     return 0
+
+
+def _print_table(result: dict[str, Any]) -> None:
+    """Scores per model, best MASE first, with the default named."""
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    def num(v: Any, fmt: str) -> str:
+        return "-" if v is None else format(float(v), fmt)
+
+    table = Table("model", "MASE", "sMAPE", "pinball", "p90 coverage", "fit s", title="walk-forward backtest")
+    rows = sorted(result["models"].items(), key=lambda kv: math.inf if kv[1]["mase"] is None else kv[1]["mase"])
+    for name, sc in rows:
+        cov = sc.get("p90_coverage")
+        table.add_row(
+            name + (" (default)" if name == result["default"] else ""),
+            num(sc.get("mase"), ".3f"),
+            "-" if sc.get("smape") is None else f"{float(sc['smape']):.1f}%",
+            num(sc.get("pinball"), ".4g"),
+            "-" if cov is None else f"{100 * float(cov):.1f}%",
+            num(sc.get("fit_s"), ".2f"),
+        )
+    Console(width=None if sys.stdout.isatty() else 120).print(table)
+    print("MASE: MAE over the series' one-step naive MAE (lower is better); --json - gives every figure as JSON")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,6 +59,12 @@ class Cluster(Engine):
             raise ValueError(f"advance_to({t_s}) is before the current time {self.now_s}")
         self._run_until(t_s)
 
+    def close_arrivals(self) -> int:
+        """No further request of the trace arrives: ``finish`` completes the ones already in and leaves the rest
+        unarrived (NaN, counted by ``SimResult.first`` only when asked). Returns how many requests arrived."""
+        self.n_requests = self._ai
+        return self._ai
+
     def finish(self) -> SimResult:
         """Run until every request has completed or been dropped, and summarise."""
         if self._finished_result is None:

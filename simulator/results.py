@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -103,6 +103,19 @@ class SimResult:
         """Share of the feasible requests with TTFT and mean ITL within target."""
         n = int(np.count_nonzero(self.feasible))
         return float(np.count_nonzero(self.met_slo & self.feasible)) / n if n else math.nan
+
+    def first(self, n: int) -> SimResult:
+        """The result over the first ``n`` requests of the trace only (those that arrived before
+        ``Cluster.close_arrivals``); cost, samples and drops are the run's (only arrived requests drop)."""
+        n = max(0, min(int(n), self.requests))
+        return replace(
+            self,
+            ttft_s=self.ttft_s[:n],
+            itl_s=self.itl_s[:n],
+            finish_s=self.finish_s[:n],
+            met_slo=self.met_slo[:n],
+            feasible=self.feasible[:n],
+        )
 
     def ttft_quantile_ms(self, q: float) -> float:
         """TTFT quantile over completed requests, in ms."""

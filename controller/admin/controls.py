@@ -22,7 +22,7 @@ from pdscale.controller.runtime.loop import Reconciler
 from pdscale.controller.runtime.plugins import PluginError, PluginGroup, Registry, UnknownPluginError
 from pdscale.controller.runtime.store import SqliteStore
 
-__all__ = ["AdminError", "Controls", "ErrorKind"]
+__all__ = ["SOURCE_ADMIN", "SOURCE_FILE", "SOURCE_OVERRIDE", "AdminError", "Controls", "ErrorKind"]
 
 log = structlog.get_logger(__name__)
 
@@ -30,6 +30,13 @@ KEY_POLICY = "policy"
 KEY_SLO = "slo"
 KEY_BUDGET = "budget"
 RUNTIME_KEYS = (KEY_POLICY, KEY_SLO, KEY_BUDGET)
+SOURCE_FILE = "file"
+"""The value in force is the settings file's."""
+SOURCE_ADMIN = "admin"
+"""Set over the admin API and kept in the state store: it wins over the file across restarts, until a SIGHUP reload
+or ``pdscale serve --reset-runtime-state``."""
+SOURCE_OVERRIDE = "override"
+"""A pool's replicas are pinned by an admin override (exact, min or max) instead of the file's min/max alone."""
 _MAX_REASON = 1024
 _MAX_SHOWN = 64
 """Characters of a caller's name echoed back in an error (a 1 MB name is not repeated in full)."""
@@ -73,6 +80,8 @@ class Controls:
         self.registry = registry
         self.policy_name: str = getattr(reconciler.policy, "name", type(reconciler.policy).__name__)
         self.pause_reasons: dict[str, str] = {}
+        self.runtime_sources: dict[str, str] = dict.fromkeys(RUNTIME_KEYS, SOURCE_FILE)
+        """Where the policy, SLO and budget in force come from: ``file`` or ``admin`` (state store)."""
 
     # -- validation helpers -----------------------------------------------------------------------------------
     def check_pool(self, pool: str) -> None:
@@ -183,6 +192,7 @@ class Controls:
             self.policy_name = name
             if persist:
                 self.store.set_value(KEY_POLICY, {"name": name, "params": choice.params})
+            self.runtime_sources[KEY_POLICY] = SOURCE_ADMIN
         log.info("admin_policy_set", policy=name, params=choice.params)
         return choice
 
@@ -211,6 +221,7 @@ class Controls:
         with self.rec.lock:
             self.rec.slo = slo
             self.store.set_value(KEY_SLO, {"ttft_ms": slo.ttft_ms, "itl_ms": slo.itl_ms, "quantile": slo.quantile})
+            self.runtime_sources[KEY_SLO] = SOURCE_ADMIN
         log.info("admin_slo_set", ttft_ms=slo.ttft_ms, itl_ms=slo.itl_ms, quantile=slo.quantile)
         return slo
 
@@ -229,6 +240,7 @@ class Controls:
         with self.rec.lock:
             self.rec.budget_gpus = budget
             self.store.set_value(KEY_BUDGET, {"max_gpus": budget})
+            self.runtime_sources[KEY_BUDGET] = SOURCE_ADMIN
         log.info("admin_budget_set", max_gpus=budget)
         return budget
 
@@ -252,8 +264,10 @@ class Controls:
                 self.set_policy(str(policy["name"]), dict(policy["params"]), persist=False)
             if slo is not None:
                 self.rec.slo = self.make_slo(slo["ttft_ms"], slo["itl_ms"], slo["quantile"])
+                self.runtime_sources[KEY_SLO] = SOURCE_ADMIN
             if budget is not None:
                 self.rec.budget_gpus = self.check_budget(budget["max_gpus"])
+                self.runtime_sources[KEY_BUDGET] = SOURCE_ADMIN
         except (AdminError, KeyError, TypeError) as exc:
             log.warning("state_restore_skipped", error=str(exc))
         # What the state file holds over the settings file: the SLO and budget too, so a restart says it.
@@ -272,3 +286,23 @@ class Controls:
     def forget_runtime_changes(self) -> None:
         """Drop persisted policy/SLO/budget changes (a config reload makes the file authoritative again)."""
         self.store.delete_values(RUNTIME_KEYS)
+        self.runtime_sources = dict.fromkeys(RUNTIME_KEYS, SOURCE_FILE)
+
+    def status_sources(self) -> dict[str, str]:
+        """GetStatus's field -> source for the daemon-wide runtime fields."""
+        src = self.runtime_sources
+        return {
+            "policy": src[KEY_POLICY],
+            "policy_params": src[KEY_POLICY],
+            "slo": src[KEY_SLO],
+            "budget_gpus": src[KEY_BUDGET],
+            "paused_all": SOURCE_ADMIN if ALL_POOLS in self.rec.paused else SOURCE_FILE,
+        }
+
+    def pool_sources(self, pool: str) -> dict[str, str]:
+        """GetStatus's field -> source for one pool: its replica limits (file or an override) and pause."""
+        paused = pool in self.rec.paused or ALL_POOLS in self.rec.paused
+        return {
+            "replicas": SOURCE_OVERRIDE if pool in self.rec.overrides else SOURCE_FILE,
+            "paused": SOURCE_ADMIN if paused else SOURCE_FILE,
+        }

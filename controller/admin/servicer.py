@@ -140,6 +140,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
         )
         lead = self.view.leadership()
         resp.role, resp.leader, resp.identity = lead.role.value, lead.leader, lead.identity
+        resp.sources.update(self.controls.status_sources())
         if rec.budget_gpus is not None:
             resp.budget_gpus = rec.budget_gpus
         allocated = 0
@@ -152,6 +153,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
                 max_replicas=spec.max_replicas,
                 paused=name in paused or ALL_POOLS in paused,
             )
+            ps.sources.update(self.controls.pool_sources(name))
             if name in overrides:
                 ps.override.CopyFrom(convert.override_to_pb(overrides[name]))
             att = self.view.attainment(name)

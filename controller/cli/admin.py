@@ -224,7 +224,7 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _render(method: str, data: dict[str, Any], write: Callable[[Any], None]) -> None:
+def _render(method: str, data: dict[str, Any], write: Callable[..., None]) -> None:
     from rich.table import Table  # noqa: PLC0415
 
     if method == "GetStatus":
@@ -234,18 +234,35 @@ def _render(method: str, data: dict[str, Any], write: Callable[[Any], None]) -> 
             f"ready {data.get('ready', False)}  GPUs {data.get('gpus_allocated', 0)}/{budget}"
             + ("  PAUSED" if data.get("paused_all") else "")
         )
+        src = data.get("sources", {})
+        if src:  # where the policy, SLO and budget in force come from (absent from older daemons)
+            slo = data.get("slo", {})
+            write(
+                f"policy {data.get('policy', '')} (from {src.get('policy', '?')})  "
+                f"SLO TTFT {_fmt(slo.get('ttft_ms', 0.0))} ms, ITL {_fmt(slo.get('itl_ms', 0.0))} ms, "
+                f"quantile {_fmt(slo.get('quantile', 0.0))} (from {src.get('slo', '?')})  "
+                f"budget {budget} GPUs (from {src.get('budget_gpus', '?')})"
+                + (f"  paused all (from {src['paused_all']})" if data.get("paused_all") else ""),
+                markup=False,
+            )
+            if "admin" in src.values():
+                write("admin: changed over the admin API and kept in the state store (wins over the file across "
+                      "restarts; `pdscale serve --reset-runtime-state` returns to the file)", markup=False)  # fmt: skip
         if data.get("role", "single") != "single":  # leader election on: say who this is and who leads
             write(
                 f"role {data['role']}  identity {data.get('identity', '')}  leader {data.get('leader') or 'none known'}"
             )
         t = Table("pool", "role", "target", "desired", "ready", "starting", "draining", "data", "stale s",
-                  "SLO met", "forecast", "guards", "outcome", "override")  # fmt: skip
+                  "SLO met", "forecast", "guards", "outcome", "replicas from")  # fmt: skip
         for p in data.get("pools", []):
             fcs = ", ".join(f"{f['signal']}={_fmt(f.get('quantiles', {}).get('0.9', f.get('mean', 0.0)))}"
                             for f in p.get("forecasts", [])[:2])  # fmt: skip
             o = p.get("override")
+            psrc = p.get("sources", {})
+            limits = f"file {p.get('min_replicas', 0)}-{p.get('max_replicas', 0)}"
+            paused = f" (paused: {psrc['paused']})" if psrc.get("paused", "file") != "file" else " (paused)"
             t.add_row(
-                p["name"] + (" (paused)" if p.get("paused") else ""),
+                p["name"] + (paused if p.get("paused") else ""),
                 p.get("role", ""),
                 str(p.get("target", 0)),
                 str(p.get("desired", 0)),
@@ -258,7 +275,7 @@ def _render(method: str, data: dict[str, Any], write: Callable[[Any], None]) -> 
                 fcs,
                 ", ".join(p.get("last_guards", [])),
                 p.get("last_outcome", ""),
-                f"{o.get('mode', '')} {o.get('replicas', 0)}" if o else "",
+                f"override {o.get('mode', '')} {o.get('replicas', 0)}" if o else limits,
             )
         write(t)
     elif method in ("ListDecisions", "WatchDecisions", "ExplainDecision", "DryRun"):

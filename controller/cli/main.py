@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import sys
@@ -23,6 +24,10 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("bench", "pdscale.controller.cli.bench", "run every policy on every scenario and compare with the oracle"),
     ("plan", "pdscale.controller.cli.plan", "capacity planning on your traffic: GPUs, split, disaggregation savings"),
 )
+
+
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_LOG_FORMATS = ("auto", "json", "console")
 
 
 def write_json(data: Any, path: str) -> None:
@@ -112,8 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
         "against TTFT/ITL SLOs under a GPU budget.",
     )
     parser.add_argument("--version", action="version", version=f"pdscale {_version()}")
-    parser.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
-    parser.add_argument("--log-format", default=None, choices=["auto", "json", "console"])
+    parser.add_argument("--log-level", default=None, choices=_LOG_LEVELS)
+    parser.add_argument(
+        "--log-format", default=None, choices=_LOG_FORMATS, help="auto (default): console on a terminal, else JSON"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module, help_text in COMMANDS:
         _add_command(sub, name, module, help_text)
@@ -124,7 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML settings file")
     p.add_argument("--json", metavar="PATH", help="write the validated settings as JSON")
     p.set_defaults(_run=_check_config_run)
+    _global_flags_anywhere(sub)
     return parser
+
+
+def _global_flags_anywhere(sub: Any) -> None:
+    """Accept ``--log-level`` and ``--log-format`` after the subcommand too (``pdscale demo --log-format json``);
+    given there, they win over the ones before it."""
+    for p in {id(p): p for p in sub.choices.values()}.values():
+        for flag, choices in (("--log-level", _LOG_LEVELS), ("--log-format", _LOG_FORMATS)):
+            with contextlib.suppress(argparse.ArgumentError):  # the command defines it itself
+                p.add_argument(flag, default=argparse.SUPPRESS, choices=choices, help=argparse.SUPPRESS)
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _global_flags_anywhere(action)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 __all__ = ["add_parser", "run"]
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         _plot(result, args.plot)
         if args.json_out != "-":
-            sys.stdout.write(f"plot             {args.plot}\n")
+            sys.stdout.write(f"plot written to  {Path(args.plot).resolve()}\n")
     return 0
 
 

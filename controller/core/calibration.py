@@ -7,7 +7,10 @@ in its estimates and reasons. A capacity model that also implements :class:`Cali
 returns does) is told when the flag changes, so the daemon logs it.
 
 Each factor is an EWMA of the ratio ``observed / predicted`` (the prediction made with the uncorrected profile), clamped
-to ``[min_factor, max_factor]``. A factor further than ``off_threshold`` from 1 flags the profile as badly off.
+to ``[min_factor, max_factor]``. A factor further than ``off_threshold`` from 1 flags the profile as badly off; the flag
+clears only once every factor has stayed within ``off_threshold * clear_ratio`` of 1 for ``clear_after`` updates in a
+row (hysteresis and dwell: a factor hovering at the threshold does not flip the flag, and the log line, every few
+ticks).
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ class CalibrationSettings:
     min_factor: float = 0.5
     max_factor: float = 2.0
     off_threshold: float = 0.3
+    clear_ratio: float = 0.5
+    """The flag clears below ``off_threshold * clear_ratio`` (x1.15 for 0.3): hysteresis against flapping."""
+    clear_after: int = 20
+    """... and only after that many updates in a row there (10 minutes at 30 s ticks)."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha <= 1.0:
@@ -45,6 +52,10 @@ class CalibrationSettings:
             raise ValueError("calibration bounds must satisfy 0 < min_factor <= 1 <= max_factor")
         if self.off_threshold <= 0.0:
             raise ValueError("calibration off_threshold must be > 0")
+        if not 0.0 < self.clear_ratio <= 1.0:
+            raise ValueError(f"calibration clear_ratio must be in (0, 1], got {self.clear_ratio}")
+        if self.clear_after < 1:
+            raise ValueError(f"calibration clear_after must be >= 1, got {self.clear_after}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +77,8 @@ class CalibrationState:
     prefill_samples: int = 0
     decode_samples: int = 0
     profile_off: bool = False
+    inside_streak: int = 0
+    """Updates in a row, while ``profile_off``, with every factor inside the clear band."""
 
     def correction(self) -> Correction:
         """The factors as a capacity-model correction."""
@@ -79,6 +92,7 @@ class CalibrationState:
             "prefill_samples": self.prefill_samples,
             "decode_samples": self.decode_samples,
             "profile_off": self.profile_off,
+            "inside_streak": self.inside_streak,
         }
 
     @staticmethod
@@ -93,6 +107,7 @@ class CalibrationState:
                 prefill_samples=int(data.get("prefill_samples", 0)),
                 decode_samples=int(data.get("decode_samples", 0)),
                 profile_off=bool(data.get("profile_off", False)),
+                inside_streak=int(data.get("inside_streak", 0)),
             )
         except (TypeError, ValueError):
             return CalibrationState()
@@ -142,19 +157,29 @@ def update(
     rp, rd = usable(prefill_ratio), usable(decode_ratio)
     prefill = _step(state.prefill, rp, settings, ttft_violated)
     decode = _step(state.decode, rd, settings, itl_violated)
+    # Set above the threshold; once set, cleared only after both factors stayed well inside it (hysteresis + dwell).
     off_p = abs(prefill - 1.0) > settings.off_threshold
     off_d = abs(decode - 1.0) > settings.off_threshold
+    band = settings.off_threshold * settings.clear_ratio
+    inside = abs(prefill - 1.0) <= band and abs(decode - 1.0) <= band
+    streak = state.inside_streak + 1 if state.profile_off and inside else 0
+    profile_off = off_p or off_d or (state.profile_off and streak < settings.clear_after)
+    if not profile_off:
+        streak = 0
     parts = []
-    if off_p:
+    if profile_off and abs(prefill - 1.0) > band:
         parts.append(f"prefill times x{prefill:.2f}")
-    if off_d:
+    if profile_off and abs(decode - 1.0) > band:
         parts.append(f"decode times x{decode:.2f}")
+    if profile_off and not parts:
+        parts.append(f"clearing: factors within {band:.0%} for {streak}/{settings.clear_after} updates")
     message = ("profile off: " + ", ".join(parts)) if parts else ""
     new = CalibrationState(
         prefill=prefill,
         decode=decode,
         prefill_samples=state.prefill_samples + (rp is not None),
         decode_samples=state.decode_samples + (rd is not None),
-        profile_off=off_p or off_d,
+        profile_off=profile_off,
+        inside_streak=streak,
     )
     return new, CalibrationReport(prefill_ratio=rp, decode_ratio=rd, profile_off=new.profile_off, message=message)

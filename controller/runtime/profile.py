@@ -18,7 +18,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from pdscale.profiles import (
 )
 
 __all__ = [
+    "WARN_EVERY_S",
     "LoggedCapacityModel",
     "ProfileError",
     "build_capacity_model",
@@ -215,22 +217,44 @@ def capacity_params(params: Mapping[str, Any]) -> CapacityParams:
         raise ProfileError(str(exc)) from None
 
 
-class LoggedCapacityModel(ProfileCapacityModel):
-    """The capacity model the daemon uses: logs when online calibration finds the profile badly off."""
+WARN_EVERY_S = 3600.0
+"""A profile found off again within this many wall seconds of the last WARNING is logged at info."""
 
-    def __init__(self, profile: Profile, params: CapacityParams | None = None, source: str = "") -> None:
+
+class LoggedCapacityModel(ProfileCapacityModel):
+    """The capacity model the daemon uses: logs when online calibration finds the profile badly off.
+
+    The first ``capacity_profile_off`` is a WARNING (re-measure the profile: the controller corrects it online, but
+    sized from a wrong profile until then); the flag has hysteresis (``calibration.clear_ratio``), and a repeat
+    within ``WARN_EVERY_S`` wall seconds is logged at info with ``repeat=True``."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        params: CapacityParams | None = None,
+        source: str = "",
+        *,
+        wall_clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__(profile, params)
         self.source = source
+        self._wall_clock = wall_clock
+        self._warned_at: float | None = None
 
     def calibration_report(self, report: CalibrationReport, state: CalibrationState) -> None:
         """Log a change of the profile-off flag (called by the SLO policy)."""
         if report.profile_off:
-            log.warning(
+            now = self._wall_clock()
+            repeat = self._warned_at is not None and now - self._warned_at < WARN_EVERY_S
+            if not repeat:
+                self._warned_at = now
+            (log.info if repeat else log.warning)(
                 "capacity_profile_off",
                 profile=self.source,
                 prefill_factor=round(state.prefill, 3),
                 decode_factor=round(state.decode, 3),
                 detail=report.message,
+                repeat=repeat,
             )
         else:
             log.info(

@@ -96,3 +96,64 @@ def test_admin_watch_json_lines_are_plain(server: Harness, capsys: pytest.Captur
     assert data["id"] == 1
     assert "time_s" in data
     assert "timeS" not in data
+
+
+def test_status_marks_every_runtime_field_from_the_file_at_start(
+    server: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before any admin change, status says policy, SLO, budget and each pool's replicas come from the file."""
+    server.tick()
+    capsys.readouterr()
+    assert main(["admin", "status", "--address", f"127.0.0.1:{server.server.port}", "--json", "-"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["sources"] == dict.fromkeys(("policy", "policy_params", "slo", "budget_gpus", "paused_all"), "file")
+    assert {p["name"]: p["sources"]["replicas"] for p in data["pools"]} == {"prefill": "file", "decode": "file"}
+
+
+def test_status_marks_admin_changes_and_overrides(server: Harness, capsys: pytest.CaptureFixture[str]) -> None:
+    """After `admin slo` and `admin override`, the SLO reads "admin" and the overridden pool "override"."""
+    server.tick()
+    address = ["--address", f"127.0.0.1:{server.server.port}", "--token", TOKEN]
+    assert main(["admin", "slo", "--ttft-ms", "800", *address]) == 0
+    assert main(["admin", "override", "decode", "exact", "3", *address]) == 0
+    assert main(["admin", "pause", "prefill", *address]) == 0
+    capsys.readouterr()
+    assert main(["admin", "status", *address, "--json", "-"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["sources"]["slo"], data["sources"]["budget_gpus"]) == ("admin", "file")
+    pools = {p["name"]: p["sources"] for p in data["pools"]}
+    assert pools["decode"] == {"replicas": "override", "paused": "file"}
+    assert pools["prefill"] == {"replicas": "file", "paused": "admin"}
+
+
+def test_status_table_names_the_sources(server: Harness, capsys: pytest.CaptureFixture[str]) -> None:
+    """The human status line says the SLO is from admin and the budget from the file."""
+    server.tick()
+    address = ["--address", f"127.0.0.1:{server.server.port}", "--token", TOKEN]
+    assert main(["admin", "slo", "--itl-ms", "40", *address]) == 0
+    capsys.readouterr()
+    assert main(["admin", "status", *address]) == 0
+    out = capsys.readouterr().out
+    assert "quantile 0.99 (from admin)" in out
+    assert "budget 64 GPUs (from file)" in out
+    assert "file 1-" in out
+
+
+def test_restored_admin_change_is_marked_admin(tmp_path: Path) -> None:
+    """A budget stored by an earlier run and restored at start-up is marked "admin", not "file"."""
+    from pdscale.controller.admin.controls import Controls
+    from pdscale.controller.runtime.plugins import Registry
+
+    first = Harness(_settings(listen="127.0.0.1:0", token=None), tmp_path)
+    try:
+        first.controls.update_budget(48)
+    finally:
+        first.close()
+    second = Harness(_settings(listen="127.0.0.1:0", token=None), tmp_path)
+    try:
+        controls = Controls(second.rec, second.store, Registry())
+        controls.restore()
+        assert controls.status_sources()["budget_gpus"] == "admin"
+        assert second.controls.status_sources()["budget_gpus"] == "file"
+    finally:
+        second.close()

@@ -33,6 +33,14 @@ RUN: dict[str, list[str]] = {
         "60",
         "--no-autoscale",
     ],
+    "pdscale demo --speedup 600": [
+        "--duration",
+        "60",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--telemetry-listen",
+        "127.0.0.1:0",
+    ],
     "pdscale plugins": [],
     "pdscale perf": ["--model", "llama-3.1-70b", "--tp", "4"],
 }

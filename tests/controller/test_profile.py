@@ -137,3 +137,22 @@ class TestBuild:
         """kv_reservation must be one of its values."""
         with pytest.raises(ProfileError, match="kv_reservation"):
             capacity_params({"kv_reservation": "most"})
+
+
+class TestProfileOffLog:
+    def test_repeat_within_an_hour_is_info_and_later_warns_again(self) -> None:
+        """The first capacity_profile_off is a WARNING, a repeat within an hour info, one after an hour a WARNING."""
+        from structlog.testing import capture_logs
+
+        from pdscale.controller.core.calibration import CalibrationReport, CalibrationState
+
+        now = [0.0]
+        model = LoggedCapacityModel(small_profile(), source="p", wall_clock=lambda: now[0])
+        off = CalibrationReport(prefill_ratio=1.4, decode_ratio=None, profile_off=True, message="profile off")
+        state = CalibrationState(prefill=1.4, profile_off=True)
+        with capture_logs() as logs:
+            for t in (0.0, 100.0, 3700.0):
+                now[0] = t
+                model.calibration_report(off, state)
+        levels = [e["log_level"] for e in logs if e["event"] == "capacity_profile_off"]
+        assert levels == ["warning", "info", "warning"]

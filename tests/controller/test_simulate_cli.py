@@ -164,7 +164,7 @@ def test_summary_reads_with_units_and_says_where_the_plot_went(
     assert "SLO attainment" in out
     assert "TTFT <= 1000 ms and mean ITL <= 50 ms" in out
     assert " ms / " in out
-    assert f"plot             {png}" in out
+    assert f"plot written to  {png.resolve()}" in out
 
 
 def test_quick_without_a_scenario_is_refused(capsys: pytest.CaptureFixture[str]) -> None:

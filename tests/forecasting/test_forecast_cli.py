@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pdscale.forecasting.cli import main
+from pdscale.forecasting.cli import main, run_backtests
 
 
 def _write_series(path: Path, n: int = 120) -> None:
@@ -94,3 +95,47 @@ class TestCli:
         src.write_text("t_s,value\n0,1\n60,2\n30,3\n")
         assert main(["forecast", "backtest", "--series", str(src), "--json", "-"]) == 2
         assert f"{src}:4: t_s goes backwards" in capsys.readouterr().err
+
+
+class TestProgressAndTable:
+    def test_progress_counts_every_fold_of_every_model(self) -> None:
+        """on_progress ends at models x origins folds, counting up, with the model being run named."""
+        t = np.arange(100) * 60.0
+        calls: list[tuple[str, int, int]] = []
+        run_backtests(t, 100 + np.sin(t / 900), models=("last_value", "ewma"), step_s=60.0, horizon_s=300.0,
+                      on_progress=lambda name, done, total: calls.append((name, done, total)))  # fmt: skip
+        assert calls[-1] == ("ewma", 200, 200)
+        assert [d for _, d, _ in calls] == sorted(d for _, d, _ in calls)
+        assert calls[0][0] == "last_value"
+
+    def test_progress_shows_on_a_terminal(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With stderr a terminal, the fold progress bar is drawn there."""
+        src = tmp_path / "s.csv"
+        _write_series(src)
+        monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+        out = str(tmp_path / "o.json")
+        assert main(["forecast", "backtest", "--series", str(src), "--models", "last_value", "--json", out]) == 0
+        assert "backtest folds" in capsys.readouterr().err
+
+    def test_no_progress_with_json_to_stdout(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With --json - nothing but the JSON is written, even on a terminal."""
+        src = tmp_path / "s.csv"
+        _write_series(src)
+        monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+        assert main(["forecast", "backtest", "--series", str(src), "--models", "last_value", "--json", "-"]) == 0
+        captured = capsys.readouterr()
+        assert captured.err == ""
+        json.loads(captured.out)
+
+    def test_without_json_a_table_is_printed(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """Without --json the scores come as a table naming the default model."""
+        src = tmp_path / "s.csv"
+        _write_series(src)
+        assert main(["forecast", "backtest", "--series", str(src), "--models", "last_value,ewma"]) == 0
+        out = capsys.readouterr().out
+        assert "MASE" in out
+        assert "(default)" in out

@@ -221,3 +221,24 @@ class TestResults:
         """Dropped requests lower SLO attainment."""
         trace = fixed_trace([0.0, 1.0], prompt=500_000, output=10)
         assert disagg(trace).finish().slo_attainment == 0.0
+
+
+class TestCloseArrivals:
+    def test_requests_after_close_never_arrive(self) -> None:
+        """After close_arrivals, finish completes the requests that arrived and leaves later ones unarrived."""
+        cluster = disagg(fixed_trace([0.0, 1.0, 2.0, 10.0, 11.0], prompt=100, output=5))
+        cluster.advance_to(5.0)
+        assert cluster.close_arrivals() == 3
+        result = cluster.finish()
+        assert np.isfinite(result.finish_s[:3]).all()
+        assert np.isnan(result.finish_s[3:]).all()
+        assert result.dropped == 0
+
+    def test_first_restricts_every_per_request_figure(self) -> None:
+        """SimResult.first(n) counts and ranks only the first n requests."""
+        cluster = disagg(fixed_trace([0.0, 1.0, 2.0, 10.0, 11.0], prompt=100, output=5))
+        cluster.advance_to(5.0)
+        arrived = cluster.close_arrivals()
+        result = cluster.finish().first(arrived)
+        assert (result.requests, result.completed) == (3, 3)
+        assert result.slo_attainment == 1.0

@@ -67,7 +67,14 @@ class Override(_message.Message):
     def __init__(self, pool: _Optional[str] = ..., mode: _Optional[_Union[OverrideMode, str]] = ..., replicas: _Optional[int] = ..., expires_s: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class PoolStatus(_message.Message):
-    __slots__ = ("name", "role", "gpus_per_replica", "min_replicas", "max_replicas", "target", "desired", "ready", "starting", "draining", "data_state", "data_reason", "staleness_s", "paused", "override", "forecasts", "slo_attainment_ratio", "observed_ttft_p99_ms", "observed_itl_p99_ms", "predicted_ttft_ms", "predicted_itl_ms", "last_outcome", "last_reason", "last_guards")
+    __slots__ = ("name", "role", "gpus_per_replica", "min_replicas", "max_replicas", "target", "desired", "ready", "starting", "draining", "data_state", "data_reason", "staleness_s", "paused", "override", "forecasts", "slo_attainment_ratio", "observed_ttft_p99_ms", "observed_itl_p99_ms", "predicted_ttft_ms", "predicted_itl_ms", "last_outcome", "last_reason", "last_guards", "sources")
+    class SourcesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     GPUS_PER_REPLICA_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +99,7 @@ class PoolStatus(_message.Message):
     LAST_OUTCOME_FIELD_NUMBER: _ClassVar[int]
     LAST_REASON_FIELD_NUMBER: _ClassVar[int]
     LAST_GUARDS_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
     name: str
     role: str
     gpus_per_replica: int
@@ -116,14 +124,22 @@ class PoolStatus(_message.Message):
     last_outcome: str
     last_reason: str
     last_guards: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., gpus_per_replica: _Optional[int] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., target: _Optional[int] = ..., desired: _Optional[int] = ..., ready: _Optional[int] = ..., starting: _Optional[int] = ..., draining: _Optional[int] = ..., data_state: _Optional[str] = ..., data_reason: _Optional[str] = ..., staleness_s: _Optional[float] = ..., paused: _Optional[bool] = ..., override: _Optional[_Union[Override, _Mapping]] = ..., forecasts: _Optional[_Iterable[_Union[ForecastValue, _Mapping]]] = ..., slo_attainment_ratio: _Optional[float] = ..., observed_ttft_p99_ms: _Optional[float] = ..., observed_itl_p99_ms: _Optional[float] = ..., predicted_ttft_ms: _Optional[float] = ..., predicted_itl_ms: _Optional[float] = ..., last_outcome: _Optional[str] = ..., last_reason: _Optional[str] = ..., last_guards: _Optional[_Iterable[str]] = ...) -> None: ...
+    sources: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., gpus_per_replica: _Optional[int] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., target: _Optional[int] = ..., desired: _Optional[int] = ..., ready: _Optional[int] = ..., starting: _Optional[int] = ..., draining: _Optional[int] = ..., data_state: _Optional[str] = ..., data_reason: _Optional[str] = ..., staleness_s: _Optional[float] = ..., paused: _Optional[bool] = ..., override: _Optional[_Union[Override, _Mapping]] = ..., forecasts: _Optional[_Iterable[_Union[ForecastValue, _Mapping]]] = ..., slo_attainment_ratio: _Optional[float] = ..., observed_ttft_p99_ms: _Optional[float] = ..., observed_itl_p99_ms: _Optional[float] = ..., predicted_ttft_ms: _Optional[float] = ..., predicted_itl_ms: _Optional[float] = ..., last_outcome: _Optional[str] = ..., last_reason: _Optional[str] = ..., last_guards: _Optional[_Iterable[str]] = ..., sources: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class GetStatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("model", "policy", "policy_params", "slo", "budget_gpus", "gpus_allocated", "paused_all", "last_tick_s", "ticks", "last_decision_id", "dry_run", "ready", "tick_s", "pools", "role", "leader", "identity")
+    __slots__ = ("model", "policy", "policy_params", "slo", "budget_gpus", "gpus_allocated", "paused_all", "last_tick_s", "ticks", "last_decision_id", "dry_run", "ready", "tick_s", "pools", "role", "leader", "identity", "sources")
+    class SourcesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     MODEL_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     POLICY_PARAMS_FIELD_NUMBER: _ClassVar[int]
@@ -141,6 +157,7 @@ class GetStatusResponse(_message.Message):
     ROLE_FIELD_NUMBER: _ClassVar[int]
     LEADER_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
     model: str
     policy: str
     policy_params: _struct_pb2.Struct
@@ -158,7 +175,8 @@ class GetStatusResponse(_message.Message):
     role: str
     leader: str
     identity: str
-    def __init__(self, model: _Optional[str] = ..., policy: _Optional[str] = ..., policy_params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., slo: _Optional[_Union[SLO, _Mapping]] = ..., budget_gpus: _Optional[int] = ..., gpus_allocated: _Optional[int] = ..., paused_all: _Optional[bool] = ..., last_tick_s: _Optional[float] = ..., ticks: _Optional[int] = ..., last_decision_id: _Optional[int] = ..., dry_run: _Optional[bool] = ..., ready: _Optional[bool] = ..., tick_s: _Optional[float] = ..., pools: _Optional[_Iterable[_Union[PoolStatus, _Mapping]]] = ..., role: _Optional[str] = ..., leader: _Optional[str] = ..., identity: _Optional[str] = ...) -> None: ...
+    sources: _containers.ScalarMap[str, str]
+    def __init__(self, model: _Optional[str] = ..., policy: _Optional[str] = ..., policy_params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., slo: _Optional[_Union[SLO, _Mapping]] = ..., budget_gpus: _Optional[int] = ..., gpus_allocated: _Optional[int] = ..., paused_all: _Optional[bool] = ..., last_tick_s: _Optional[float] = ..., ticks: _Optional[int] = ..., last_decision_id: _Optional[int] = ..., dry_run: _Optional[bool] = ..., ready: _Optional[bool] = ..., tick_s: _Optional[float] = ..., pools: _Optional[_Iterable[_Union[PoolStatus, _Mapping]]] = ..., role: _Optional[str] = ..., leader: _Optional[str] = ..., identity: _Optional[str] = ..., sources: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class PoolSpec(_message.Message):
     __slots__ = ("name", "role", "gpus_per_replica", "min_replicas", "max_replicas", "cold_start_s", "drain_timeout_s", "model")
