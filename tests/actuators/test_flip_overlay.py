@@ -110,3 +110,32 @@ def test_unreadable_overlay_names_the_file_and_the_fix(tmp_path: Path) -> None:
     with pytest.raises(ActuationError, match=r"flips\.json is unreadable.*delete it") as err:
         FlipOverlay(tmp_path / "flips.json", "http_role_flip")
     assert err.value.error_class is ErrorClass.PERMANENT
+
+
+@pytest.mark.integration_k8s
+def test_home_pool_shrink_spares_the_worker_flipped_away(tmp_path: Path) -> None:
+    """Shrinking prefill on Kubernetes removes a prefill-serving pod, never the one flipped to decode."""
+    from pdscale.actuators.kubernetes import KubernetesActuator
+    from pdscale.controller.core.types import PoolRole
+    from pdscale.controller.runtime.settings import PoolSettings
+    from tests.helpers.k8s_emulator import K8sEmulator, running_emulator, write_kubeconfig
+    from tests.helpers.role_engines import role_engines
+
+    pools = {
+        n: PoolSettings(name=n, role=PoolRole(n), gpus_per_replica=1, max_replicas=8, actuator={"name": n})
+        for n in ("prefill", "decode")
+    }
+    with running_emulator(K8sEmulator()) as (emu, url), role_engines(hold_s=0.0) as engines:
+        emu.create("deployments", "prefill", 3)
+        emu.create("deployments", "decode", 1)
+        kube = write_kubeconfig(tmp_path / "kubeconfig", url)
+        base = KubernetesActuator(pools, {"kubeconfig": str(kube), "retry_base_s": 0.0}, PluginEnv())
+        params = {"url": engines.url + "/$replica/v1/pd_role", "overlay_path": str(tmp_path / "f.json")}
+        act = HttpRoleFlipActuator(pools, params, PluginEnv(resources={"base_actuator": base}))
+        act.flip_roles(RoleFlip("prefill", "decode"))
+        [flipped] = [w for w, _ in engines.calls]
+        act.set_target("prefill", 1)
+        left = {p["metadata"]["name"] for p in emu.pods_of("prefill") if not p["metadata"].get("deletionTimestamp")}
+        assert flipped in left
+        assert len(left) == 2
+        assert (act.target_size("prefill"), act.target_size("decode")) == (1, 2)

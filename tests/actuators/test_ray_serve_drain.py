@@ -122,6 +122,7 @@ def test_drain_timeout_counts_the_requests_ray_cut(head: tuple[Any, int]) -> Non
         t.join(60)
     res = act.take_drain_result("cut")
     failed = sum(1 for c in codes if c != 200)
+    print(f"ray_cut: requests={len(codes)} answered_200={codes.count(200)} failed={failed} reported={res}")
     assert res is not None
     assert failed > 0, f"nothing was cut: {codes}"
     assert len(res.timed_out) == 1
