@@ -10,16 +10,19 @@ in two steps around the engine calls:
    failed before the switch (it stays in ``from``).
 
 A process killed between the two leaves the worker pending: it still counts in ``from`` until the actuator's
-``resume_pending`` (called by the daemon before it settles its intents) finishes that flip. Every write replaces
-the file atomically (temporary file, fsync, rename), and readers re-read it when it changed on disk, so a standby's
-actuator sees the leader's flips. Without a path the overlay lives in memory (a restart regroups by home pool).
+``resume_pending`` (called by the daemon before it settles its intents) finishes that flip. Every change is a
+read-modify-write under an flock of ``<file>.lock`` that replaces the file atomically (temporary file, fsync,
+rename), and readers re-read it when it changed on disk, so a standby's actuator sees the leader's flips and
+neither loses the other's changes. Without a path the overlay lives in memory (a restart regroups by home pool).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,32 +91,45 @@ class FlipOverlay:
         """The pool ``replica`` serves: its recorded pool, else (never flipped) its home pool."""
         return self.where.get(replica, home)
 
-    # -- writing ---------------------------------------------------------------------------------------
+    # -- writing: each change is a read-modify-write under the file's lock, so two processes (a leader and a
+    # standby that drops removed workers) never lose each other's changes -----------------------------------
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        if self.path is None:
+            yield
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "a", encoding="utf-8") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            self.refresh()
+            yield
+            self._save()
+
     def begin(self, replica: str, from_pool: str, to_pool: str) -> None:
         """Mark ``replica`` as being flipped, before any call is made for it."""
-        self.pending[replica] = PendingFlip(from_pool, to_pool)
-        self._save()
+        with self._changing():
+            self.pending[replica] = PendingFlip(from_pool, to_pool)
 
     def commit(self, replica: str) -> None:
         """The engine serves the new role: ``replica`` counts in the pool it was flipped to."""
-        flip = self.pending.pop(replica, None)
-        if flip is not None:
-            self.where[replica] = flip.to_pool
-            self._save()
+        with self._changing():
+            flip = self.pending.pop(replica, None)
+            if flip is not None:
+                self.where[replica] = flip.to_pool
 
     def abort(self, replica: str) -> None:
         """The flip failed before the switch: ``replica`` stays where it was."""
-        if self.pending.pop(replica, None) is not None:
-            self._save()
+        if replica in self.pending:
+            with self._changing():
+                self.pending.pop(replica, None)
 
     def forget(self, replicas: set[str]) -> None:
         """Drop workers the base scaler no longer has (removed, or never there)."""
-        gone = (set(self.where) | set(self.pending)) - replicas
-        if gone:
-            for rid in gone:
-                self.where.pop(rid, None)
-                self.pending.pop(rid, None)
-            self._save()
+        if (set(self.where) | set(self.pending)) - replicas:
+            with self._changing():
+                for rid in (set(self.where) | set(self.pending)) - replicas:
+                    self.where.pop(rid, None)
+                    self.pending.pop(rid, None)
 
     def _save(self) -> None:
         if self.path is None:
@@ -125,7 +141,6 @@ class FlipOverlay:
         }
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             with tmp.open("w", encoding="utf-8") as fh:
                 json.dump(body, fh, indent=1)
                 fh.flush()

@@ -139,3 +139,15 @@ def test_home_pool_shrink_spares_the_worker_flipped_away(tmp_path: Path) -> None
         assert flipped in left
         assert len(left) == 2
         assert (act.target_size("prefill"), act.target_size("decode")) == (1, 2)
+
+
+def test_two_writers_never_lose_each_others_changes(tmp_path: Path) -> None:
+    """A second process's overlay, read before the first one's flip, keeps that flip when it writes its own."""
+    first = FlipOverlay(tmp_path / "flips.json", "test")
+    second = FlipOverlay(tmp_path / "flips.json", "test")  # e.g. a standby, built earlier
+    first.begin("prefill-1", "prefill", "decode")
+    first.commit("prefill-1")
+    second.begin("decode-0", "decode", "prefill")
+    data = json.loads((tmp_path / "flips.json").read_text())
+    assert data["where"] == {"prefill-1": "decode"}
+    assert data["pending"] == {"decode-0": {"from": "decode", "to": "prefill"}}
