@@ -13,8 +13,12 @@ keeps an overlay of which worker serves which role after a flip:
 - ``target_size(pool)``: the base's target plus the net flips into ``pool``;
 - ``set_target(pool, n)``: the base gets ``n`` minus the net flips, so a flip is never undone by a resize.
 
-A flipped worker the base scaler later removes drops out of the overlay. The overlay lives in memory: after a
-restart the base's grouping holds until ``role_url`` (if configured) is read back for each worker.
+A flipped worker the base scaler later removes drops out of the overlay. When the base shrinks a worker's home
+pool, workers flipped away from it are spared if the base can choose its victims (``spared``: the kubernetes
+actuator for Deployments and custom kinds with pod-deletion-cost). The overlay is kept in ``params.overlay_path``
+(default: ``<state.path>.flips.json`` beside the daemon's state store), written before and after each worker's
+flip (:mod:`pdscale.actuators.flip_overlay`): a restart, or a standby taking over, knows which worker serves which
+role, and ``resume_pending`` finishes a flip that a crash interrupted.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from pdscale.actuators.base import ActuatorParams, CallLog, classify_http_status, parse_params, retrying, unknown_pool
+from pdscale.actuators.flip_overlay import FlipOverlay
 from pdscale.controller.core.protocols import ActuationError, Actuator, DrainResult, take_drain_result
 from pdscale.controller.core.types import ErrorClass, ReplicaInfo, ReplicaState, RoleFlip
 
@@ -63,6 +68,8 @@ class HttpRoleFlipParams(ActuatorParams):
     """Pool name to the role the engine expects (default: the pool's role)."""
     drain_timeout_s: float | None = Field(None, ge=0)
     """Default: the source pool's drain_timeout_s."""
+    overlay_path: str | None = None
+    """JSON file of which worker serves which pool (default: ``<state.path>.flips.json`` under the daemon)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +108,12 @@ class HttpRoleFlipActuator:
 
             base = Registry().create(PluginGroup.ACTUATORS, self.params.base.name, pools, self.params.base.params, env)
         self.base: Actuator = base
-        self._where: dict[str, str] = {}
-        """Replica id to the pool it serves now, for replicas flipped away from their home pool."""
+        path = self.params.overlay_path
+        state_path = resources.get("state_path")
+        if path is None and state_path and str(state_path) != ":memory:":
+            path = f"{state_path}.flips.json"
+        self.overlay = FlipOverlay(path, self.backend)
+        """Replica id to the pool it serves now, and flips in progress (persisted when a path is known)."""
 
     def close(self) -> None:
         """Release the HTTP session (and the base scaler's, if it has one)."""
@@ -123,19 +134,21 @@ class HttpRoleFlipActuator:
 
     def _flipped(self) -> list[_Flipped]:
         """Replicas serving outside their home pool, per the base scaler's current replicas."""
+        self.overlay.refresh()
         out: list[_Flipped] = []
         seen: set[str] = set()
         for home in self.pools:
             for r in self.base.replicas(home):
                 seen.add(r.id)
-                if self._where.get(r.id, home) != home:
+                if self.overlay.pool_of(r.id, home) != home:
                     out.append(_Flipped(r, home))
-        for rid in [rid for rid in self._where if rid not in seen]:
-            del self._where[rid]  # removed by the base scaler
+        if not self.params.dry_run:
+            self.overlay.forget(seen)  # removed by the base scaler
         return out
 
     def _net_in(self, pool: str, flipped: Sequence[_Flipped]) -> int:
-        return sum(1 for f in flipped if self._where[f.replica.id] == pool) - sum(1 for f in flipped if f.home == pool)
+        into = sum(1 for f in flipped if self.overlay.pool_of(f.replica.id, f.home) == pool)
+        return into - sum(1 for f in flipped if f.home == pool)
 
     # -- Actuator protocol -------------------------------------------------------------------------
     def target_size(self, pool: str) -> int:
@@ -152,7 +165,8 @@ class HttpRoleFlipActuator:
         if replicas < 0:
             raise ActuationError(f"http_role_flip: negative target {replicas} for {pool}", ErrorClass.PERMANENT)
         with self.calls.call(pool, "set_target", replicas=replicas) as extra:
-            base_n = max(0, replicas - self._net_in(pool, self._flipped()))
+            flipped = self._flipped()
+            base_n = max(0, replicas - self._net_in(pool, flipped))
             if self.params.dry_run:
                 self.calls.would(pool, "set_target", replicas=replicas, base_replicas=base_n)
                 extra["result"] = "dry_run"
@@ -160,19 +174,22 @@ class HttpRoleFlipActuator:
             if self.base.target_size(pool) == base_n:
                 extra["result"] = "unchanged"
                 return
+            spared = getattr(self.base, "spared", None)
+            if isinstance(spared, dict):  # a base that picks its victims keeps the workers flipped away from pool
+                spared[pool] = frozenset(f.replica.id for f in flipped if f.home == pool)
             self.base.set_target(pool, base_n)
 
     def replicas(self, pool: str) -> Sequence[ReplicaInfo]:
         """The base's replicas regrouped by the role each serves now."""
         self._check(pool)
         flipped = self._flipped()
-        out = [r for r in self.base.replicas(pool) if self._where.get(r.id, pool) == pool]
+        out = [r for r in self.base.replicas(pool) if self.overlay.pool_of(r.id, pool) == pool]
         out += [
             ReplicaInfo(
                 id=f.replica.id, pool=pool, state=f.replica.state, since_s=f.replica.since_s, load=f.replica.load
             )
             for f in flipped
-            if self._where[f.replica.id] == pool
+            if self.overlay.pool_of(f.replica.id, f.home) == pool
         ]
         return out
 
@@ -195,7 +212,57 @@ class HttpRoleFlipActuator:
                     ErrorClass.TRANSIENT,
                 )
             for r in sorted(ready, key=lambda r: (r.load, r.id))[: flip.count]:
-                self._flip_one(r, flip)
+                self._flip_recorded(r, flip)
+
+    def _flip_recorded(self, replica: ReplicaInfo, flip: RoleFlip) -> None:
+        """Flip one worker between a pending mark and its commit in the overlay (nothing recorded in dry-run)."""
+        if self.params.dry_run:
+            self._flip_one(replica, flip)
+            return
+        self.overlay.begin(replica.id, flip.from_pool, flip.to_pool)
+        try:
+            self._flip_one(replica, flip)
+        except Exception:
+            self.overlay.abort(replica.id)
+            raise
+        self.overlay.commit(replica.id)
+        log.info(
+            "role_flipped", replica=replica.id, from_pool=flip.from_pool, to_pool=flip.to_pool, backend=self.backend
+        )
+        event = getattr(self.base, "record_event", None)  # e.g. a Kubernetes Event on both scaled objects
+        if callable(event):
+            message = f"Role flip of {replica.id}: from: {flip.from_pool}; to: {flip.to_pool}; by pdscale"
+            for pool in (flip.from_pool, flip.to_pool):
+                event(pool, "RoleFlip", message)
+
+    def resume_pending(self) -> list[str]:
+        """Finish the flips a crash interrupted (the daemon calls this as leader, before settling its intents).
+
+        A worker left pending may or may not have switched; the flip is sent again (the engine's role switch is
+        idempotent: a worker already serving the role just confirms it). A worker the base no longer has is
+        dropped; one whose flip fails again stays in the pool it came from, with a warning. Returns the ids done.
+        """
+        self.overlay.refresh()
+        if self.params.dry_run or not self.overlay.pending:
+            return []
+        current = {r.id: r for home in self.pools for r in self.base.replicas(home)}
+        done: list[str] = []
+        for rid, p in sorted(self.overlay.pending.items()):
+            if rid not in current or p.from_pool not in self.pools or p.to_pool not in self.pools:
+                self.overlay.abort(rid)  # the worker is gone (or its pool no longer configured)
+                continue
+            r = current[rid]
+            replica = ReplicaInfo(id=rid, pool=p.from_pool, state=r.state, since_s=r.since_s, load=r.load)
+            try:
+                self._flip_recorded(replica, RoleFlip(p.from_pool, p.to_pool, 1))
+            except ActuationError as exc:
+                log.warning(
+                    "role_flip_resume_failed", replica=rid, from_pool=p.from_pool, to_pool=p.to_pool, error=str(exc)
+                )
+                continue
+            log.info("role_flip_resumed", replica=rid, from_pool=p.from_pool, to_pool=p.to_pool)
+            done.append(rid)
+        return done
 
     def _flip_one(self, replica: ReplicaInfo, flip: RoleFlip) -> None:
         import requests
@@ -230,10 +297,3 @@ class HttpRoleFlipActuator:
                 )
 
         retrying(once, self._retry, backend=BACKEND, op="flip_role", pool=flip.from_pool)
-        self._where[replica.id] = flip.to_pool
-        log.info("role_flipped", replica=replica.id, from_pool=flip.from_pool, to_pool=flip.to_pool)
-        event = getattr(self.base, "record_event", None)  # e.g. a Kubernetes Event on both scaled objects
-        if callable(event):
-            message = f"Role flip of {replica.id}: from: {flip.from_pool}; to: {flip.to_pool}; by pdscale"
-            for pool in (flip.from_pool, flip.to_pool):
-                event(pool, "RoleFlip", message)

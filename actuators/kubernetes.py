@@ -6,9 +6,8 @@ Writes are a PUT of the Scale with the resourceVersion just read (409 Conflict: 
 concurrent edit is never overwritten blindly. Replicas come from the pods the Scale's ``status.selector``
 selects (terminating pods are draining), or from the Scale's status when it has no selector.
 
-A scale-down cancels starting pods first, then chooses, drains and removes exactly the ready pods it names
-(``kubernetes_drain``: pod-deletion-cost or highest ordinal, the engine's in-flight count, ``drain_timeout_s``);
-each applied scale, drain and flip is recorded as a Kubernetes Event on the scaled object.
+A scale-down cancels starting pods first, then chooses (never one ``spared``), drains and removes exactly the
+ready pods it names (``kubernetes_drain``); each applied scale, drain and flip is recorded as a Kubernetes Event.
 """
 
 # ruff: noqa: PLC0415 - the kubernetes client is imported lazily, so pdscale runs without it
@@ -151,7 +150,7 @@ class KubernetesActuator:
     """Scales pools through ``/scale``; see the module docstring."""
 
     requires: tuple[str, ...] = ("kubernetes",)
-    """Modules this actuator imports when built; ``pdscale check-config`` names the extra that installs them."""
+    """Modules imported when built; ``pdscale check-config`` names the extra that installs them."""
     extra = "kubernetes"
 
     @staticmethod
@@ -169,6 +168,7 @@ class KubernetesActuator:
         self._drain_timeout = {name: pool_drain_timeout_s(spec) for name, spec in pools.items()}
         self.drainer = Drainer(BACKEND)
         self._drain_results: dict[str, DrainResult] = {}
+        self.spared: dict[str, frozenset[str]] = {}  # per pool, pods serving another pool now (role flips)
         self._uids: dict[str, str] = {}
         self.calls = CallLog(BACKEND, dry_run=self.params.dry_run)
         self.external = ExternalChangeDetector(BACKEND)

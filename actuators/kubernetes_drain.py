@@ -100,11 +100,13 @@ def shrink(act: KubernetesActuator, pool: str, scale: Mapping[str, Any], current
         return replicas  # no pods to choose from: the workload's controller decides alone
     active = _active(act._pods(pool, str(selector)))
     starting = [p for p in active if not _ready(p)]
-    ready = [p for p in active if _ready(p)]
+    strategy = victim_strategy(act, pool)
+    # Pods serving another pool now (role flips) are never chosen where pdscale chooses (not by ordinal).
+    spared = act.spared.get(pool, frozenset()) if strategy == "deletion_cost" else frozenset()
+    ready = [p for p in active if _ready(p) and _name(p) not in spared]
     k = current - replicas
     cancel = min(k, len(starting))
     d = min(k - cancel, len(ready))
-    strategy = victim_strategy(act, pool)
     cfg = addr.drain
     targets = {_name(p): EngineTarget(_name(p), engine_url(act, pool, p)) for p in ready if cfg is not None}
     if strategy == "highest_ordinal":

@@ -12,7 +12,9 @@ Drain: every write also sets the deployment's ``graceful_shutdown_timeout_s`` to
 replicas run with another timeout, that update goes alone first and pdscale waits until the replicas run with it.
 On a scale-down Ray Serve itself stops starting replicas first, stops routing to the replicas it stops (STOPPING)
 and lets their in-flight requests finish for up to that timeout, checking every ``graceful_shutdown_wait_loop_s``.
-Ray picks the victims; a request still running at the timeout is cut by Ray, which pdscale cannot count.
+Ray picks the victims; a request still running at the timeout is cut by Ray. With ``params.metrics_url`` pdscale
+follows the replicas Ray stops and counts those requests (:mod:`pdscale.actuators.ray_serve_drain`): the outcome
+then says ``drain_timeout; N in-flight requests cut``, as the other actuators' do.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from pdscale.actuators.base import (
     retrying,
     unknown_pool,
 )
-from pdscale.controller.core.protocols import ActuationError
+from pdscale.actuators.ray_serve_drain import watch_scale_down
+from pdscale.controller.core.protocols import ActuationError, DrainResult
 from pdscale.controller.core.types import ErrorClass, ReplicaInfo, ReplicaState
 from pdscale.controller.runtime.settings import SecretRef
 
@@ -81,6 +84,12 @@ class RayServeParams(ActuatorParams):
     """Set each written deployment's graceful_shutdown_timeout_s to the pool's drain_timeout_s (and verify it)."""
     grace_wait_s: float = Field(60.0, gt=0)
     """How long a scale-down waits for the replicas to run with the new graceful shutdown timeout first."""
+    metrics_url: str | None = None
+    """Ray's metrics on the node of a replica (``$node_ip``), e.g. ``http://$node_ip:8080/metrics``: a
+    scale-down then follows the replicas Ray stops and counts the requests cut at the timeout."""
+    stop_poll_s: float = Field(0.5, gt=0)
+    stop_wait_margin_s: float = Field(10.0, ge=0)
+    """How long past the graceful shutdown timeout a scale-down follows the stopping replicas."""
 
 
 class RayServeActuator:
@@ -111,6 +120,7 @@ class RayServeActuator:
         }
         self.calls = CallLog(BACKEND, dry_run=self.params.dry_run)
         self.external = ExternalChangeDetector(BACKEND)
+        self._drain_results: dict[str, DrainResult] = {}
         self._retry = self.params.retry_policy()
         self._session = requests.Session()
         token = self._token()
@@ -220,12 +230,29 @@ class RayServeActuator:
             grace = self._drain_timeout.get(pool, 600.0) if self.params.graceful_shutdown else None
             if grace is not None and replicas < current and self.graceful_shutdown_s(pool) != grace:
                 got = self._apply_grace_first(pool, got, addr, current, grace)
+            ready = {
+                str(r.get("replica_id"))
+                for r in ((got.get("applications") or {}).get(addr.application, {}).get("deployments") or {})
+                .get(addr.deployment, {})
+                .get("replicas")
+                or []
+                if str(r.get("state", "")).upper() == "RUNNING"
+            }
             self._request("PUT", pool, _with_replicas(got, addr, replicas, grace))
             self.external.applied_now(pool, replicas)
             extra["previous"] = current
             if grace is not None:
                 extra["graceful_shutdown_timeout_s"] = grace
                 self._verify_grace(pool, grace)
+            if replicas < current and self.params.metrics_url is not None:
+                bound = grace if grace is not None else (self.graceful_shutdown_s(pool) or 20.0)
+                res = watch_scale_down(self, pool, addr, bound, ready, replicas)
+                self._drain_results[pool] = res
+                extra["drain"] = res.summary()
+
+    def take_drain_result(self, pool: str) -> DrainResult | None:
+        """What the last counted scale-down of ``pool`` did (drained, cut at the timeout), once."""
+        return self._drain_results.pop(pool, None)
 
     def _apply_grace_first(
         self, pool: str, got: Mapping[str, Any], addr: RayServePoolAddress, current: int, grace: float

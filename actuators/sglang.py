@@ -183,8 +183,6 @@ class SglangRoleSwitchActuator(HttpRoleFlipActuator):
                 )
             self._abort(replica, flip, f"pd_role_switch refused: {message}")
         self._route(replica, flip, flip.to_pool)
-        self._where[replica.id] = flip.to_pool
-        log.info("role_flipped", replica=replica.id, from_pool=flip.from_pool, to_pool=flip.to_pool, backend=BACKEND)
 
     def _wait_idle(self, values: Mapping[str, str], deadline: float) -> float:
         """Poll until the engine holds no running or queued request, or the deadline; the last load seen."""

@@ -31,7 +31,7 @@ from pdscale.controller.admin.server import AdminServer, start_admin_server
 from pdscale.controller.admin.servicer import AdminServicer, RuntimeView
 from pdscale.controller.core.protocols import Actuator, MetricsSource
 from pdscale.controller.runtime.assembly import build, validate_plugins
-from pdscale.controller.runtime.intents import reconcile_intents
+from pdscale.controller.runtime.intents import reconcile_intents, resume_interrupted
 from pdscale.controller.runtime.leader import (
     Elector,
     FencedActuator,
@@ -100,6 +100,7 @@ class Daemon:
         self.registry = registry or Registry()
         self.env = env or PluginEnv()
         st = settings.state
+        self.env.resources.setdefault("state_path", str(st.path))  # actuators keep their own small files beside it
         le = settings.leader_election
         electing = le.mode is not LeaderElectionMode.OFF
         self.store = SqliteStore(
@@ -131,6 +132,7 @@ class Daemon:
             self._identity = self.elector.identity
             self.rec.actuator = FencedActuator(self.actuator, self._may_actuate, lambda: self.leader_status().leader)
         else:
+            resume_interrupted(self.actuator, dry_run=settings.actuator.dry_run)
             self.intent_resolutions = reconcile_intents(self.store, self.actuator)
         self.rec.reload_applied()
         self.controls = Controls(self.rec, self.store, self.registry)
@@ -197,6 +199,7 @@ class Daemon:
                 log.warning("leader_waiting_for_state_file", identity=self._identity, error=str(exc))
                 return False
         self.store.reload_ids()
+        resume_interrupted(self.actuator, dry_run=self.settings.actuator.dry_run)
         self.intent_resolutions = reconcile_intents(self.store, self.actuator)
         with self.rec.lock:
             self.rec.overrides = {}

@@ -18,7 +18,7 @@ class FencedActuator:
     cannot write after the leadership lapsed mid-tick.
     """
 
-    _WRITES = frozenset({"flip_roles", "drain", "cancel_pending"})
+    _WRITES = frozenset({"flip_roles", "drain", "cancel_pending", "resume_pending"})
 
     def __init__(self, inner: Actuator, allowed: Callable[[], bool], who: Callable[[], str]) -> None:
         self.inner = inner

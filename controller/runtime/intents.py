@@ -9,11 +9,13 @@ The protocol, per actuator call (``set_target`` or ``flip_roles``), in the loop'
 4. the applied target is remembered, the intent gets its outcome, the decision record gets its final outcomes.
 
 A process killed anywhere in there leaves at most one open intent. On start (and when a standby takes over) the
-daemon calls :func:`reconcile_intents` before its first decision: it reads the actuator's actual state, marks
-each open intent applied or not applied, writes that outcome into the decision record, and never calls the
-actuator. A call that was still in flight at the crash (or one that raised, e.g. a timeout) may land later:
-:class:`LateLandings` keeps such unconfirmed calls for ``LANDING_WINDOW_S``, so the loop recognises the actuator
-reaching one of their targets as its own write landing (settled as applied), never as another owner's change.
+daemon first lets the actuator finish what only it can know was interrupted (:func:`resume_interrupted`: a role
+flip's worker left between its two roles), then calls :func:`reconcile_intents` before its first decision: it
+reads the actuator's actual state, marks each open intent applied or not applied, writes that outcome into the
+decision record, and never calls the actuator's writes. A call that was still in flight at the crash (or one
+that raised, e.g. a timeout) may land later: :class:`LateLandings` keeps such unconfirmed calls for
+``LANDING_WINDOW_S``, so the loop recognises the actuator reaching one of their targets as its own write landing
+(settled as applied), never as another owner's change.
 """
 
 from __future__ import annotations
@@ -35,12 +37,32 @@ from pdscale.controller.runtime.record import (
 )
 from pdscale.controller.runtime.store import SqliteStore
 
-__all__ = ["LANDING_WINDOW_S", "LateLandings", "reconcile_intents"]
+__all__ = ["LANDING_WINDOW_S", "LateLandings", "reconcile_intents", "resume_interrupted"]
 
 log = structlog.get_logger(__name__)
 
 LANDING_WINDOW_S = 900.0
 """How long (loop clock) an unconfirmed call may still land: above an actuator's timeouts times its retries."""
+
+
+def resume_interrupted(actuator: Actuator, *, dry_run: bool = False) -> list[str]:
+    """Call the actuator's ``resume_pending`` (if it has one) as the daemon becomes the one that actuates.
+
+    Role-flip actuators finish a worker's flip that a crash left half done, so that afterwards every worker serves
+    exactly one role and the intents settle against that. A failure is logged and start-up goes on (the intent then
+    settles against what the actuator reports).
+    """
+    resume = getattr(actuator, "resume_pending", None)
+    if dry_run or not callable(resume):
+        return []
+    try:
+        done = [str(x) for x in resume()]
+    except Exception as exc:
+        log.warning("resume_interrupted_failed", error=f"{type(exc).__name__}: {exc}")
+        return []
+    if done:
+        log.info("resumed_interrupted_actuation", replicas=done)
+    return done
 
 
 def reconcile_intents(store: SqliteStore, actuator: Actuator) -> list[IntentResolution]:

@@ -103,8 +103,7 @@ class Reconciler:
         self.tick_s = tick_s
         self._read_states: dict[str, PoolState] = {}
         self._maybe_applied: dict[str, int] = {}
-        """Per pool, the largest target whose write failed since the last read: it may have been applied anyway
-        (a timeout after the server acted), so an unread pool is counted at least at it."""
+        """Per pool, the largest target whose write failed since the last read (it may have landed: counted then)."""
         self.budget_gpus = budget_gpus
         self.capacity = capacity
         self.guard_settings = guard_settings or GuardSettings()
@@ -422,10 +421,11 @@ class Reconciler:
             self._maybe_applied[pool] = max(self._maybe_applied.get(pool, 0), target)
             return PoolOutcome(Outcome.FAILED, str(exc), cls.value)
         self.backoff.succeeded(pool)
-        self._applied[pool] = target
-        self._persist(self.recorder.set_applied, pool, target)
-        self._intent_end(intent, Outcome.APPLIED.value, "")
         drained = take_drain_result(self.actuator, pool)  # what a draining scale-down did, when it says
+        held = target + (drained.deferred if drained is not None else 0)  # a deferred rest is ours, done next tick
+        self._applied[pool] = held
+        self._persist(self.recorder.set_applied, pool, held)
+        self._intent_end(intent, Outcome.APPLIED.value, "")
         if drained is not None and drained.timed_out:
             log.warning(
                 "drain_timeout", pool=pool, target=target, inflight_cut=drained.cut_inflight, replicas=drained.timed_out

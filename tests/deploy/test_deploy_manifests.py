@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import kubernetes_validate
@@ -225,12 +226,36 @@ class TestNetworkAndMonitoring:
             opened |= {port["port"] for port in rule["ports"]}
         assert opened == {50051, 9464}
 
-    def test_egress_limited_to_dns_prometheus_and_api_server(self, overlay: str) -> None:
-        """Egress allows DNS (53), Prometheus (9090) and the API server (443, 6443) only."""
+    def test_egress_limited_to_dns_prometheus_api_server_and_engines(self, overlay: str) -> None:
+        """Egress allows DNS (53), Prometheus (9090), the API server (443, 6443) and the engines (8000) only."""
         policy = _one(render_overlay(overlay), "NetworkPolicy")["spec"]
         ports = {(p["port"], p["protocol"]) for rule in policy["egress"] for p in rule["ports"]}
-        assert ports == {(53, "UDP"), (53, "TCP"), (9090, "TCP"), (443, "TCP"), (6443, "TCP")}
-        assert all(rule.get("to") for rule in policy["egress"] if {p["port"] for p in rule["ports"]} & {53, 9090})
+        assert ports == {(53, "UDP"), (53, "TCP"), (9090, "TCP"), (443, "TCP"), (6443, "TCP"), (8000, "TCP")}
+        named = {53, 9090, 8000}
+        assert all(rule.get("to") for rule in policy["egress"] if {p["port"] for p in rule["ports"]} & named)
+
+    def test_engine_egress_reaches_the_drain_port_in_the_actuators_namespace(self, overlay: str) -> None:
+        """The daemon may reach every pool's drain URL port on engine pods in the namespace it scales."""
+        docs = render_overlay(overlay)
+        config = _daemon_config(docs)
+        namespace = config["actuator"]["params"]["namespace"]
+        drain_ports = {
+            int(urlsplit(pool["actuator"]["drain"].get("url", "http://$address:8000")).port or 80)
+            for pool in config["pools"]
+            if "drain" in pool["actuator"]
+        }
+        open_to_engines = set()
+        for rule in _one(docs, "NetworkPolicy")["spec"]["egress"]:
+            for peer in rule.get("to", []):
+                ns = peer.get("namespaceSelector", {}).get("matchLabels", {})
+                exprs = peer.get("podSelector", {}).get("matchExpressions", [])
+                roles = {
+                    v for e in exprs if e["key"] == "pdscale.io/role" and e["operator"] == "In" for v in e["values"]
+                }
+                if ns == {"kubernetes.io/metadata.name": namespace} and roles == {"prefill", "decode"}:
+                    open_to_engines |= {p["port"] for p in rule["ports"] if p["protocol"] == "TCP"}
+        assert open_to_engines, "no egress rule to the engine pods"
+        assert drain_ports <= open_to_engines
 
     def test_production_pins_api_server_egress_to_a_cidr(self) -> None:
         """Production narrows the API-server rule to an ipBlock."""

@@ -7,7 +7,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,8 +54,8 @@ def _env() -> dict[str, str]:
 
 
 @contextmanager
-def ray_head(num_cpus: int = 4, timeout_s: float = 120.0) -> Iterator[RayHead]:
-    """Start ``ray start --head`` on loopback; ``ray stop`` on exit."""
+def ray_head(num_cpus: int = 4, timeout_s: float = 120.0, extra_args: Sequence[str] = ()) -> Iterator[RayHead]:
+    """Start ``ray start --head`` on loopback (plus ``extra_args``); ``ray stop`` on exit."""
     ray = shutil.which("ray")
     if ray is None:
         raise RuntimeError("the ray CLI is not installed (pip install 'pdscale[ray]')")
@@ -63,7 +63,7 @@ def ray_head(num_cpus: int = 4, timeout_s: float = 120.0) -> Iterator[RayHead]:
     cmd = [
         ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--dashboard-host=127.0.0.1",
         f"--dashboard-port={dash}", f"--num-cpus={num_cpus}", "--num-gpus=0", "--include-dashboard=true",
-        "--disable-usage-stats",
+        "--disable-usage-stats", *extra_args,
     ]  # fmt: skip
     subprocess.run(cmd, check=True, env=_env(), capture_output=True, timeout=timeout_s)
     head = RayHead(address=f"127.0.0.1:{port}", dashboard_url=f"http://127.0.0.1:{dash}")
