@@ -5,8 +5,7 @@ misses it on any fleet: more replicas shorten the queue, never the prompt's own 
 prompts reaches the SLO's tail (1 - quantile, 1% at p99), the observed TTFT p99 misses whatever the policy buys,
 so a policy that reads that miss as "too few replicas" buys GPUs chasing requests it cannot serve. This module
 estimates the share from the request shape the metrics report (prompt-length mean and p90, fitted with a
-log-normal, :func:`pdscale.controller.core.queueing.lognormal_exceedance`; with the observed p99 the upper tail
-follows it, :func:`pdscale.controller.core.ttft_tail.prompt_nodes`) and the capacity model's profile; the
+log-normal, :func:`pdscale.controller.core.queueing.lognormal_exceedance`) and the capacity model's profile; the
 policies then discount the TTFT part of an observed miss (the benchmark reports such requests apart as
 *infeasible*, ``pdscale.simulator.feasibility``). Pure: no I/O.
 """
@@ -18,7 +17,6 @@ from dataclasses import dataclass
 from pdscale.controller.core.capacity import Correction, Workload
 from pdscale.controller.core.protocols import CapacityModel
 from pdscale.controller.core.queueing import lognormal_exceedance
-from pdscale.controller.core.ttft_tail import prompt_nodes
 from pdscale.controller.core.types import SLO
 
 __all__ = ["TtftFeasibility", "ttft_feasibility"]
@@ -77,10 +75,6 @@ def ttft_feasibility(model: CapacityModel, w: Workload, slo: SLO, corr: Correcti
             hi = mid
     if w.isl_p90_tokens is None:
         share = 1.0 if w.isl_mean_tokens > lo else 0.0
-    elif w.isl_p99_tokens is not None:
-        share = sum(
-            p for length, p in prompt_nodes(w.isl_mean_tokens, w.isl_p90_tokens, w.isl_p99_tokens) if length > lo
-        )
     else:
         share = lognormal_exceedance(w.isl_mean_tokens, w.isl_p90_tokens, lo)
     return TtftFeasibility(lo, share, tail)

@@ -70,17 +70,3 @@ class TestUsedBySizing:
         link = model.params.kv_link_bytes_per_s_per_gpu * profile.gpus_per_replica  # type: ignore[attr-defined]
         alone = profile.prefill_ms(4800.0, 1.0) + 4800.0 * profile.kv_bytes_per_token / link * 1e3  # type: ignore[attr-defined]
         assert got == pytest.approx(alone, rel=0.04)
-
-    def test_feasibility_reads_the_observed_p99(self) -> None:
-        """A mix cut at ~8k tokens: the log-normal from mean and p90 alone calls ~2% infeasible, its p99 ~0.1%."""
-        from pdscale.controller.core.capacity import ProfileCapacityModel, Workload
-        from pdscale.controller.core.types import SLO
-        from pdscale.controller.policies.feasibility import ttft_feasibility
-
-        model = ProfileCapacityModel(_builtin())  # type: ignore[arg-type]
-        slo = SLO(1000.0, 50.0)
-        guessed = ttft_feasibility(model, Workload(1155.0, 211.0, 2734.0), slo)
-        observed = ttft_feasibility(model, Workload(1155.0, 211.0, 2734.0, isl_p99_tokens=4800.0), slo)
-        assert guessed.tail_unattainable
-        assert observed.infeasible_share < 0.005
-        assert not observed.tail_unattainable
