@@ -221,6 +221,8 @@ class Cluster(Engine):
             itl_seconds=st.itl.snapshot(),
             request_prompt_tokens=st.prompt_hist.snapshot(),
             request_generation_tokens=st.gen_hist.snapshot(),
+            iteration_tokens=st.iter_tokens.snapshot(),
+            request_prefill_time_seconds=st.prefill_time.snapshot(),
             ready_replicas=sum(1 for r in live if r.state is ReplicaState.READY),
             starting_replicas=sum(1 for r in live if r.state is ReplicaState.STARTING),
             draining_replicas=sum(1 for r in live if r.state is ReplicaState.DRAINING),

@@ -276,6 +276,7 @@ class Engine(Fleet):
         attn = 0.0
         n = 0
         done = r.batch
+        r.batch_first_start_s = r.head_start_s if r.head_done else t
         while q and tokens < budget:
             rid = q[0]
             off = r.head_done
@@ -290,6 +291,8 @@ class Engine(Fleet):
                 r.head_done = 0
                 done.append(rid)
             else:
+                if off == 0:
+                    r.head_start_s = t
                 r.head_done = end
                 break
         dt = self._prefill_ms(tokens, attn, n) / 1000.0
@@ -307,7 +310,11 @@ class Engine(Fleet):
         inp, arr = self._inp, self._arr
         kvb, bps = self._kvb, self._link_bps
         link = max(r.link_free_s, t)
+        st.iter_tokens.observe(r.batch_tokens)
+        start = r.batch_first_start_s
         for rid in r.batch:
+            st.prefill_time.observe(t - start)
+            start = t - r.batch_dt
             st.finished += 1
             st.ttft.observe(t - arr[rid])
             st.prompt_hist.observe(inp[rid])

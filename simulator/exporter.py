@@ -53,6 +53,12 @@ _HISTOGRAMS = (
     ("vllm:inter_token_latency_seconds", "itl_seconds", "Histogram of inter-token latency in seconds."),
     ("vllm:request_prompt_tokens", "request_prompt_tokens", "Number of prefill tokens processed."),
     ("vllm:request_generation_tokens", "request_generation_tokens", "Number of generation tokens processed."),
+    ("vllm:iteration_tokens_total", "iteration_tokens", "Histogram of number of tokens per engine_step."),
+    (
+        "vllm:request_prefill_time_seconds",
+        "request_prefill_time_seconds",
+        "Histogram of time spent in PREFILL phase for request.",
+    ),
 )
 
 

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "ITERATION_TOKEN_BUCKETS",
     "ITL_BUCKETS_S",
+    "REQUEST_LATENCY_BUCKETS_S",
     "TTFT_BUCKETS_S",
     "BucketHistogram",
     "HistogramSnapshot",
@@ -27,6 +29,17 @@ ITL_BUCKETS_S: tuple[float, ...] = (
     0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
 )  # fmt: skip
 """vLLM's bucket bounds of vllm:inter_token_latency_seconds."""
+
+REQUEST_LATENCY_BUCKETS_S: tuple[float, ...] = (
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0,
+    1920.0, 7680.0,
+)  # fmt: skip
+"""vLLM's bucket bounds of its request phase histograms (vllm:request_prefill_time_seconds and the others)."""
+
+ITERATION_TOKEN_BUCKETS: tuple[float, ...] = (
+    1.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0,
+)  # fmt: skip
+"""Bucket bounds of vllm:iteration_tokens_total (tokens per engine step), as vLLM's /metrics example shows them."""
 
 
 def token_buckets(max_value: int) -> tuple[float, ...]:

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from pdscale.simulator.config import Pool
 from pdscale.simulator.histogram import (
+    ITERATION_TOKEN_BUCKETS,
     ITL_BUCKETS_S,
+    REQUEST_LATENCY_BUCKETS_S,
     TTFT_BUCKETS_S,
     BucketHistogram,
     HistogramSnapshot,
@@ -29,6 +31,10 @@ class PoolMetrics:
     Attributes:
         kv_cache_usage_perc: KV tokens in use / KV capacity of the ready and draining replicas, 0..1
             (vLLM names it "perc" but exports a fraction).
+        iteration_tokens: prompt tokens per prefill batch, one observation per batch (prefill pool only;
+            vLLM's vllm:iteration_tokens_total: its count is the batches run, its sum the tokens they carried).
+        request_prefill_time_seconds: per request, from its first prefill chunk's start to the end of its last
+            (prefill pool only; vLLM's vllm:request_prefill_time_seconds).
         busy_s_total: replica-seconds spent computing (prefill batches, decode steps).
         serving_s_total: replica-seconds spent ready or draining; busy/serving is utilisation.
         gpu_s_total: GPU-seconds paid (starting, ready and draining replicas).
@@ -51,6 +57,8 @@ class PoolMetrics:
     itl_seconds: HistogramSnapshot
     request_prompt_tokens: HistogramSnapshot
     request_generation_tokens: HistogramSnapshot
+    iteration_tokens: HistogramSnapshot
+    request_prefill_time_seconds: HistogramSnapshot
     ready_replicas: int
     starting_replicas: int
     draining_replicas: int
@@ -70,7 +78,9 @@ class PoolStats:
         "gen_hist",
         "generation_tokens",
         "gpu_s",
+        "iter_tokens",
         "itl",
+        "prefill_time",
         "prompt_arrived",
         "prompt_hist",
         "prompt_tokens",
@@ -92,3 +102,5 @@ class PoolStats:
         self.itl = BucketHistogram(ITL_BUCKETS_S)
         self.prompt_hist = BucketHistogram(token_buckets(max_tokens))
         self.gen_hist = BucketHistogram(token_buckets(max_tokens))
+        self.iter_tokens = BucketHistogram(ITERATION_TOKEN_BUCKETS)
+        self.prefill_time = BucketHistogram(REQUEST_LATENCY_BUCKETS_S)

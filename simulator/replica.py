@@ -51,6 +51,7 @@ class Replica:
         "batch",
         "batch_b",
         "batch_dt",
+        "batch_first_start_s",
         "batch_tokens",
         "charged_s",
         "epoch_dt",
@@ -59,6 +60,7 @@ class Replica:
         "flip_to",
         "g",
         "head_done",
+        "head_start_s",
         "id",
         "joins",
         "kv_reserved",
@@ -87,12 +89,14 @@ class Replica:
         # prefill side
         self.queue: deque[int] = deque()
         self.head_done = 0
+        self.head_start_s = 0.0  # when the head prompt's first chunk started (its prefill time starts there)
         self.n_admitted = 0
         self.load = 0  # routing load: pending prompt tokens (prefill), reserved KV tokens (decode)
         self.batch: list[int] = []
         self.batch_tokens = 0
         self.batch_b = 0
         self.batch_dt = 0.0
+        self.batch_first_start_s = 0.0  # when the batch's first prompt started (earlier if it was chunked)
         self.link_free_s = 0.0
         # decode side
         self.seqs: list[tuple[int, int]] = []  # heap of (g_end, request index)

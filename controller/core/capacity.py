@@ -17,12 +17,13 @@ See docs/capacity.md for the equations and their limits.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from pdscale.controller.core.protocols import CapacityEstimate
-from pdscale.controller.core.queueing import lognormal_cv2, mgc_wait_mean_s, mgc_wait_quantile_s
+from pdscale.controller.core.queueing import erlang_c, lognormal_cv2, mgc_wait_mean_s, mgc_wait_quantile_s
+from pdscale.controller.core.ttft_tail import prompt_nodes, ttft_quantile_ms
 from pdscale.controller.core.types import SLO, PoolRole, PoolSpec, Signal
 from pdscale.profiles import PROFILE_FORMAT, DecodePoint, PrefillPoint, StepTimes
 
@@ -96,6 +97,9 @@ class CapacityParams:
     kv_link_bytes_per_s_per_gpu: float = 50e9
     default_isl_tokens: float = 1024.0
     default_osl_tokens: float = 256.0
+    ttft_over_prompt_mix: bool = False
+    """True: the TTFT quantile of wait + each prompt's own prefill over the prompt-length mix (``core.ttft_tail``);
+    False (default): the wait's quantile plus a p90 prompt's prefill (docs/capacity.md has both measured)."""
 
     def __post_init__(self) -> None:
         if self.token_budget < 1 or self.colocated_token_budget < 1 or self.max_running_seqs < 1:
@@ -117,6 +121,17 @@ class Workload:
     isl_p90_tokens: float | None = None
     arrival_cv2: float | None = None
     """Measured arrival variability (squared CV, 1 = Poisson); None: ``CapacityParams.arrival_cv2``."""
+    isl_p99_tokens: float | None = None
+    """The prompt-length p99 where the engine's histogram gives it (the TTFT tail's long prompts)."""
+    prefix_cached_share: float = 0.0
+    """Share of prompt tokens the engine serves from its prefix cache (vLLM ``vllm:prefix_cache_hits_total`` /
+    ``vllm:prefix_cache_queries_total``): prefill computes only the rest; the KV transfer still carries the
+    whole prompt."""
+
+    @property
+    def uncached(self) -> float:
+        """The share of each prompt prefill computes."""
+        return min(1.0, max(0.0, 1.0 - self.prefix_cached_share))
 
     @property
     def isl_tail_tokens(self) -> float:
@@ -137,6 +152,13 @@ class Correction:
 
     prefill: float = 1.0
     decode: float = 1.0
+    prefill_at: Callable[[float], float] | None = None
+    """A learned prefill shape (``core.prefill_shape``): the factor for a batch of that many prompt tokens, used
+    for disaggregated prefill in place of ``prefill``; None: the one factor at every batch size."""
+
+    def prefill_factor(self, batch_tokens: float) -> float:
+        """The prefill factor for a batch of ``batch_tokens``."""
+        return self.prefill if self.prefill_at is None else self.prefill_at(batch_tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,16 +187,25 @@ class ProfileCapacityModel:
 
     def _prefill(self, w: Workload, corr: Correction) -> _Prefill:
         p, prof = self.params, self.profile
-        isl = max(1.0, w.isl_mean_tokens)
+        isl = max(1.0, w.isl_mean_tokens * w.uncached)
         per_batch = max(1.0, math.floor(p.token_budget / isl))
         if isl <= p.token_budget:
-            batch_ms = prof.prefill_ms(isl, per_batch) * corr.prefill
+            batch_ms = prof.prefill_ms(isl, per_batch) * corr.prefill_factor(isl * per_batch)
         else:
-            batch_ms = prof.prefill_ms(isl, 1.0) * corr.prefill
-        tail_ms = prof.prefill_ms(w.isl_tail_tokens, 1.0) * corr.prefill
+            batch_ms = prof.prefill_ms(isl, 1.0) * corr.prefill_factor(isl)
+        tail = max(1.0, w.isl_tail_tokens * w.uncached)
+        tail_ms = prof.prefill_ms(tail, 1.0) * corr.prefill_factor(tail)
         link = p.kv_link_bytes_per_s_per_gpu * prof.gpus_per_replica
         transfer_ms = w.isl_tail_tokens * prof.kv_bytes_per_token / link * 1e3
         return _Prefill(per_batch / (batch_ms / 1e3), tail_ms, transfer_ms, w.isl_cv2)
+
+    def profile_prefill_batch_ms(self, batch_tokens: float, w: Workload) -> float:
+        """The profile's time for one prefill batch of ``batch_tokens`` in prompts of the mean length (a batch
+        smaller than one prompt is a chunk of it; with a prefix cache, of the uncached part)."""
+        isl = max(1.0, w.isl_mean_tokens * w.uncached)
+        if batch_tokens <= isl:
+            return self.profile.prefill_ms(max(1.0, batch_tokens), 1.0)
+        return self.profile.prefill_ms(isl, batch_tokens / isl)
 
     def prefill_throughput_tps(self, isl_tokens: float, corr: Correction | None = None) -> float:
         """Prompt tokens/s one replica prefills when kept busy with prompts of ``isl_tokens``."""
@@ -217,7 +248,9 @@ class ProfileCapacityModel:
     ) -> float:
         """TTFT at the SLO quantile for a prefill pool of ``replicas`` (``inf`` if overloaded).
 
-        Quantiles >= 0.9 add the service time of a p90 prompt, lower ones that of a mean prompt.
+        With ``ttft_over_prompt_mix`` (default) the quantile of wait + own prefill over the prompt-length mix,
+        prompts that alone outlast the target left out (``core.ttft_tail``); else quantiles >= 0.9 add the
+        service time of a p90 prompt, lower ones that of a mean prompt.
         """
         if replicas < 1:
             return math.inf
@@ -225,10 +258,27 @@ class ProfileCapacityModel:
         pf = self._prefill(w, corr)
         rate = self._rate(demand, w)
         cv2 = self._arrival_cv2(w)
+        if self.params.ttft_over_prompt_mix:
+            slack = replicas * pf.service_rate_per_s - rate
+            if rate > 0.0 and slack <= 0.0:
+                return math.inf
+            wait_prob = erlang_c(replicas, rate / pf.service_rate_per_s) if rate > 0.0 else 0.0
+            k = max(1e-9, (cv2 + pf.cv2) / 2.0)
+            link = self.params.kv_link_bytes_per_s_per_gpu * self.profile.gpus_per_replica
+            kvb = self.profile.kv_bytes_per_token
+
+            def own_ms(tokens: float) -> float:
+                new = max(1.0, tokens * w.uncached)
+                return self.profile.prefill_ms(new, 1.0) * corr.prefill_factor(new) + tokens * kvb / link * 1e3
+
+            nodes = prompt_nodes(w.isl_mean_tokens, w.isl_p90_tokens, w.isl_p99_tokens)
+            theta = slack / k if rate > 0.0 else math.inf
+            return ttft_quantile_ms(slo.quantile, wait_prob, theta, own_ms, nodes, slo.ttft_ms)
         wait_s = mgc_wait_quantile_s(replicas, rate, pf.service_rate_per_s, slo.quantile, cv2, pf.cv2)
         service_ms = pf.tail_service_ms
         if slo.quantile < 0.9:
-            service_ms = self.profile.prefill_ms(w.isl_mean_tokens, 1.0) * corr.prefill
+            new = max(1.0, w.isl_mean_tokens * w.uncached)
+            service_ms = self.profile.prefill_ms(new, 1.0) * corr.prefill_factor(new)
         return wait_s * 1e3 + service_ms + pf.transfer_ms
 
     def predict_ttft_mean_ms(
@@ -241,7 +291,8 @@ class ProfileCapacityModel:
         pf = self._prefill(w, corr)
         rate = self._rate(demand, w)
         wait_s = mgc_wait_mean_s(replicas, rate, pf.service_rate_per_s, self._arrival_cv2(w), pf.cv2)
-        service_ms = self.profile.prefill_ms(w.isl_mean_tokens, 1.0) * corr.prefill
+        new = max(1.0, w.isl_mean_tokens * w.uncached)
+        service_ms = self.profile.prefill_ms(new, 1.0) * corr.prefill_factor(new)
         link = self.params.kv_link_bytes_per_s_per_gpu * self.profile.gpus_per_replica
         return wait_s * 1e3 + service_ms + w.isl_mean_tokens * self.profile.kv_bytes_per_token / link * 1e3
 

@@ -202,6 +202,8 @@ class Signals:
     """Prompt tokens arriving per second."""
     isl_mean_tokens: float | None = None
     isl_p90_tokens: float | None = None
+    isl_p99_tokens: float | None = None
+    """The prompt-length p99 (from the prompt-length histogram): the long prompts that fill the TTFT tail."""
     osl_mean_tokens: float | None = None
     osl_p90_tokens: float | None = None
     running_requests: float | None = None
@@ -219,6 +221,14 @@ class Signals:
     ready_replicas: float | None = None
     prefill_utilization: float | None = None
     decode_utilization: float | None = None
+    prefill_batch_tokens_mean: float | None = None
+    """Prompt tokens per prefill batch (engine step), mean over the window (vLLM: vllm:iteration_tokens_total)."""
+    prefill_batch_ms_mean: float | None = None
+    """Duration of a prefill batch, mean over the window (the simulator: busy time / batches; vLLM: the mean of
+    vllm:request_prefill_time_seconds, which on a prefill-only instance is the batch a request ran in)."""
+    prefix_cache_hit_ratio: float | None = None
+    """Share of prompt tokens served from the prefix cache over the window (vLLM: vllm:prefix_cache_hits_total /
+    vllm:prefix_cache_queries_total); None where the engine reports no prefix cache."""
 
     def __post_init__(self) -> None:
         for f in fields(self):

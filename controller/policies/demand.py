@@ -9,7 +9,7 @@ from typing import Any
 
 from pdscale.controller.core.capacity import Workload
 from pdscale.controller.core.protocols import PolicyContext
-from pdscale.controller.core.types import ROLE_SIGNALS, DataState, PoolSpec, Signal
+from pdscale.controller.core.types import ROLE_SIGNALS, DataState, PoolRole, PoolSpec, Signal
 
 __all__ = ["observed_demand", "pool_demand", "split_budget", "workload_from"]
 
@@ -44,23 +44,35 @@ def pool_demand(ctx: PolicyContext, pool: str, quantile: float, *, include_now: 
 
 def workload_from(ctx: PolicyContext, remembered: Mapping[str, Any], defaults: Workload) -> Workload:
     """Request shape from this tick's OK observations, else the last one remembered, else ``defaults``."""
-    isl = isl_p90 = osl = None
+    isl = isl_p90 = isl_p99 = osl = cached = None
     for name in ctx.pools:
         obs = ctx.observations.get(name)
         if obs is None or obs.state is not DataState.OK:
             continue
         s = obs.signals
         if isl is None and s.isl_mean_tokens:
-            isl, isl_p90 = s.isl_mean_tokens, s.isl_p90_tokens
+            isl, isl_p90, isl_p99 = s.isl_mean_tokens, s.isl_p90_tokens, s.isl_p99_tokens
         if isl is None and s.prompt_tokens_per_s and s.request_rate_per_s:
             isl = s.prompt_tokens_per_s / s.request_rate_per_s
         if osl is None and s.osl_mean_tokens:
             osl = s.osl_mean_tokens
+        if cached is None and s.prefix_cache_hit_ratio is not None and ctx.pools[name].role is not PoolRole.DECODE:
+            cached = min(1.0, s.prefix_cache_hit_ratio)
     isl = isl or _positive(remembered.get("isl_mean_tokens")) or defaults.isl_mean_tokens
     if isl_p90 is None:
         isl_p90 = _positive(remembered.get("isl_p90_tokens")) or defaults.isl_p90_tokens
+    if isl_p99 is None:
+        isl_p99 = _positive(remembered.get("isl_p99_tokens")) or defaults.isl_p99_tokens
     osl = osl or _positive(remembered.get("osl_mean_tokens")) or defaults.osl_mean_tokens
-    return Workload(isl_mean_tokens=isl, osl_mean_tokens=osl, isl_p90_tokens=isl_p90)
+    if cached is None:
+        cached = _positive(remembered.get("prefix_cached_share")) or 0.0
+    return Workload(
+        isl_mean_tokens=isl,
+        osl_mean_tokens=osl,
+        isl_p90_tokens=isl_p90,
+        isl_p99_tokens=isl_p99,
+        prefix_cached_share=cached,
+    )
 
 
 def _positive(v: Any) -> float | None:

@@ -31,6 +31,7 @@ from typing import Any
 
 from pdscale.controller.core.calibration import CalibrationSettings, CalibrationState, has_calibration_sink, update
 from pdscale.controller.core.capacity import Correction, Workload
+from pdscale.controller.core.prefill_shape import PrefillShape, PrefillShapeSettings
 from pdscale.controller.core.protocols import CapacityEstimate, CapacityModel, PolicyContext, Proposal
 from pdscale.controller.core.shape import DecodeShape, ShapeSettings
 from pdscale.controller.core.types import DataState, PoolRole, PoolSpec, RoleFlip, Signal, Signals
@@ -40,6 +41,7 @@ from pdscale.controller.policies.dispersion import Dispersion
 from pdscale.controller.policies.feasibility import TtftFeasibility, ttft_feasibility
 from pdscale.controller.policies.feedback import Margin, update_margin
 from pdscale.controller.policies.params import Param, validate_params
+from pdscale.controller.policies.prefill_shaping import observe_prefill_shape, prefix_reuse, shaped_prefill
 
 __all__ = ["SloPolicy"]
 
@@ -56,6 +58,7 @@ PARAMS: Mapping[str, Param] = {
     "profile_off_threshold": Param(float, 0.3, lambda v: v > 0, "must be > 0"),
     "role_flips": Param(bool, True),
     "learn_decode_shape": Param(bool, True),
+    "learn_prefill_shape": Param(bool, True),
     "shape_half_life_s": Param(float, 6 * 3600.0, lambda v: v > 0, "must be > 0"),
     "measure_arrival_cv2": Param(bool, True),
     "dispersion_half_life_s": Param(float, 1800.0, lambda v: v > 0, "must be > 0"),
@@ -83,6 +86,11 @@ class SloPolicy:
         )
         self.defaults = Workload(self.params["isl_tokens"], self.params["osl_tokens"])
         self.shape_settings = ShapeSettings(
+            half_life_s=self.params["shape_half_life_s"],
+            min_factor=self.params["calibration_min"],
+            max_factor=self.params["calibration_max"],
+        )
+        self.prefill_shape_settings = PrefillShapeSettings(
             half_life_s=self.params["shape_half_life_s"],
             min_factor=self.params["calibration_min"],
             max_factor=self.params["calibration_max"],
@@ -160,6 +168,9 @@ class SloPolicy:
         if self.params["learn_decode_shape"]:
             for batch, ratio in points:
                 shape = shape.observe(ctx.now_s, batch, ratio, self.shape_settings)
+        pshape = PrefillShape.from_dict(state.get("prefill_shape"))
+        if self.params["learn_prefill_shape"]:
+            pshape = observe_prefill_shape(ctx, model, w, pshape, self.prefill_shape_settings)
         headroom = self.params["headroom"]
 
         margins = self._margins(ctx, state.get("margins", {}), feas)
@@ -175,9 +186,16 @@ class SloPolicy:
                 continue
             margin = margins[name].factor
             demand = {s: v * headroom * margin for s, v in demand.items()}
-            corr, shape_note = cal.correction(), ""
+            corr, shape_note, shape_est = cal.correction(), "", {}
             if spec.role is PoolRole.DECODE and self.params["learn_decode_shape"]:
                 corr, shape_note = self._shaped(model, w, ctx, corr, shape)
+                shape_est = {"decode_shape_factor": corr.decode} if shape_note else {}
+            if spec.role is PoolRole.PREFILL and self.params["learn_prefill_shape"]:
+                corr, shape_note, shape_est = shaped_prefill(model, w, corr, pshape, self.prefill_shape_settings)
+            if spec.role is PoolRole.PREFILL and w.prefix_cached_share > 0.0:
+                reuse_note, reuse_est = prefix_reuse(w)
+                shape_note = "; ".join(n for n in (reuse_note, shape_note) if n)
+                shape_est = {**shape_est, **reuse_est}
             backlog_note = ""
             if spec.role is PoolRole.DECODE:
                 up = upstream_rate(ctx, name, model, w, cal.correction())
@@ -199,7 +217,7 @@ class SloPolicy:
                 reasons[name] += f"; {backlog_note}"
             if shape_note:
                 reasons[name] += f"; {shape_note}"
-                estimates[name]["decode_shape_factor"] = corr.decode
+                estimates[name].update(shape_est)
             if feas.tail_unattainable and spec.role is not PoolRole.DECODE:
                 reasons[name] += f"; {feas.note(ctx.slo.ttft_ms)}"
                 estimates[name]["ttft_infeasible_share"] = feas.infeasible_share
@@ -222,12 +240,15 @@ class SloPolicy:
             workload={
                 "isl_mean_tokens": w.isl_mean_tokens,
                 "isl_p90_tokens": w.isl_p90_tokens,
+                "isl_p99_tokens": w.isl_p99_tokens,
+                "prefix_cached_share": w.prefix_cached_share,
                 "osl_mean_tokens": w.osl_mean_tokens,
             },
             calibration=cal.to_dict(),
             needs=history,
             margins={n: m.to_dict() for n, m in margins.items()},
             decode_shape=shape.to_dict(),
+            prefill_shape=pshape.to_dict(),
             dispersion=dispersion.to_dict(),
         )
         return Proposal(

@@ -188,6 +188,7 @@ _PARAM_TYPES: dict[str, type] = {
     "kv_link_bytes_per_s_per_gpu": float,
     "default_isl_tokens": float,
     "default_osl_tokens": float,
+    "ttft_over_prompt_mix": bool,
 }
 
 
@@ -202,6 +203,11 @@ def capacity_params(params: Mapping[str, Any]) -> CapacityParams:
         if key not in params:
             continue
         value = params[key]
+        if typ is bool:
+            if not isinstance(value, bool):
+                raise ProfileError(f"capacity.params.{key}: must be true or false, got {value!r}")
+            kwargs[key] = value
+            continue
         if typ is str:
             try:
                 kwargs[key] = KvReservation(str(value))

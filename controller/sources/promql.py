@@ -61,6 +61,7 @@ SIGNAL_KINDS: Mapping[str, SignalKind] = {
     "prompt_arrival_tokens_per_s": SignalKind.RATE,
     "isl_mean_tokens": SignalKind.TRAFFIC,
     "isl_p90_tokens": SignalKind.TRAFFIC,
+    "isl_p99_tokens": SignalKind.TRAFFIC,
     "osl_mean_tokens": SignalKind.TRAFFIC,
     "osl_p90_tokens": SignalKind.TRAFFIC,
     "running_requests": SignalKind.GAUGE,
@@ -76,6 +77,9 @@ SIGNAL_KINDS: Mapping[str, SignalKind] = {
     "ready_replicas": SignalKind.GAUGE,
     "prefill_utilization": SignalKind.GAUGE,
     "decode_utilization": SignalKind.GAUGE,
+    "prefill_batch_tokens_mean": SignalKind.TRAFFIC,
+    "prefill_batch_ms_mean": SignalKind.LATENCY,
+    "prefix_cache_hit_ratio": SignalKind.TRAFFIC,
 }
 """Every ``pdscale.controller.core.types.Signals`` field a query can fill, in query order (rates first)."""
 
@@ -157,6 +161,7 @@ def _vllm() -> Preset:
             ),
             "isl_mean_tokens": (_ratio("vllm:request_prompt_tokens_sum", "vllm:request_prompt_tokens_count"),),
             "isl_p90_tokens": (_quantile(0.9, "vllm:request_prompt_tokens_bucket"),),
+            "isl_p99_tokens": (_quantile(0.99, "vllm:request_prompt_tokens_bucket"),),
             "osl_mean_tokens": (_ratio("vllm:request_generation_tokens_sum", "vllm:request_generation_tokens_count"),),
             "osl_p90_tokens": (_quantile(0.9, "vllm:request_generation_tokens_bucket"),),
             "running_requests": (_agg("sum", "vllm:num_requests_running"),),
@@ -178,6 +183,13 @@ def _vllm() -> Preset:
                 _quantile(0.99, "vllm:time_per_output_token_seconds_bucket"),
             ),
             "ready_replicas": (_agg("count", "vllm:num_requests_running"),),
+            "prefill_batch_tokens_mean": (
+                _ratio("vllm:iteration_tokens_total_sum", "vllm:iteration_tokens_total_count"),
+            ),
+            "prefill_batch_ms_mean": (
+                _ratio("vllm:request_prefill_time_seconds_sum", "vllm:request_prefill_time_seconds_count"),
+            ),
+            "prefix_cache_hit_ratio": (_ratio("vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total"),),
             FRESHNESS: ("min(timestamp(vllm:num_requests_running{$selector}))",),
         },
     )
@@ -227,6 +239,7 @@ def _sglang() -> Preset:
                 _quantile(0.99, "sglang:time_per_output_token_seconds_bucket"),
             ),
             "ready_replicas": (_agg("count", "sglang:num_running_reqs"),),
+            "prefix_cache_hit_ratio": (_agg("avg", "sglang:cache_hit_rate"),),
             FRESHNESS: ("min(timestamp(sglang:num_running_reqs{$selector}))",),
         },
     )

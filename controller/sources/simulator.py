@@ -120,14 +120,22 @@ class SimulatorMetricsSource:
             value = mean(attr)
             return None if value is None else value * 1000.0
 
-        def tokens_p90(attr: str) -> float | None:
+        def tokens_p90(attr: str, q: float = 0.9) -> float | None:
             snap: HistogramSnapshot = getattr(m, attr)
             counts, _, _ = _delta(snap, getattr(before, attr) if before is not None else None)
-            return histogram_quantile(0.9, snap.bounds, counts)
+            return histogram_quantile(q, snap.bounds, counts)
 
         busy = rate("busy_s_total")
         serving = rate("serving_s_total")
         utilisation = min(1.0, busy / serving) if serving > 0 else None
+        # Prefill batches: tokens per batch from vLLM's iteration histogram, the batch time exactly (busy time /
+        # batches run): both are means over the same batches.
+        batch_tokens = batch_ms = None
+        if m.pool is Pool.PREFILL:
+            _, tokens, batches = _delta(m.iteration_tokens, before.iteration_tokens if before is not None else None)
+            if batches > 0:
+                batch_tokens = tokens / batches
+                batch_ms = busy * span / batches * 1e3
         return Signals(
             prompt_tokens_per_s=rate("prompt_tokens_total"),
             generation_tokens_per_s=rate("generation_tokens_total"),
@@ -136,6 +144,7 @@ class SimulatorMetricsSource:
             prompt_arrival_tokens_per_s=rate("prompt_tokens_arrived_total") if m.pool is not Pool.DECODE else None,
             isl_mean_tokens=mean("request_prompt_tokens"),
             isl_p90_tokens=tokens_p90("request_prompt_tokens"),
+            isl_p99_tokens=tokens_p90("request_prompt_tokens", 0.99),
             osl_mean_tokens=mean("request_generation_tokens"),
             osl_p90_tokens=tokens_p90("request_generation_tokens"),
             running_requests=float(m.num_requests_running),
@@ -152,6 +161,8 @@ class SimulatorMetricsSource:
             prefill_utilization=utilisation if m.pool is not Pool.DECODE else None,
             # The compute-busy share, as for prefill; the KV share is kv_usage_ratio, never "utilisation".
             decode_utilization=utilisation if m.pool is not Pool.PREFILL else None,
+            prefill_batch_tokens_mean=batch_tokens,
+            prefill_batch_ms_mean=batch_ms,
         )
 
     def close(self) -> None:

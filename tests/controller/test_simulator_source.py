@@ -116,3 +116,30 @@ class TestDemandIsArrivals:
         s = Signals(prompt_tokens_per_s=500.0, request_rate_per_s=2.0)
         assert s.demand(Signal.PREFILL_TPS) == 500.0
         assert s.demand(Signal.REQUEST_RATE) == 2.0
+
+
+class TestPrefillBatchSignals:
+    def test_batch_tokens_and_time_of_lone_prompts(self) -> None:
+        """Prompts arriving one at a time run as one-prompt batches: their tokens and their prefill time."""
+        cluster, src = source_for(fixed_trace([1.0, 11.0, 21.0], prompt=1000, output=5))
+        cluster.advance_to(60.0)
+        s = src.fetch(60.0)["prefill"].signals
+        assert s.prefill_batch_tokens_mean == pytest.approx(1000.0)
+        assert s.prefill_batch_ms_mean == pytest.approx(10.0 + 0.08 * 1000 + 1e-6 * 1000**2)
+        assert src.fetch(60.0)["decode"].signals.prefill_batch_tokens_mean is None
+
+    def test_batched_prompts_share_a_batch(self) -> None:
+        """Six prompts arriving at once on two replicas queue behind the first batches: a batch carries > 1 prompt."""
+        cluster, src = source_for(fixed_trace([1.0, 1.0, 1.0, 1.0, 1.0, 1.0], prompt=1000, output=5))
+        cluster.advance_to(60.0)
+        s = src.fetch(60.0)["prefill"].signals
+        assert s.prefill_batch_tokens_mean is not None
+        assert s.prefill_batch_tokens_mean > 1000.0
+
+    def test_no_batch_in_the_window_is_missing(self) -> None:
+        """A window without prefill batches reports the batch signals as missing, not zero."""
+        cluster, src = source_for(fixed_trace([1.0], prompt=1000, output=5))
+        cluster.advance_to(60.0)
+        src.fetch(60.0)
+        cluster.advance_to(120.0)
+        assert src.fetch(120.0)["prefill"].signals.prefill_batch_ms_mean is None
