@@ -31,19 +31,29 @@ import numpy as np
 
 from pdscale.forecasting.grid import FloatArray
 
-__all__ = ["FloorSettings", "SeasonalFloor", "SeasonalHistory", "SeasonalMatch", "SeasonalView", "seasonal_floor"]
+__all__ = [
+    "FloorSettings",
+    "SeasonalFloor",
+    "SeasonalHistory",
+    "SeasonalMatch",
+    "SeasonalView",
+    "came_back",
+    "seasonal_floor",
+]
 
 DAY_S = 86400.0
 WEEK_S = 7 * DAY_S
 
 
 class SeasonalView(Protocol):
-    """What the floor reads: per-bin means over a time range."""
+    """What the floor reads: per-bin means over a time range, and the median near one time."""
 
     @property
     def bin_s(self) -> float: ...
 
     def values(self, t0: float, t1: float) -> FloatArray: ...
+
+    def median_near(self, t: float) -> float: ...
 
 
 class SeasonalHistory:
@@ -105,10 +115,26 @@ class SeasonalHistory:
             return np.empty(0)
         ks = np.arange(k0, k1 + 1, dtype=np.int64)
         slots = ks % self._n
-        held = (self._key[slots] == ks) & (self._count[slots] > 0)
-        out = np.full(len(ks), np.nan)
-        out[held] = self._sum[slots[held]] / self._count[slots[held]]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out: FloatArray = np.where(self._key[slots] == ks, self._sum[slots] / self._count[slots], np.nan)
         return out
+
+    def mean_at(self, t: float) -> float:
+        """Mean of the bin containing ``t``; NaN when it is not held."""
+        k = self._bin(t)
+        slot = k % self._n
+        if self._key[slot] != k or self._count[slot] <= 0:
+            return math.nan
+        return float(self._sum[slot] / self._count[slot])
+
+    def median_near(self, t: float) -> float:
+        """Median of the held bins among the one containing ``t`` and its two neighbours; NaN when none is."""
+        b = self._bin_s
+        got = sorted(v for v in (self.mean_at(t - b), self.mean_at(t), self.mean_at(t + b)) if not math.isnan(v))
+        if not got:
+            return math.nan
+        mid = len(got) // 2
+        return got[mid] if len(got) % 2 else (got[mid - 1] + got[mid]) / 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,45 +188,53 @@ def _lag_name(lag_s: float) -> str:
     return f"{lag_s / 3600.0:g}h"
 
 
+def came_back(load: SeasonalView, now_s: float, settings: FloorSettings | None = None) -> dict[float, float]:
+    """Per lag, the share of history's load over the last ``window_s`` that came back today (today's sum over
+    history's at the same clock times, capped at ``max_ratio``); a lag without ``min_coverage`` of the window's
+    bins held on both days, or with nothing on either, is left out.
+
+    Arrivals are the better gauge of how much traffic came back: they are linear in it, while decoding
+    concurrency grows faster than traffic (steps slow down as batches fill), so its ratio in a quiet hour
+    understates a return."""
+    cfg = settings or FloorSettings()
+    today = load.values(now_s - cfg.window_s, now_s)
+    need = max(1, math.ceil(cfg.min_coverage * len(today)))
+    out: dict[float, float] = {}
+    for lag in cfg.lags_s:
+        past = load.values(now_s - cfg.window_s - lag, now_s - lag)
+        n = min(len(past), len(today))
+        both = np.isfinite(past[:n]) & np.isfinite(today[:n])
+        if int(both.sum()) < need:
+            continue
+        past_sum, today_sum = float(past[:n][both].sum()), float(today[:n][both].sum())
+        if past_sum > 0:
+            out[float(lag)] = min(cfg.max_ratio, today_sum / past_sum)
+        elif today_sum > 0:
+            out[float(lag)] = cfg.max_ratio
+    return out
+
+
 def seasonal_floor(
     history: SeasonalView,
     now_s: float,
     lead_s: float,
     settings: FloorSettings | None = None,
     load: SeasonalView | None = None,
+    ratios: dict[float, float] | None = None,
 ) -> SeasonalFloor | None:
     """The seasonal floor on the signal at ``now_s + lead_s``; None when no lag has enough history.
 
-    ``load`` is the history the came-back ratio is measured on (default: the signal's own). Arrivals are the
-    better measure of how much traffic came back: they are linear in it, while decoding concurrency grows
-    faster than traffic (steps slow down as batches fill), so its ratio in a quiet hour understates a return.
+    ``ratios`` are ``came_back`` on ``load`` (default: the signal's own history), computed here when not given
+    (a caller flooring several signals of one pool computes them once).
     """
     cfg = settings or FloorSettings()
-    b = history.bin_s
-    gauge = load if load is not None else history
-    today = gauge.values(now_s - cfg.window_s, now_s)
-    need = max(1, math.ceil(cfg.min_coverage * len(today)))
+    if ratios is None:
+        ratios = came_back(load if load is not None else history, now_s, cfg)
     matches: list[SeasonalMatch] = []
-    for lag in cfg.lags_s:
-        target = history.values(now_s + lead_s - lag - b, now_s + lead_s - lag + b)
-        target = target[np.isfinite(target)]
-        if not target.size:
-            continue
-        past = gauge.values(now_s - cfg.window_s - lag, now_s - lag)
-        n = min(len(past), len(today))
-        both = np.isfinite(past[:n]) & np.isfinite(today[:n])
-        if int(both.sum()) < need:
-            continue
-        past_sum, today_sum = float(past[:n][both].sum()), float(today[:n][both].sum())
-        if past_sum <= 0:
-            if today_sum > 0:
-                ratio = cfg.max_ratio
-            else:
-                continue  # nothing either day: no evidence either way
-        else:
-            ratio = min(cfg.max_ratio, today_sum / past_sum)
-        value = float(np.median(target))
-        matches.append(SeasonalMatch(lag_s=float(lag), history=value, ratio=ratio, floor=ratio * value))
+    for lag, ratio in ratios.items():
+        value = history.median_near(now_s + lead_s - lag)
+        if not math.isnan(value):
+            matches.append(SeasonalMatch(lag_s=lag, history=value, ratio=ratio, floor=ratio * value))
     if not matches:
         return None
     return SeasonalFloor(value=max(m.floor for m in matches), matches=tuple(matches))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from pdscale.controller.core.protocols import PolicyContext
 from pdscale.controller.core.types import Signal
-from pdscale.forecasting.seasonal import FloorSettings, seasonal_floor
+from pdscale.forecasting.seasonal import FloorSettings, came_back, seasonal_floor
 
 __all__ = ["FloorResult", "raise_to_floor"]
 
@@ -42,11 +42,12 @@ def raise_to_floor(
     raised: list[str] = []
     estimates: dict[str, float] = {}
     load = histories.get(Signal.REQUEST_RATE)
+    ratios = came_back(load, ctx.now_s, settings) if load is not None else None  # once for the pool's signals
     for sig, value in demand.items():
         hist = histories.get(sig)
         if hist is None:
             continue
-        floor = seasonal_floor(hist, ctx.now_s, lead_s, settings, load=load)
+        floor = seasonal_floor(hist, ctx.now_s, lead_s, settings, ratios=ratios)
         if floor is None:
             continue
         estimates[f"seasonal_floor_{sig.value}"] = floor.value
