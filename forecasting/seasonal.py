@@ -53,6 +53,8 @@ class SeasonalView(Protocol):
 
     def values(self, t0: float, t1: float) -> FloatArray: ...
 
+    def aligned(self, t0: float, t1: float, lags_s: tuple[float, ...]) -> FloatArray: ...
+
     def median_near(self, t: float) -> float: ...
 
 
@@ -114,6 +116,18 @@ class SeasonalHistory:
         if k1 < k0:
             return np.empty(0)
         ks = np.arange(k0, k1 + 1, dtype=np.int64)
+        slots = ks % self._n
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out: FloatArray = np.where(self._key[slots] == ks, self._sum[slots] / self._count[slots], np.nan)
+        return out
+
+    def aligned(self, t0: float, t1: float, lags_s: tuple[float, ...]) -> FloatArray:
+        """Row 0: ``values(t0, t1)``; row ``i``: the same bins ``lags_s[i - 1]`` earlier (one gather for all)."""
+        k0, k1 = self._bin(t0), self._bin(t1)
+        if k1 < k0:
+            return np.empty((1 + len(lags_s), 0))
+        shifts = np.array([0, *(round(lag / self._bin_s) for lag in lags_s)], dtype=np.int64)
+        ks = np.arange(k0, k1 + 1, dtype=np.int64)[None, :] - shifts[:, None]
         slots = ks % self._n
         with np.errstate(invalid="ignore", divide="ignore"):
             out: FloatArray = np.where(self._key[slots] == ks, self._sum[slots] / self._count[slots], np.nan)
@@ -197,16 +211,18 @@ def came_back(load: SeasonalView, now_s: float, settings: FloorSettings | None =
     concurrency grows faster than traffic (steps slow down as batches fill), so its ratio in a quiet hour
     understates a return."""
     cfg = settings or FloorSettings()
-    today = load.values(now_s - cfg.window_s, now_s)
+    rows = load.aligned(now_s - cfg.window_s, now_s, cfg.lags_s)
+    today, pasts = rows[0], rows[1:]
     need = max(1, math.ceil(cfg.min_coverage * len(today)))
+    both = ~np.isnan(pasts + today)  # per lag, the bins held on both days
+    counts = both.sum(axis=1)
+    past_sums = np.where(both, pasts, 0.0).sum(axis=1)
+    today_sums = np.where(both, today, 0.0).sum(axis=1)
     out: dict[float, float] = {}
-    for lag in cfg.lags_s:
-        past = load.values(now_s - cfg.window_s - lag, now_s - lag)
-        n = min(len(past), len(today))
-        both = np.isfinite(past[:n]) & np.isfinite(today[:n])
-        if int(both.sum()) < need:
+    for i, lag in enumerate(cfg.lags_s):
+        if counts[i] < need:
             continue
-        past_sum, today_sum = float(past[:n][both].sum()), float(today[:n][both].sum())
+        past_sum, today_sum = float(past_sums[i]), float(today_sums[i])
         if past_sum > 0:
             out[float(lag)] = min(cfg.max_ratio, today_sum / past_sum)
         elif today_sum > 0:

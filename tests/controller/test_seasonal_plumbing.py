@@ -7,14 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pdscale.controller.core.capacity import ProfileCapacityModel
 from pdscale.controller.core.protocols import PolicyContext, Proposal
 from pdscale.controller.core.types import Signal
 from pdscale.controller.lab.bench import scenario_spec
 from pdscale.controller.lab.bench_run import control_loop, history_backfill, oracle_demand_for
 from pdscale.controller.lab.scenario import ScenarioError, build_history, build_trace, load_scenario
+from pdscale.controller.policies.slo import SloPolicy
 from pdscale.forecasting.naive import LastValue
 from pdscale.forecasting.seasonal import DAY_S
 from tests.controller.test_loop import BUSY, make
+from tests.helpers.capacity_profiles import small_profile
 
 SHORT = """name: short
 traffic: {lengths: bundled:azure-conv, rate_curve: own, duration_s: 600, rate_scale: 1.0, seed: 3}
@@ -62,6 +65,22 @@ class TestLoop:
         assert policy.ctx is not None
         got = policy.ctx.seasonal["prefill"][Signal.REQUEST_RATE].values(1000.0 - DAY_S, 1000.0 - DAY_S)
         assert got[0] == 4.0
+
+    def test_recorded_decision_carries_the_floor(self) -> None:
+        """slo in the loop, yesterday's load 20x today's from 2 minutes on: the recorded decode decision (what
+        ``admin explain`` reads) names the floor in its reason and holds it in its estimates."""
+        model = ProfileCapacityModel(small_profile())
+        rec, _, _ = make(SloPolicy(), forecaster_factory=lambda pool, sig: LastValue(), capacity=model)
+        now = 1000.0 + 1800.0
+        times = [float(t) for t in range(1000, 1000 + 3600, 30)]
+        for sig, level in ((Signal.REQUEST_RATE, BUSY.request_rate_per_s), (Signal.DECODE_CONCURRENCY, 50.0)):
+            past = [level * (20.0 if t >= now + 120.0 else 1.0) for t in times]
+            rec.seasonal.backfill("decode", sig, [t - DAY_S for t in times], past)  # type: ignore[arg-type]
+        for t in range(1000, int(now) + 1, 30):
+            rec.run_once(float(t))
+        decision = rec.recorder.recent(1)[0].decision.pools["decode"]
+        assert "seasonal floor in 330 s: decode_concurrency 50 -> 1e+03 (1d ago 1e+03 x1.00)" in decision.reason
+        assert decision.estimate["seasonal_floor_decode_concurrency"] == 1000.0
 
 
 class TestScenarioHistory:

@@ -75,6 +75,15 @@ class TestSeasonalHistory:
         h.observe(0.0, 1.0)
         assert h.values(3 * BIN, 3 * BIN)[0] == 7.0
 
+    def test_aligned_rows_are_the_same_bins_a_lag_earlier(self) -> None:
+        """Row 0 is today's window, row 1 the same bins a day earlier, as values() reads them."""
+        h = SeasonalHistory(bin_s=BIN)
+        fill(h, -DAY_S, -DAY_S + 600.0, lambda t: t)
+        fill(h, 0.0, 600.0, lambda t: 2 * t)
+        rows = h.aligned(120.0, 300.0, (DAY_S,))
+        np.testing.assert_array_equal(rows[0], h.values(120.0, 300.0))
+        np.testing.assert_array_equal(rows[1], h.values(120.0 - DAY_S, 300.0 - DAY_S))
+
 
 class TestSeasonalFloor:
     def test_return_is_predicted_one_lead_ahead(self) -> None:
