@@ -5,7 +5,7 @@ inference traces' diurnal swing): a gap at night is followed by the morning's lo
 fed only the last minutes reads a gap as the new normal and sizes the return one cold start too late. The
 floor here says, from the same clock time one day and one week earlier, what is coming back.
 
-``SeasonalHistory`` keeps one signal's per-bin means over a week and a day (60 s bins: 11,580 floats), fed by
+``SeasonalHistory`` keeps one signal's per-bin means over a week and a day (11,580 bins of 60 s), fed by
 the loop with the value each tick's forecaster gets and, at start-up, by a backfill of past days (a Prometheus
 range query on a real cluster; a scenario's ``history`` section in the bench).
 
