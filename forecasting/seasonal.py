@@ -6,8 +6,9 @@ fed only the last minutes reads a gap as the new normal and sizes the return one
 floor here says, from the same clock time one day and one week earlier, what is coming back.
 
 ``SeasonalHistory`` keeps one signal's per-bin means over a week and a day (11,580 bins of 60 s), fed by
-the loop with the value each tick's forecaster gets and, at start-up, by a backfill of past days (a Prometheus
-range query on a real cluster; a scenario's ``history`` section in the bench).
+the loop with the value each tick's forecaster gets and, at start-up, by a backfill of past days (a scenario's
+``history`` section in the bench; on a real cluster it would be a Prometheus range query, which the daemon does not
+issue yet).
 
 ``seasonal_floor`` is pure. For each lag (1 day, 7 days) it reads history at ``now + lead - lag`` (the
 median of the three bins around it: one missing or odd bin does not move it) and scales it by how much of
