@@ -4,8 +4,10 @@
 
 Builds one model's fleet of ``--pools`` pools (half prefill, half decode, tp4 replicas on the builtin
 Llama-3.1-70B profile) and feeds ``decide`` a fresh context every simulated 30 s tick: demand on a daily curve
-with noise, the request shape, forecasts, and the policy and guard state carried from the last tick, as the
-loop does. Times ``decide`` alone (fetching, forecasting and actuating are timed by ``bench/tick_latency.py``).
+with noise, the request shape, forecasts, each signal's seasonal history (a backfilled day before, then every
+tick's value, so the seasonal floor is computed every tick), and the policy and guard state carried from the last
+tick, as the loop does. Times ``decide`` alone (fetching, forecasting and actuating are timed by
+``bench/tick_latency.py``).
 Prints p50 / p99 / max in ms; no threshold is asserted here.
 """
 
@@ -38,10 +40,16 @@ from pdscale.controller.core.types import (
 )
 from pdscale.controller.policies.slo import SloPolicy
 from pdscale.controller.runtime.profile import load_profile
+from pdscale.forecasting.seasonal import DAY_S, SeasonalHistory
 
 
 def _forecast(v: float) -> Forecast:
     return Forecast(mean=v, quantiles={0.5: v, 0.9: v * 1.15, 0.99: v * 1.4})
+
+
+def _demand(now: float, noise: float) -> dict[Signal, float]:
+    rate = 4.0 * (1.0 + 0.6 * math.sin(2 * math.pi * now / 86400.0)) * noise
+    return {Signal.REQUEST_RATE: rate, Signal.PREFILL_TPS: rate * 2000.0, Signal.DECODE_CONCURRENCY: rate * 250 * 0.04}
 
 
 def run(pools: int, ticks: int, budget: int | None, seed: int = 0) -> tuple[np.ndarray, dict[str, int]]:
@@ -57,11 +65,22 @@ def run(pools: int, ticks: int, budget: int | None, seed: int = 0) -> tuple[np.n
     targets = dict.fromkeys(specs, 2)
     policy_state: dict[str, object] = {}
     guard_state = GuardState()
+    roles = {PoolRole.PREFILL: (Signal.PREFILL_TPS, Signal.REQUEST_RATE)}
+    roles[PoolRole.DECODE] = (Signal.DECODE_CONCURRENCY, Signal.REQUEST_RATE)
+    seasonal = {n: {sig: SeasonalHistory() for sig in roles[s.role]} for n, s in specs.items()}
+    for t in np.arange(1000.0 - DAY_S - 3600.0, 1000.0 - DAY_S + 30.0 * ticks + 3600.0, 30.0):
+        past = _demand(float(t), 1.0)
+        for n, s in specs.items():
+            for sig in roles[s.role]:
+                seasonal[n][sig].observe(float(t), past[sig])
     out = np.empty(ticks)
     for k in range(ticks):
         now = 1000.0 + 30.0 * k
-        rate = 4.0 * (1.0 + 0.6 * math.sin(2 * math.pi * now / 86400.0)) * float(rng.gamma(20.0, 1 / 20.0))
-        conc = rate * 250 * 0.04
+        today = _demand(now, float(rng.gamma(20.0, 1 / 20.0)))
+        rate, conc = today[Signal.REQUEST_RATE], today[Signal.DECODE_CONCURRENCY]
+        for n, s in specs.items():
+            for sig in roles[s.role]:
+                seasonal[n][sig].observe(now, today[sig])
         sig = Signals(
             request_rate_per_s=rate,
             arrival_rate_per_s=rate,
@@ -93,6 +112,7 @@ def run(pools: int, ticks: int, budget: int | None, seed: int = 0) -> tuple[np.n
             capacity=model,
             supports_role_flip=True,
             state=policy_state,
+            seasonal=seasonal,
         )
         t0 = time.perf_counter()
         res = decide(policy, DecideInput(ctx=ctx, guard_state=guard_state))

@@ -25,6 +25,7 @@ from pdscale.controller.core.types import (
 
 if TYPE_CHECKING:  # capacity.py implements CapacityModel and imports this module; types only, no cycle at run time
     from pdscale.controller.core.capacity import CapacityParams, Correction, Profile, Workload
+    from pdscale.forecasting.seasonal import SeasonalView
 
 __all__ = [
     "ActuationError",
@@ -274,6 +275,8 @@ class PolicyContext:
         supports_role_flip: whether the actuator can flip a replica's role in place.
         state: the policy's own state, as it returned it last tick (empty on the first tick).
         params: the policy's validated parameters.
+        seasonal: per pool, per signal, the signal's history over the last week and a day (what the forecasters
+            were fed, plus any start-up backfill), read by seasonal floors (``forecasting.seasonal``).
     """
 
     now_s: float
@@ -288,6 +291,7 @@ class PolicyContext:
     supports_role_flip: bool = False
     state: Mapping[str, Any] = field(default_factory=dict)
     params: Mapping[str, Any] = field(default_factory=dict)
+    seasonal: Mapping[str, Mapping[Signal, SeasonalView]] = field(default_factory=dict)
 
     def lead_time_s(self, pool: str) -> float:
         """How far ahead a scale-up decided now takes effect: cold start plus one tick."""

@@ -29,6 +29,7 @@ from pdscale.controller.lab.bench_run import (
     RunSpec,
     Timeline,
     hardware_perf,
+    history_backfill,
     known_policies,
     pool_spec,
     run_policy,
@@ -37,7 +38,7 @@ from pdscale.controller.lab.bench_run import (
     warm_start,
 )
 from pdscale.controller.lab.planner import search_static_split
-from pdscale.controller.lab.scenario import Scenario, build_trace
+from pdscale.controller.lab.scenario import Scenario, build_history, build_trace
 from pdscale.controller.policies.demand import split_budget
 from pdscale.simulator.feasibility import feasibility
 
@@ -119,7 +120,9 @@ def run_request(req: RunRequest) -> RunOutcome:
     trace = build_trace(req.scenario)
     spec = scenario_spec(req.scenario)
     initial = req.initial if req.initial is not None else static_split(req.scenario, trace, spec)
-    return run_policy(trace, spec, req.policy, initial)
+    past = req.policy not in ("static", *YARDSTICKS)  # what a deployed policy's daemon reads back at start-up
+    backfill = history_backfill(build_history(req.scenario), spec) if past else None
+    return run_policy(trace, spec, req.policy, initial, backfill)
 
 
 def simulate_scenario(scenario: Scenario, policy: str, on_tick: Callable[[float, Any], None] | None = None) -> Any:
@@ -131,7 +134,8 @@ def simulate_scenario(scenario: Scenario, policy: str, on_tick: Callable[[float,
     trace = build_trace(scenario)
     spec = scenario_spec(scenario)
     initial = static_split(scenario, trace, spec) if policy == "static" else warm_start(trace, spec)
-    return simulate_policy(trace, spec, policy, initial, on_tick=on_tick)
+    backfill = history_backfill(build_history(scenario), spec)
+    return simulate_policy(trace, spec, policy, initial, on_tick=on_tick, backfill=backfill)
 
 
 def infeasibility(scenario: Scenario) -> str | None:

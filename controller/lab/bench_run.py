@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from pdscale.actuators.simulator import SimulatorActuator
 from pdscale.controller.core.capacity import ProfileCapacityModel
-from pdscale.controller.core.types import SLO, PoolRole, PoolSpec
+from pdscale.controller.core.types import ROLE_SIGNALS, SLO, PoolRole, PoolSpec, Signal
 from pdscale.controller.lab.oracle_demand import build_oracle_demand
 from pdscale.controller.policies.demand import split_budget
 from pdscale.controller.policies.oracle import OraclePolicy
@@ -41,10 +41,12 @@ from pdscale.simulator.perf import load_perf_model
 __all__ = [
     "BUILTIN_ORDER",
     "YARDSTICKS",
+    "Backfill",
     "RunOutcome",
     "RunSpec",
     "Timeline",
     "control_loop",
+    "history_backfill",
     "known_policies",
     "run_policy",
     "simulate_policy",
@@ -294,6 +296,29 @@ def oracle_demand_for(trace: Any, spec: RunSpec) -> Any:
     )
 
 
+Backfill = Mapping[tuple[str, Signal], tuple[list[float], list[float]]]
+"""Past values per (pool, signal) fed to the loop's seasonal history before the first tick."""
+
+
+def history_backfill(history: list[tuple[float, Any]], spec: RunSpec) -> Backfill:
+    """What a Prometheus range query over the past days would give the loop: each history trace's demand signals
+    per tick (the oracle's binning on the simulated hardware: rate, prompt tokens/s, decoding sequences and their
+    KV tokens), at the middle of each tick on the replay's clock (``offset_s`` + trace time)."""
+    out: dict[tuple[str, Signal], tuple[list[float], list[float]]] = {}
+    for offset_s, trace in history:
+        if not len(trace.arrival_s):
+            continue
+        demand = oracle_demand_for(trace, spec)
+        for role in spec.roles():
+            for sig in ROLE_SIGNALS[PoolRole(role)]:
+                values = demand.series[sig]
+                times = offset_s + (np.arange(len(values)) + 0.5) * demand.bin_s
+                ts, vs = out.setdefault((role, sig), ([], []))
+                ts.extend(float(t) for t in times)
+                vs.extend(float(v) for v in values)
+    return out
+
+
 def pool_spec(spec: RunSpec, role: str) -> Any:
     """The core PoolSpec of the pool named after ``role``."""
 
@@ -346,11 +371,20 @@ def simulate_static(trace: Any, spec: RunSpec, sizes: Mapping[str, int]) -> Any:
     return Cluster(cfg, trace).finish()
 
 
-def control_loop(trace: Any, spec: RunSpec, policy: str, initial: Mapping[str, int], *, fits: str = "inline") -> Any:
+def control_loop(
+    trace: Any,
+    spec: RunSpec,
+    policy: str,
+    initial: Mapping[str, int],
+    *,
+    fits: str = "inline",
+    backfill: Backfill | None = None,
+) -> Any:
     """The simulated cluster and the control loop that drives it for one run: ``(cluster, reconciler)``.
 
     ``oracle`` gets the trace's exact future and a capacity model of the simulated hardware; ``fits`` is where the
-    forecasters refit (``inline`` for reproducible runs).
+    forecasters refit (``inline`` for reproducible runs); ``backfill`` (``history_backfill``) is fed to the
+    loop's seasonal history before the first tick.
     """
 
     settings = _settings(spec, policy, initial)
@@ -366,6 +400,8 @@ def control_loop(trace: Any, spec: RunSpec, policy: str, initial: Mapping[str, i
     if policy in YARDSTICKS:
         asm.reconciler.policy = OraclePolicy({"demand": oracle_demand_for(trace, spec)})
         asm.reconciler.capacity = hardware_capacity(spec)
+    for (pool, sig), (times, values) in (backfill or {}).items():
+        asm.reconciler.seasonal.backfill(pool, sig, times, list(values))
     return cluster, asm.reconciler
 
 
@@ -375,19 +411,22 @@ def simulate_policy(
     policy: str,
     initial: Mapping[str, int],
     on_tick: Callable[[float, Any], None] | None = None,
+    backfill: Backfill | None = None,
 ) -> Any:
     """The ``simulator.SimResult`` of ``trace`` under ``policy`` from ``initial`` replicas (``static``: held)."""
 
     if policy == "static":
         return simulate_static(trace, spec, {r: max(1, min(spec.max_replicas, int(initial[r]))) for r in spec.roles()})
-    cluster, reconciler = control_loop(trace, spec, policy, initial)
+    cluster, reconciler = control_loop(trace, spec, policy, initial, backfill=backfill)
     return replay(reconciler, cluster, tick_s=spec.tick_s, on_tick=on_tick)
 
 
-def run_policy(trace: Any, spec: RunSpec, policy: str, initial: Mapping[str, int]) -> RunOutcome:
+def run_policy(
+    trace: Any, spec: RunSpec, policy: str, initial: Mapping[str, int], backfill: Backfill | None = None
+) -> RunOutcome:
     """Replay ``trace`` under ``policy`` starting from ``initial`` replicas per pool (``static``: held there)."""
     started = time.perf_counter()
-    result = simulate_policy(trace, spec, policy, initial)
+    result = simulate_policy(trace, spec, policy, initial, backfill=backfill)
     row = result.to_json()
     tl = timeline_of(result)
     peak = {f"{p}_replicas_peak": int(np.max(v)) if len(v) else 0 for p, v in tl.replicas.items()}

@@ -27,6 +27,13 @@ another file of the same directory and overrides fields (mappings merge key by k
     forecaster: ensemble
     policy_params: {slo: {headroom: 1.0}}
     static: {prefill: 4, decode: 8}      # the planner's best static split (bench computes it when absent)
+    history: {days: 7, source: repeat}   # past days the controller knows at start-up (below)
+
+``history`` stands for what a restarted daemon reads back from Prometheus at start-up: the demand signals of the
+``days`` days before the replay, at the same clock times, fed to the seasonal history (``forecasting.seasonal``),
+never graded. ``source: curve`` takes those days from the rate curve itself (it must reach back that far);
+``source: repeat`` replays the scenario's own window on each past day (traffic that recurs daily at the same
+time, such as an overnight gap). Each past day is a fresh draw (its own seed) on the same curve.
 
 Errors name the file and the field (``ScenarioError``).
 """
@@ -35,7 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import numpy as np
 import yaml
@@ -49,11 +56,13 @@ from pdscale.simulator.traces import RateCurve, bundled_rate_curve, bundled_trac
 
 __all__ = [
     "SCENARIO_DIR",
+    "History",
     "Scenario",
     "ScenarioError",
     "StaticSplit",
     "Traffic",
     "available_scenarios",
+    "build_history",
     "build_trace",
     "load_scenario",
     "own_curve",
@@ -84,6 +93,13 @@ class Traffic(_Section):
     seed: int = 0
     quick_start_s: float | None = Field(None, ge=0)
     quick_duration_s: float = Field(3600.0, gt=0)
+
+
+class History(_Section):
+    """Past days known at start-up (see the module docstring)."""
+
+    days: int = Field(0, ge=0, le=14)
+    source: Literal["repeat", "curve"] = "repeat"
 
 
 class SLOSection(_Section):
@@ -122,6 +138,7 @@ class Scenario(_Section):
     forecaster: str = "last_value"
     policy_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     static: StaticSplit | None = None
+    history: History = Field(default_factory=History)  # type: ignore[arg-type]
 
     @field_validator("hardware")
     @classmethod
@@ -138,6 +155,12 @@ class Scenario(_Section):
             raise ValueError(f"policy_params: unknown policy {unknown}; registered: {', '.join(known)}")
         if self.budget_gpus is not None and self.budget_gpus < 2 * self.tp:
             raise ValueError(f"budget_gpus ({self.budget_gpus}) must hold one replica per pool ({2 * self.tp} GPUs)")
+        reach = self.history.days * 86400.0
+        if self.history.source == "curve" and self.traffic.curve_start_s < reach:
+            raise ValueError(
+                f"history: {self.history.days} days of source 'curve' need traffic.curve_start_s >= {reach:.0f}"
+                f" (got {self.traffic.curve_start_s:g}); use source 'repeat' or fewer days"
+            )
         if self.budget_gpus is not None and self.static is not None:
             used = (self.static.prefill + self.static.decode) * self.tp
             if used > self.budget_gpus:
@@ -259,7 +282,24 @@ def own_curve(lengths: Any, window_s: float = 60.0) -> Any:
 
 def build_trace(scenario: Scenario) -> Any:
     """The scenario's replayed trace (a ``pdscale.simulator.traces.Trace``), deterministic for its seed."""
+    return _synth(scenario, scenario.traffic.curve_start_s, scenario.traffic.duration_s, scenario.traffic.seed)
 
+
+def build_history(scenario: Scenario) -> list[tuple[float, Any]]:
+    """The traces of the scenario's ``history``: ``(offset_s, trace)`` pairs, a trace's time 0 being
+    ``offset_s`` (negative) on the replay's clock. ``curve``: one trace of the ``days`` days before the replay;
+    ``repeat``: the replayed window again on each past day (at most a day of it), each with its own seed."""
+    h, t = scenario.history, scenario.traffic
+    if h.days == 0:
+        return []
+    if h.source == "curve":
+        reach = h.days * 86400.0
+        return [(-reach, _synth(scenario, t.curve_start_s - reach, reach, t.seed + 1000))]
+    span = min(t.duration_s, 86400.0)
+    return [(-d * 86400.0, _synth(scenario, t.curve_start_s, span, t.seed + 1000 + d)) for d in range(1, h.days + 1)]
+
+
+def _synth(scenario: Scenario, start_s: float, duration_s: float, seed: int) -> Any:
     t = scenario.traffic
     try:
         lengths = (
@@ -276,11 +316,11 @@ def build_trace(scenario: Scenario) -> Any:
         return synthesize(
             curve,
             lengths,
-            duration_s=t.duration_s,
-            start_s=t.curve_start_s,
+            duration_s=duration_s,
+            start_s=start_s,
             rate_scale=t.rate_scale,
             burstiness=t.burstiness,
-            seed=t.seed,
+            seed=seed,
             name=scenario.name,
         )
     except (ValueError, OSError) as exc:

@@ -16,7 +16,11 @@ Each tick, per pool:
    two stacked);
 4. under a binding GPU budget, the split that maximises the worst pool's share of its need; the capacity moves
    by role flips when the actuator supports them;
-5. optional SLO feedback (``slo_feedback``, off by default): a demand margin that steps up when a pool's
+5. seasonal floor (``seasonal_floor``, on): each demand signal is raised to what the same clock time one day and
+   one week earlier held at the lead time, scaled by how much of that history's recent load came back today
+   (``policies.seasonal``, ``forecasting.seasonal``): a gap is not taken for the new normal, and a return is
+   pre-scaled one cold start ahead;
+6. optional SLO feedback (``slo_feedback``, off by default): a demand margin that steps up when a pool's
    observed p99 misses its target and decays back (``policies.feedback``).
 The proposal counts starting replicas as capacity (``Proposal.counts_starting``). Without a capacity model, or
 without any demand data, the policy holds and says why.
@@ -42,6 +46,8 @@ from pdscale.controller.policies.feasibility import TtftFeasibility, ttft_feasib
 from pdscale.controller.policies.feedback import Margin, update_margin
 from pdscale.controller.policies.params import Param, validate_params
 from pdscale.controller.policies.prefill_shaping import observe_prefill_shape, prefix_reuse, shaped_prefill
+from pdscale.controller.policies.seasonal import raise_to_floor
+from pdscale.forecasting.seasonal import FloorSettings
 
 __all__ = ["SloPolicy"]
 
@@ -62,6 +68,9 @@ PARAMS: Mapping[str, Param] = {
     "shape_half_life_s": Param(float, 6 * 3600.0, lambda v: v > 0, "must be > 0"),
     "measure_arrival_cv2": Param(bool, True),
     "dispersion_half_life_s": Param(float, 1800.0, lambda v: v > 0, "must be > 0"),
+    "seasonal_floor": Param(bool, True),
+    "seasonal_window_s": Param(float, 1800.0, lambda v: v > 0, "must be > 0"),
+    "seasonal_max_ratio": Param(float, 1.0, lambda v: 0 < v <= 2, "must be in (0, 2]"),
     "slo_feedback": Param(bool, False),
     "feedback_step": Param(float, 0.15, lambda v: 0 < v <= 1, "must be in (0, 1]"),
     "feedback_half_life_s": Param(float, 1800.0, lambda v: v > 0, "must be > 0"),
@@ -85,6 +94,9 @@ class SloPolicy:
             off_threshold=self.params["profile_off_threshold"],
         )
         self.defaults = Workload(self.params["isl_tokens"], self.params["osl_tokens"])
+        self.floor = FloorSettings(
+            window_s=self.params["seasonal_window_s"], max_ratio=self.params["seasonal_max_ratio"]
+        )
         self.shape_settings = ShapeSettings(
             half_life_s=self.params["shape_half_life_s"],
             min_factor=self.params["calibration_min"],
@@ -184,6 +196,8 @@ class SloPolicy:
                 needs[name] = current[name]
                 reasons[name] = "hold: no forecast and no current metrics for this pool"
                 continue
+            floor = raise_to_floor(ctx, name, demand, self.floor) if self.params["seasonal_floor"] else None
+            demand = floor.demand if floor is not None else demand
             margin = margins[name].factor
             demand = {s: v * headroom * margin for s, v in demand.items()}
             corr, shape_note, shape_est = cal.correction(), "", {}
@@ -209,6 +223,9 @@ class SloPolicy:
             estimates[name] = _estimate_dict(est, demand, cal)
             estimates[name]["slo_margin"] = margin
             estimates[name]["forecast_quantile"] = q  # the log's forecast= is read at this quantile
+            if floor is not None:
+                estimates[name].update(floor.estimates)
+                reasons[name] += f"; {floor.note}" if floor.note else ""
             if w.arrival_cv2 is not None:
                 estimates[name]["arrival_cv2"] = w.arrival_cv2
             if margin > 1.0:

@@ -47,8 +47,9 @@ from pdscale.controller.runtime.loop_parts import (
     MAX_UNSAVED,
     Backoff,
     NoIntent,
+    SeasonalBook,
     acting_pools,
-    decode_drivers,
+    feed_forecaster,
     inputs_summary,
     unwritable,
 )
@@ -131,6 +132,7 @@ class Reconciler:
             for name, spec in self.pools.items():
                 for sig in ROLE_SIGNALS[spec.role]:
                     self._forecasters[(name, sig)] = forecaster_factory(name, sig)
+        self.seasonal = SeasonalBook(list(self._forecasters), tick_s)  # what the forecasters saw, for seasonal floors
 
     def reload_applied(self) -> None:
         """Re-read the targets pdscale last applied from the recorder (after a restart settled open intents)."""
@@ -235,10 +237,7 @@ class Reconciler:
                 continue  # a signal the source has never reported (vLLM exports no KV tokens): nothing to forecast
             t = o.sample_time_s if (o.state is DataState.OK and o.sample_time_s is not None) else now
             try:
-                drivers = getattr(fc, "observe_drivers", None)
-                if drivers is not None and sig is Signal.DECODE_CONCURRENCY:
-                    drivers(t, *decode_drivers(o))
-                fc.observe(t, value)
+                feed_forecaster(fc, sig, o, t, value, self.seasonal.get(pool, sig))
                 out.setdefault(pool, {})[sig] = fc.predict(lead_time_s(self.pools[pool].cold_start_s, self.tick_s))
             except Exception as exc:
                 log.warning("forecast_failed", pool=pool, signal=sig.value, error=f"{type(exc).__name__}: {exc}")
@@ -266,6 +265,7 @@ class Reconciler:
             supports_role_flip=can_flip_roles(self.actuator),
             state=self.policy_state,
             params=self.policy_params,
+            seasonal=self.seasonal.views(),
         )
 
     def run_once(self, now: float) -> TickResult:

@@ -17,13 +17,17 @@ from pdscale.controller.core.types import (
     Signal,
 )
 from pdscale.controller.runtime.record import Outcome, PoolOutcome
+from pdscale.forecasting.base import Forecaster
+from pdscale.forecasting.seasonal import SeasonalHistory
 
 __all__ = [
     "MAX_UNSAVED",
     "Backoff",
     "NoIntent",
+    "SeasonalBook",
     "acting_pools",
     "decode_drivers",
+    "feed_forecaster",
     "inputs_summary",
     "unwritable",
 ]
@@ -63,6 +67,44 @@ def decode_drivers(o: PoolObservation) -> tuple[float | None, float | None]:
     s = o.signals
     decode_s = s.osl_mean_tokens * s.itl_mean_ms / 1e3 if s.osl_mean_tokens and s.itl_mean_ms else None
     return s.request_rate_per_s, decode_s
+
+
+def feed_forecaster(
+    fc: Forecaster, sig: Signal, o: PoolObservation, t: float, value: float | None, hist: SeasonalHistory | None
+) -> None:
+    """One tick's value of a signal into its forecaster (with the Little's-law drivers for decode concurrency)
+    and into its seasonal history."""
+    drivers = getattr(fc, "observe_drivers", None)
+    if drivers is not None and sig is Signal.DECODE_CONCURRENCY:
+        drivers(t, *decode_drivers(o))
+    fc.observe(t, value)
+    if hist is not None:
+        hist.observe(t, value)
+
+
+class SeasonalBook:
+    """Each forecast signal's seasonal history (``forecasting.seasonal``): what the forecasters were fed over the
+    last week and a day, plus any start-up backfill; the policy reads it as ``PolicyContext.seasonal``."""
+
+    def __init__(self, keys: list[tuple[str, Signal]], tick_s: float) -> None:
+        self.histories = {k: SeasonalHistory(bin_s=max(60.0, tick_s)) for k in keys}
+
+    def get(self, pool: str, sig: Signal) -> SeasonalHistory | None:
+        """The history of one pool's signal (None when it is not forecast)."""
+        return self.histories.get((pool, sig))
+
+    def backfill(self, pool: str, sig: Signal, times_s: list[float], values: list[float | None]) -> int:
+        """Past values of a pool's signal (a range query at start-up, a scenario's ``history``); returns how many
+        were finite (0 when the signal is not forecast)."""
+        hist = self.histories.get((pool, sig))
+        return hist.backfill(times_s, values) if hist is not None else 0
+
+    def views(self) -> dict[str, dict[Signal, SeasonalHistory]]:
+        """Per pool, per signal, for the policy context."""
+        out: dict[str, dict[Signal, SeasonalHistory]] = {}
+        for (pool, sig), hist in self.histories.items():
+            out.setdefault(pool, {})[sig] = hist
+        return out
 
 
 def inputs_summary(
