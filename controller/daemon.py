@@ -198,7 +198,7 @@ class Daemon:
                 return False
         self.store.reload_ids()
         self.intent_resolutions = reconcile_intents(self.store, self.actuator)
-        with self.rec.lock:
+        with self.rec.lock, self.rec.settings_lock:
             self.rec.overrides = {}
             self.rec.reload_applied()
         self.controls.restore()
@@ -277,7 +277,7 @@ class Daemon:
             return False
         restart = [s for s in _RESTART_SECTIONS if getattr(new, s) != getattr(self.settings, s)]
         policy_changed = (new.policy.name, new.policy.params) != (self.controls.policy_name, self.rec.policy_params)
-        with self.rec.lock:
+        with self.controls.write_lock, self.rec.settings_lock:  # never waits for a running tick
             if policy_changed:
                 self.rec.policy, self.rec.policy_params, self.rec.policy_state = choice.policy, choice.params, {}
                 self.controls.policy_name = choice.name

@@ -160,6 +160,11 @@ class SqliteStore:
             self._owner = None
 
     @property
+    def lock(self) -> threading.RLock:
+        """The lock every read and write of the file holds (a caller may take it to run several at once)."""
+        return self._lock
+
+    @property
     def claimed(self) -> bool:
         """Whether this process holds the state file's lock."""
         return self._owner is not None
