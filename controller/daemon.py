@@ -229,8 +229,8 @@ class Daemon:
         return actuating
 
     def ready(self) -> bool:
-        """For /readyz: a tick has completed and the state store takes writes."""
-        return self.telemetry.ready and self.rec.store_error is None
+        """For /readyz: a tick has completed, the state store takes writes and has not been found damaged."""
+        return self.telemetry.ready and self.rec.store_error is None and self.store.damaged is None
 
     # -- hooks around each tick ---------------------------------------------------------------------------
     def _advance(self, now: float) -> None:

@@ -21,6 +21,7 @@ from pdscale.controller.runtime.record import (
     Outcome,
     Recorder,
 )
+from pdscale.controller.runtime.state_file import StoreDamagedError
 
 __all__ = ["StoreWrites"]
 
@@ -76,11 +77,14 @@ class StoreWrites:
             self._persist(finish, intent, outcome, detail)
 
     def _persist(self, write: Callable[..., Any], *args: Any) -> bool:
-        """One state write; a failure (disk full, damaged file) is logged at ERROR once, and the loop goes on."""
+        """One state write; a failure (disk full, damaged file) is logged at ERROR once, and the loop goes on.
+
+        A damaged file was already reported by the store itself (``state_db_damaged``, naming the fix): the loop
+        adds no second ERROR for it."""
         try:
             write(*args)
         except Exception as exc:
-            if self.store_error is None:
+            if self.store_error is None and not isinstance(exc, StoreDamagedError):
                 log.error(
                     "state_write_failed",
                     error=f"{type(exc).__name__}: {exc}",

@@ -16,7 +16,7 @@ import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,12 @@ from pdscale.controller.runtime.record import (
     PoolOutcome,
 )
 from pdscale.controller.runtime.state_file import (
+    RECOVER_HINT,
     StateInUseError,
+    StoreDamagedError,
     StoreError,
     claim_state_file,
+    is_corruption,
     lock_path_of,
     move_aside,
 )
@@ -48,6 +51,7 @@ __all__ = [
     "IntentResolution",
     "SqliteStore",
     "StateInUseError",
+    "StoreDamagedError",
     "StoreError",
     "decision_record_from_json",
     "decision_record_to_json",
@@ -128,6 +132,8 @@ class SqliteStore:
         self._lock = threading.RLock()
         self._owner: Any = None
         self._shared = shared
+        self.damaged: str | None = None
+        """Set (for good) when a read or write during the run found the file damaged."""
         target = ":memory:" if self.path is None else str(self.path)
         existed = self.path is not None and self.path.exists()
         if self.path is not None:
@@ -180,8 +186,8 @@ class SqliteStore:
 
     def reload_ids(self) -> None:
         """Continue decision ids after the newest row (another daemon may have written since this one opened)."""
-        with self._lock:
-            row = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM decisions").fetchone()
+        with self._read() as db:
+            row = db.execute("SELECT COALESCE(MAX(id), 0) FROM decisions").fetchone()
             self._id = max(self._id, int(row[0]))
 
     def release_claim(self) -> None:
@@ -217,19 +223,42 @@ class SqliteStore:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._read() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                with suppress(sqlite3.Error):  # a damaged file may refuse the rollback too
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """The connection under the lock; a damaged file found now or before raises ``StoreDamagedError``."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if self.damaged is not None:
+                raise StoreDamagedError(self.damaged)
             try:
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                if not is_corruption(exc):
+                    raise
+                self.damaged = f"state file {self.path or ':memory:'} is damaged ({exc}); {RECOVER_HINT}"
+                log.error(
+                    "state_db_damaged",
+                    path=str(self.path),
+                    error=f"{type(exc).__name__}: {exc}",
+                    fix=RECOVER_HINT,
+                    meanwhile="state reads and writes refused; the loop decides on without actuating (no call "
+                    "without its recorded decision) and keeps its last decisions in memory; /readyz answers 503",
+                )
+                raise StoreDamagedError(self.damaged) from None
 
     def close(self) -> None:
         """Checkpoint and close the file (and give up the daemon's claim on it)."""
         with self._lock:
-            if self.path is not None:
+            if self.path is not None and self.damaged is None:  # a damaged file is left as found, for recovery
                 shared = self._shared and self._owner is None  # the owner may be writing: do not wait on it
                 self._db.execute(f"PRAGMA wal_checkpoint({'PASSIVE' if shared else 'TRUNCATE'})")
             self._db.close()
@@ -273,8 +302,8 @@ class SqliteStore:
 
     def last_applied(self) -> dict[str, int]:
         """Targets pdscale last set successfully, per pool."""
-        with self._lock:
-            return {p: int(t) for p, t in self._db.execute("SELECT pool, target FROM applied")}
+        with self._read() as db:
+            return {p: int(t) for p, t in db.execute("SELECT pool, target FROM applied")}
 
     def set_applied(self, pool: str, target: int) -> None:
         """Remember a target pdscale has set."""
@@ -322,20 +351,20 @@ class SqliteStore:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY id {'ASC' if oldest_first else 'DESC'} LIMIT ?"
         args.append(max(0, limit))
-        with self._lock:
-            rows = self._db.execute(sql, args).fetchall()
+        with self._read() as db:
+            rows = db.execute(sql, args).fetchall()
         return [decision_record_from_json(json.loads(b), json.loads(i)) for b, i in rows]
 
     def get(self, decision_id: int) -> DecisionRecord | None:
         """One decision with its inputs, or None."""
-        with self._lock:
-            row = self._db.execute("SELECT body, inputs FROM decisions WHERE id = ?", (decision_id,)).fetchone()
+        with self._read() as db:
+            row = db.execute("SELECT body, inputs FROM decisions WHERE id = ?", (decision_id,)).fetchone()
         return None if row is None else decision_record_from_json(json.loads(row[0]), json.loads(row[1]))
 
     def count(self) -> int:
         """Decisions stored."""
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0])
+        with self._read() as db:
+            return int(db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0])
 
     # -- actuation intents ----------------------------------------------------------------------------------
     def begin_intent(
@@ -381,8 +410,8 @@ class SqliteStore:
     def _intents(self, where: str, args: tuple[Any, ...], limit: int, *, newest: bool = False) -> list[Intent]:
         sql = f"SELECT id, pool, target, created_s, outcome, detail, decision_id, kind, spec FROM intents {where}"  # noqa: S608
         sql += f" ORDER BY id {'DESC' if newest else 'ASC'} LIMIT ?"
-        with self._lock:
-            rows = self._db.execute(sql, (*args, limit)).fetchall()
+        with self._read() as db:
+            rows = db.execute(sql, (*args, limit)).fetchall()
         return [
             Intent(
                 int(i),
@@ -416,8 +445,8 @@ class SqliteStore:
     # -- operator state -------------------------------------------------------------------------------------
     def overrides(self) -> dict[str, Override]:
         """Persisted overrides by pool."""
-        with self._lock:
-            rows = self._db.execute("SELECT pool, mode, replicas, expires_s, reason FROM overrides").fetchall()
+        with self._read() as db:
+            rows = db.execute("SELECT pool, mode, replicas, expires_s, reason FROM overrides").fetchall()
         return {p: Override(p, OverrideMode(m), int(n), e, str(r)) for p, m, n, e, r in rows}
 
     def save_override(self, override: Override) -> None:
@@ -436,8 +465,8 @@ class SqliteStore:
 
     def paused(self) -> dict[str, str]:
         """Paused pools (``*`` = all) with the reason given."""
-        with self._lock:
-            return {p: str(r) for p, r in self._db.execute("SELECT pool, reason FROM paused")}
+        with self._read() as db:
+            return {p: str(r) for p, r in db.execute("SELECT pool, reason FROM paused")}
 
     def set_paused(self, paused: Mapping[str, str]) -> None:
         """Replace the pause set."""
@@ -447,8 +476,8 @@ class SqliteStore:
 
     def get_value(self, key: str) -> Any:
         """A runtime setting saved with ``set_value`` (policy, slo, budget, policy_state), or None."""
-        with self._lock:
-            row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        with self._read() as db:
+            row = db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
         return None if row is None else json.loads(row[0])
 
     def set_value(self, key: str, value: Any) -> None:
