@@ -32,6 +32,7 @@ from pdscale.controller.runtime.record import (
     IntentResolution,
     PoolOutcome,
 )
+from pdscale.controller.runtime.redact import redact, redact_text
 from pdscale.controller.runtime.state_file import (
     RECOVER_HINT,
     StateInUseError,
@@ -273,8 +274,9 @@ class SqliteStore:
 
     def record(self, rec: DecisionRecord) -> None:
         """Append a decision with its inputs and outcomes; prunes old rows now and then."""
-        body = dumps(decision_record_to_json(rec))
-        inputs = dumps(scrub(dict(rec.inputs)))
+        # Reasons, outcome details and inputs may quote a URL with its password: masked before they reach the file.
+        body = dumps(redact(decision_record_to_json(rec)))
+        inputs = dumps(redact(scrub(dict(rec.inputs))))
         pools = "," + ",".join(rec.decision.pools) + ","
         with self._tx() as db:
             db.execute(
@@ -389,7 +391,8 @@ class SqliteStore:
         """Record how an intent ended (again, when a call settled as not applied lands later)."""
         with self._tx() as db:
             db.execute(
-                "UPDATE intents SET outcome = ?, detail = ? WHERE id = ?", (IntentOutcome(outcome), detail, intent_id)
+                "UPDATE intents SET outcome = ?, detail = ? WHERE id = ?",
+                (IntentOutcome(outcome), redact_text(detail), intent_id),
             )
 
     def open_intents(self) -> list[Intent]:
@@ -436,7 +439,7 @@ class SqliteStore:
             body = json.loads(row[0])
             body["outcomes"][pool] = {
                 "outcome": outcome.outcome.value,
-                "detail": outcome.detail,
+                "detail": redact_text(outcome.detail),
                 "error_class": outcome.error_class,
             }
             db.execute("UPDATE decisions SET body = ? WHERE id = ?", (dumps(body), decision_id))
