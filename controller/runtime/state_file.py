@@ -26,7 +26,7 @@ class StoreError(RuntimeError):
     """The state file cannot be opened or has an incompatible schema."""
 
 
-RECOVER_HINT = "stop pdscale and start it with `pdscale serve --state-recover` (moves the damaged file aside)"
+RECOVER_HINT = "stop pdscale and start it with `pdscale serve --config FILE --state-recover` (moves the file aside)"
 _CORRUPT_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
 _CORRUPT_WORDS = ("malformed", "not a database")
 

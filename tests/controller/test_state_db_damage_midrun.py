@@ -1,6 +1,6 @@
 """The state DB damaged while the daemon runs (bytes scribbled over the middle of the file): one ERROR naming the
-file and ``pdscale serve --state-recover``, /readyz 503, the loop deciding on without actuating, and admin calls that
-need the file answering FAILED_PRECONDITION with the fix instead of INTERNAL."""
+file and ``pdscale serve --config FILE --state-recover``, /readyz 503, the loop deciding on without actuating, and
+admin calls that need the file answering FAILED_PRECONDITION with the fix instead of INTERNAL."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from pdscale.testing import FakeActuator, StaticMetricsSource
 from tests.controller.test_admin_api import AUTH, BUSY, TOKEN, Harness, _settings
 
 TICKS_BEFORE = 300
-FIX = "pdscale serve --state-recover"
+FIX = "--state-recover"
 
 
 def _scribble(path: Path) -> None:
