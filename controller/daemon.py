@@ -198,8 +198,9 @@ class Daemon:
                 return False
         self.store.reload_ids()
         self.intent_resolutions = reconcile_intents(self.store, self.actuator)
-        with self.rec.lock, self.rec.settings_lock:
-            self.rec.overrides = {}
+        with self.rec.lock:
+            with self.rec.settings_lock:
+                self.rec.overrides = {}
             self.rec.reload_applied()
         self.controls.restore()
         saved = self.store.get_value(KEY_POLICY_STATE)
@@ -277,14 +278,15 @@ class Daemon:
             return False
         restart = [s for s in _RESTART_SECTIONS if getattr(new, s) != getattr(self.settings, s)]
         policy_changed = (new.policy.name, new.policy.params) != (self.controls.policy_name, self.rec.policy_params)
-        with self.controls.write_lock, self.rec.settings_lock:  # never waits for a running tick
-            if policy_changed:
-                self.rec.policy, self.rec.policy_params, self.rec.policy_state = choice.policy, choice.params, {}
-                self.controls.policy_name = choice.name
-            self.rec.slo = slo
-            self.rec.guard_settings = guards
-            self.rec.budget_gpus = budget
+        with self.controls.write_lock:  # never waits for a running tick
             self.controls.forget_runtime_changes()
+            with self.rec.settings_lock:
+                if policy_changed:
+                    self.rec.policy, self.rec.policy_params, self.rec.policy_state = choice.policy, choice.params, {}
+                    self.controls.policy_name = choice.name
+                self.rec.slo = slo
+                self.rec.guard_settings = guards
+                self.rec.budget_gpus = budget
         self.settings = new
         self.reloads += 1
         log.info("config_reloaded", path=str(self.config_path), policy=new.policy.name, restart_needed=restart)

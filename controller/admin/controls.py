@@ -260,9 +260,10 @@ class Controls:
         A persisted value that no longer validates against the current settings is dropped with a warning.
         """
         self.pause_reasons = {p: r for p, r in self.store.paused().items() if p == ALL_POOLS or p in self.rec.pools}
-        with self.write_lock, self.rec.settings_lock:
+        stored = self.store.overrides()
+        with self.write_lock, self.rec.settings_lock:  # the settings lock is never held across a store call
             self.rec.paused = set(self.pause_reasons)
-            for pool, o in self.store.overrides().items():
+            for pool, o in stored.items():
                 if pool in self.rec.pools:
                     self.rec.overrides[pool] = o
         policy = self.store.get_value(KEY_POLICY)

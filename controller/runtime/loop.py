@@ -78,6 +78,8 @@ class Reconciler(StoreWrites):
     ``lock`` is held for a whole tick. What an operator changes (policy and its params and state, SLO, budget,
     overrides, pause) is guarded by ``settings_lock`` alone, held only to copy or change it, so a change never
     waits for a running tick: the tick decides on the copy it took (``live``), the next one sees the change.
+    ``settings_lock`` is taken last and never held across a store call, so it cannot deadlock with a change that
+    holds the store's lock.
     """
 
     def __init__(
@@ -141,11 +143,12 @@ class Reconciler(StoreWrites):
 
     def reload_applied(self) -> None:
         """Re-read the targets pdscale last applied from the recorder (after a restart settled open intents)."""
-        with self.lock, self.settings_lock:
+        with self.lock:
             self._applied = self.recorder.last_applied()
             self.landings.load()
-            self.paused -= self._hold_paused
-            self._hold_paused.clear()
+            with self.settings_lock:  # never held across a store call (an admin change holds the store's lock)
+                self.paused -= self._hold_paused
+                self._hold_paused.clear()
             self.external_hold.clear()  # found again at the next read if the difference persists
 
     # -- inputs ---------------------------------------------------------------------------------
