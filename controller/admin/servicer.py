@@ -320,7 +320,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):  # type: ignore[misc]
             policy,
             DecideInput(
                 ctx=ctx,
-                guard_settings=self.rec.guard_settings,
+                guard_settings=live.guard_settings,
                 guard_state=self.rec.guard_state,
                 overrides=overrides,
                 paused=frozenset() if request.ignore_pause else live.paused,

@@ -268,6 +268,7 @@ class Reconciler(StoreWrites):
                 policy_state=self.policy_state,
                 slo=self.slo,
                 budget_gpus=self.budget_gpus,
+                guard_settings=self.guard_settings,
                 overrides=dict(self.overrides),
                 paused=frozenset(self.paused),
             )
@@ -316,7 +317,7 @@ class Reconciler(StoreWrites):
                 live.policy,
                 DecideInput(
                     ctx=ctx,
-                    guard_settings=self.guard_settings,
+                    guard_settings=live.guard_settings,
                     guard_state=self.guard_state,
                     overrides=dict(live.overrides),
                     paused=paused,

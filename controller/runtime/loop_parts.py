@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pdscale.controller.core.guards import GuardSettings
 from pdscale.controller.core.protocols import Policy
 from pdscale.controller.core.types import (
     SLO,
@@ -62,14 +63,16 @@ class Backoff:
 
 @dataclass(frozen=True, slots=True)
 class LiveSettings:
-    """What an operator may change while the loop runs, copied at once: one tick decides on one such copy, so a
-    change made during a tick takes effect, whole, at the next one (and never waits for the tick to end)."""
+    """What an operator (admin API, SIGHUP reload) may change while the loop runs, copied at once: one tick
+    decides on one such copy, so a change made during a tick takes effect, whole, at the next one (and never waits
+    for the tick to end)."""
 
     policy: Policy
     policy_params: Mapping[str, Any]
     policy_state: Mapping[str, Any]
     slo: SLO
     budget_gpus: int | None
+    guard_settings: GuardSettings
     overrides: Mapping[str, Override]
     paused: frozenset[str]
 
