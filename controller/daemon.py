@@ -202,7 +202,8 @@ class Daemon:
         resume_interrupted(self.actuator, dry_run=self.settings.actuator.dry_run)
         self.intent_resolutions = reconcile_intents(self.store, self.actuator)
         with self.rec.lock:
-            self.rec.overrides = {}
+            with self.rec.settings_lock:
+                self.rec.overrides = {}
             self.rec.reload_applied()
         self.controls.restore()
         saved = self.store.get_value(KEY_POLICY_STATE)
@@ -232,8 +233,8 @@ class Daemon:
         return actuating
 
     def ready(self) -> bool:
-        """For /readyz: a tick has completed and the state store takes writes."""
-        return self.telemetry.ready and self.rec.store_error is None
+        """For /readyz: a tick has completed, the state store takes writes and has not been found damaged."""
+        return self.telemetry.ready and self.rec.store_error is None and self.store.damaged is None
 
     # -- hooks around each tick ---------------------------------------------------------------------------
     def _advance(self, now: float) -> None:
@@ -280,14 +281,15 @@ class Daemon:
             return False
         restart = [s for s in _RESTART_SECTIONS if getattr(new, s) != getattr(self.settings, s)]
         policy_changed = (new.policy.name, new.policy.params) != (self.controls.policy_name, self.rec.policy_params)
-        with self.rec.lock:
-            if policy_changed:
-                self.rec.policy, self.rec.policy_params, self.rec.policy_state = choice.policy, choice.params, {}
-                self.controls.policy_name = choice.name
-            self.rec.slo = slo
-            self.rec.guard_settings = guards
-            self.rec.budget_gpus = budget
+        with self.controls.write_lock:  # never waits for a running tick
             self.controls.forget_runtime_changes()
+            with self.rec.settings_lock:
+                if policy_changed:
+                    self.rec.policy, self.rec.policy_params, self.rec.policy_state = choice.policy, choice.params, {}
+                    self.controls.policy_name = choice.name
+                self.rec.slo = slo
+                self.rec.guard_settings = guards
+                self.rec.budget_gpus = budget
         self.settings = new
         self.reloads += 1
         log.info("config_reloaded", path=str(self.config_path), policy=new.policy.name, restart_needed=restart)

@@ -3,6 +3,9 @@
 - A request that does not decode as its message type is INVALID_ARGUMENT (grpc would answer UNKNOWN and log a
   multi-line traceback per call) and logs one ``admin_request_undecodable`` line.
 - An ``AdminError`` raised by a handler becomes its status code with its message.
+- The state store failing under a call: a damaged file is FAILED_PRECONDITION with the fix (``pdscale serve
+  --state-recover``), reported once by the store itself; any other SQLite error (disk full, locked) is UNAVAILABLE
+  (retry later), one ``admin_call_store_failed`` line at WARNING.
 - Anything else is a bug: INTERNAL naming only the exception type, and one ``admin_call_failed`` line at ERROR
   (the traceback only at debug level).
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, NoReturn
 
@@ -22,6 +26,7 @@ import structlog
 
 from pdscale.controller.admin.controls import AdminError, ErrorKind
 from pdscale.controller.runtime.redact import redact_text
+from pdscale.controller.runtime.state_file import StoreDamagedError
 
 __all__ = ["MAX_MESSAGE_CHARS", "CallGuard", "guard_handler", "shorten"]
 
@@ -97,6 +102,12 @@ async def _fail(exc: BaseException, context: grpc.aio.ServicerContext, method: s
         raise exc
     if isinstance(exc, AdminError):
         await context.abort(_STATUS[exc.kind], shorten(redact_text(str(exc))))
+    if isinstance(exc, StoreDamagedError):
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, shorten(redact_text(str(exc))))
+    if isinstance(exc, sqlite3.Error):
+        detail = shorten(redact_text(f"{type(exc).__name__}: {exc}"))
+        log.warning("admin_call_store_failed", method=method, error=detail)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, f"the state store failed ({detail}); retry later")
     if isinstance(exc, _BadRequestError):
         log.info("admin_request_undecodable", method=method, peer=context.peer())
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))

@@ -1,13 +1,16 @@
 """Operator controls over a running Reconciler: pause, overrides, policy, SLO and budget.
 
-Every change is validated completely before anything is touched (bad input changes nothing), applied under the
-reconciler's lock and persisted in the state store so a restart resumes with it. The admin servicer and the
-daemon's start-up restore both go through this class.
+Every change is validated completely before anything is touched (bad input changes nothing), written to the state
+store first (durable when the call returns; a failed write changes nothing), then published to the reconciler
+under its ``settings_lock``, never under the tick's lock: a change does not wait for a running tick, and the next
+tick decides on it. Changes are serialised among themselves by ``write_lock``. The admin servicer and the daemon's
+start-up restore both go through this class.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -82,6 +85,8 @@ class Controls:
         self.pause_reasons: dict[str, str] = {}
         self.runtime_sources: dict[str, str] = dict.fromkeys(RUNTIME_KEYS, SOURCE_FILE)
         """Where the policy, SLO and budget in force come from: ``file`` or ``admin`` (state store)."""
+        self.write_lock = threading.RLock()
+        """Serialises changes, so the store and the reconciler see them in the same order."""
 
     # -- validation helpers -----------------------------------------------------------------------------------
     def check_pool(self, pool: str) -> None:
@@ -103,34 +108,45 @@ class Controls:
         if pool:
             self.check_pool(pool)
         key = pool or ALL_POOLS
-        with self.rec.lock:
-            self.pause_reasons[key] = reason
-            self.rec.paused.add(key)
-            self.store.set_paused(self.pause_reasons)
+        with self.write_lock:
+            reasons = {**self.pause_reasons, key: reason}
+            self.store.set_paused(reasons)
+            with self.rec.settings_lock:
+                self.pause_reasons = reasons
+                self.rec.paused.add(key)
+                now_paused = sorted(self.rec.paused)
         log.info("admin_paused", pool=key, reason=reason)
-        return sorted(self.rec.paused)
+        return now_paused
 
     def resume(self, pool: str = "") -> list[str]:
         """Resume one pool (or all with ``""``)."""
         if pool:
             self.check_pool(pool)
-        with self.rec.lock:
+        with self.write_lock:
+            reasons = dict(self.pause_reasons)
+            others: list[str] = []  # pools still held when one is resumed out of "all paused"
             if not pool:
-                self.rec.paused.clear()
-                self.pause_reasons.clear()
+                reasons.clear()
             else:
-                if ALL_POOLS in self.rec.paused:
-                    why = self.pause_reasons.pop(ALL_POOLS, "")
-                    self.rec.paused.discard(ALL_POOLS)
-                    for other in self.rec.pools:
-                        if other != pool:
-                            self.rec.paused.add(other)
-                            self.pause_reasons.setdefault(other, why)
-                self.rec.paused.discard(pool)
-                self.pause_reasons.pop(pool, None)
-            self.store.set_paused(self.pause_reasons)
+                if ALL_POOLS in self.rec.paused:  # only changes under write_lock
+                    why = reasons.pop(ALL_POOLS, "")
+                    others = [p for p in self.rec.pools if p != pool]
+                    for other in others:
+                        reasons.setdefault(other, why)
+                reasons.pop(pool, None)
+            self.store.set_paused(reasons)
+            with self.rec.settings_lock:
+                self.pause_reasons = reasons
+                if not pool:
+                    self.rec.paused.clear()
+                else:
+                    if others:
+                        self.rec.paused.discard(ALL_POOLS)
+                        self.rec.paused.update(others)
+                    self.rec.paused.discard(pool)
+                now_paused = sorted(self.rec.paused)
         log.info("admin_resumed", pool=pool or ALL_POOLS)
-        return sorted(self.rec.paused)
+        return now_paused
 
     # -- overrides --------------------------------------------------------------------------------------------
     def set_override(
@@ -152,18 +168,20 @@ class Controls:
         override = Override(
             pool=pool, mode=mode, replicas=replicas, expires_s=None if ttl_s is None else now_s + ttl_s, reason=reason
         )
-        with self.rec.lock:
-            self.rec.overrides[pool] = override
+        with self.write_lock:
             self.store.save_override(override)
+            with self.rec.settings_lock:
+                self.rec.overrides[pool] = override
         log.info("admin_override_set", pool=pool, mode=mode.value, replicas=replicas, expires_s=override.expires_s)
         return override
 
     def clear_override(self, pool: str) -> bool:
         """Remove ``pool``'s override; whether there was one."""
         self.check_pool(pool)
-        with self.rec.lock:
-            had = self.rec.overrides.pop(pool, None) is not None
-            had = self.store.delete_override(pool) or had
+        with self.write_lock:
+            had = self.store.delete_override(pool)
+            with self.rec.settings_lock:
+                had = self.rec.overrides.pop(pool, None) is not None or had
         log.info("admin_override_cleared", pool=pool, had=had)
         return had
 
@@ -185,14 +203,15 @@ class Controls:
     def set_policy(self, name: str, params: Mapping[str, Any], *, persist: bool = True) -> PolicyChoice:
         """Swap the policy (its own state starts empty)."""
         choice = self.build_policy(name, params)
-        with self.rec.lock:
-            self.rec.policy = choice.policy
-            self.rec.policy_params = dict(choice.params)
-            self.rec.policy_state = {}
-            self.policy_name = name
+        with self.write_lock:
             if persist:
                 self.store.set_value(KEY_POLICY, {"name": name, "params": choice.params})
             self.runtime_sources[KEY_POLICY] = SOURCE_ADMIN
+            with self.rec.settings_lock:
+                self.rec.policy = choice.policy
+                self.rec.policy_params = dict(choice.params)
+                self.rec.policy_state = {}
+                self.policy_name = name
         log.info("admin_policy_set", policy=name, params=choice.params)
         return choice
 
@@ -217,11 +236,12 @@ class Controls:
         """Change latency targets (unset fields keep their value)."""
         if ttft_ms is None and itl_ms is None and quantile is None:
             raise _invalid("nothing to update: set ttft_ms, itl_ms or quantile")
-        slo = self.make_slo(ttft_ms, itl_ms, quantile)
-        with self.rec.lock:
-            self.rec.slo = slo
+        with self.write_lock:  # read-modify-write of the SLO: two changes to different fields both count
+            slo = self.make_slo(ttft_ms, itl_ms, quantile)
             self.store.set_value(KEY_SLO, {"ttft_ms": slo.ttft_ms, "itl_ms": slo.itl_ms, "quantile": slo.quantile})
             self.runtime_sources[KEY_SLO] = SOURCE_ADMIN
+            with self.rec.settings_lock:
+                self.rec.slo = slo
         log.info("admin_slo_set", ttft_ms=slo.ttft_ms, itl_ms=slo.itl_ms, quantile=slo.quantile)
         return slo
 
@@ -237,10 +257,11 @@ class Controls:
     def update_budget(self, max_gpus: int | None) -> int | None:
         """Change (or remove, with None) the GPU budget."""
         budget = self.check_budget(max_gpus)
-        with self.rec.lock:
-            self.rec.budget_gpus = budget
+        with self.write_lock:
             self.store.set_value(KEY_BUDGET, {"max_gpus": budget})
             self.runtime_sources[KEY_BUDGET] = SOURCE_ADMIN
+            with self.rec.settings_lock:
+                self.rec.budget_gpus = budget
         log.info("admin_budget_set", max_gpus=budget)
         return budget
 
@@ -251,9 +272,10 @@ class Controls:
         A persisted value that no longer validates against the current settings is dropped with a warning.
         """
         self.pause_reasons = {p: r for p, r in self.store.paused().items() if p == ALL_POOLS or p in self.rec.pools}
-        with self.rec.lock:
+        stored = self.store.overrides()
+        with self.write_lock, self.rec.settings_lock:  # the settings lock is never held across a store call
             self.rec.paused = set(self.pause_reasons)
-            for pool, o in self.store.overrides().items():
+            for pool, o in stored.items():
                 if pool in self.rec.pools:
                     self.rec.overrides[pool] = o
         policy = self.store.get_value(KEY_POLICY)

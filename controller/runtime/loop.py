@@ -46,6 +46,7 @@ from pdscale.controller.runtime.intents import LateLandings
 from pdscale.controller.runtime.loop_parts import (
     MAX_UNSAVED,
     Backoff,
+    LiveSettings,
     NoIntent,
     SeasonalBook,
     acting_pools,
@@ -53,19 +54,18 @@ from pdscale.controller.runtime.loop_parts import (
     inputs_summary,
     unwritable,
 )
+from pdscale.controller.runtime.loop_store import StoreWrites
 from pdscale.controller.runtime.record import (
     DecisionRecord,
     InMemoryRecorder,
-    Intent,
     IntentKind,
-    IntentOutcome,
     Outcome,
     PoolOutcome,
     Recorder,
 )
 from pdscale.forecasting.base import Forecaster
 
-__all__ = ["Backoff", "Reconciler", "TickResult"]
+__all__ = ["Backoff", "LiveSettings", "Reconciler", "TickResult"]
 
 log = structlog.get_logger("pdscale.loop")
 
@@ -73,8 +73,15 @@ log = structlog.get_logger("pdscale.loop")
 ForecasterFactory = Callable[[str, Signal], Forecaster]
 
 
-class Reconciler:
-    """One model's pools, reconciled once per ``run_once(now)``. Thread-safe for the admin API's mutations."""
+class Reconciler(StoreWrites):
+    """One model's pools, reconciled once per ``run_once(now)``. Thread-safe for the admin API's mutations.
+
+    ``lock`` is held for a whole tick. What an operator changes (policy and its params and state, SLO, budget,
+    overrides, pause) is guarded by ``settings_lock`` alone, held only to copy or change it, so a change never
+    waits for a running tick: the tick decides on the copy it took (``live``), the next one sees the change.
+    ``settings_lock`` is taken last and never held across a store call, so it cannot deadlock with a change that
+    holds the store's lock.
+    """
 
     def __init__(
         self,
@@ -123,6 +130,7 @@ class Reconciler:
         self.guard_state = GuardState()
         self.last: TickResult | None = None
         self.lock = threading.RLock()
+        self.settings_lock = threading.RLock()
         self._applied: dict[str, int] = self.recorder.last_applied()
         self.landings = LateLandings(self.recorder)
         self.landings.load()
@@ -139,8 +147,9 @@ class Reconciler:
         with self.lock:
             self._applied = self.recorder.last_applied()
             self.landings.load()
-            self.paused -= self._hold_paused
-            self._hold_paused.clear()
+            with self.settings_lock:  # never held across a store call (an admin change holds the store's lock)
+                self.paused -= self._hold_paused
+                self._hold_paused.clear()
             self.external_hold.clear()  # found again at the next read if the difference persists
 
     # -- inputs ---------------------------------------------------------------------------------
@@ -201,9 +210,10 @@ class Reconciler:
         else:
             if pool not in self.external_hold:
                 log.warning("external_change_held", pool=pool, ours=applied, theirs=target, now=now)
-                if pool not in self.paused:
-                    self._hold_paused.add(pool)
-                    self.paused.add(pool)
+                with self.settings_lock:
+                    if pool not in self.paused:
+                        self._hold_paused.add(pool)
+                        self.paused.add(pool)
             self.external_hold.add(pool)
 
     def _claim_landing(self, pool: str, target: int, now: float) -> bool:
@@ -213,12 +223,13 @@ class Reconciler:
 
     def _hold_released(self, pool: str, now: float) -> bool:
         """An operator resumed the pool (it left ``paused``) or set an override for it."""
-        override = self.overrides.get(pool)
-        if override is not None and override.active(now):
-            if pool in self._hold_paused:
-                self.paused.discard(pool)
-            return True
-        return pool not in self.paused and "*" not in self.paused
+        with self.settings_lock:
+            override = self.overrides.get(pool)
+            if override is not None and override.active(now):
+                if pool in self._hold_paused:
+                    self.paused.discard(pool)
+                return True
+            return pool not in self.paused and "*" not in self.paused
 
     def _adopt(self, pool: str, target: int) -> None:
         self.external_hold.discard(pool)
@@ -244,14 +255,32 @@ class Reconciler:
         return out
 
     # -- the tick -------------------------------------------------------------------------------
+    def live(self, now: float | None = None) -> LiveSettings:
+        """One consistent copy of the operator-changeable settings; with ``now``, expired overrides are dropped."""
+        with self.settings_lock:
+            if now is not None:
+                self.overrides = {p: o for p, o in self.overrides.items() if o.active(now)}
+            return LiveSettings(
+                policy=self.policy,
+                policy_params=dict(self.policy_params),
+                policy_state=self.policy_state,
+                slo=self.slo,
+                budget_gpus=self.budget_gpus,
+                guard_settings=self.guard_settings,
+                overrides=dict(self.overrides),
+                paused=frozenset(self.paused),
+            )
+
     def context(
         self,
         now: float,
         observations: Mapping[str, PoolObservation],
         states: Mapping[str, PoolState],
         forecasts: Mapping[str, Mapping[Signal, Forecast]],
+        live: LiveSettings | None = None,
     ) -> PolicyContext:
-        """The policy's view of this tick."""
+        """The policy's view of this tick (on ``live``, by default a copy taken now)."""
+        live = live or self.live()
         return PolicyContext(
             now_s=now,
             tick_s=self.tick_s,
@@ -259,12 +288,12 @@ class Reconciler:
             states=states,
             observations=observations,
             forecasts=forecasts,
-            slo=self.slo,
-            budget_gpus=self.budget_gpus,
+            slo=live.slo,
+            budget_gpus=live.budget_gpus,
             capacity=self.capacity,
             supports_role_flip=can_flip_roles(self.actuator),
-            state=self.policy_state,
-            params=self.policy_params,
+            state=live.policy_state,
+            params=live.policy_params,
             seasonal=self.seasonal.views(),
         )
 
@@ -275,28 +304,30 @@ class Reconciler:
             observations = self._fetch(now)
             states, read_errors = self._states(now)
             forecasts = self._forecast(now, observations)
-            ctx = self.context(now, observations, states, forecasts)
-            self.overrides = {p: o for p, o in self.overrides.items() if o.active(now)}
-            paused = frozenset(self.paused | self.external_hold | set(read_errors))
-            if self.budget_gpus is not None and any(p not in self._read_states for p in read_errors):
+            live = self.live(now)
+            ctx = self.context(now, observations, states, forecasts, live)
+            paused = frozenset(live.paused | self.external_hold | set(read_errors))
+            if live.budget_gpus is not None and any(p not in self._read_states for p in read_errors):
                 # A pool never read by this process has no known spend (after a restart, what it holds may exceed
                 # every target on record): nothing may grow until it is read.
                 log.warning("budget_unknown_spend", pools=sorted(p for p in read_errors if p not in self._read_states))
                 paused = frozenset(self.pools)
             out = decide(
-                self.policy,
+                live.policy,
                 DecideInput(
                     ctx=ctx,
-                    guard_settings=self.guard_settings,
+                    guard_settings=live.guard_settings,
                     guard_state=self.guard_state,
-                    overrides=dict(self.overrides),
+                    overrides=dict(live.overrides),
                     paused=paused,
                 ),
             )
             if out.error is not None:
                 log.error("policy_failed", policy=out.decision.policy, error=out.error)
             else:
-                self.policy_state = out.policy_state
+                with self.settings_lock:
+                    if self.policy is live.policy:  # a policy swapped in meanwhile starts from its own empty state
+                        self.policy_state = out.policy_state
                 self.guard_state = out.guard_state
             rec_id = self.recorder.next_id()
             inputs = inputs_summary(observations, states, forecasts)
@@ -307,14 +338,14 @@ class Reconciler:
                 pending_rec = DecisionRecord(id=rec_id, decision=out.decision, inputs=inputs, outcomes=pending)
                 writable = self._persist(self.recorder.record, pending_rec)
             outcomes = (
-                self._actuate(now, out.decision, states, rec_id, frozenset(read_errors))
+                self._actuate(now, out.decision, states, rec_id, frozenset(read_errors), live.budget_gpus)
                 if writable
                 else unwritable(acting)
             )
             final = DecisionRecord(id=rec_id, decision=out.decision, inputs=inputs, outcomes=outcomes)
             self._unsaved = [*self._unsaved[-(MAX_UNSAVED - 1) :], final]
             self._flush()
-            log_scale_decisions(out.decision, observations, states, forecasts, outcomes, self.slo.quantile)
+            log_scale_decisions(out.decision, observations, states, forecasts, outcomes, live.slo.quantile)
             result = TickResult(
                 now_s=now,
                 decision=out.decision,
@@ -335,6 +366,7 @@ class Reconciler:
         states: Mapping[str, PoolState],
         rec_id: int | None = None,
         unread: frozenset[str] = frozenset(),
+        budget_gpus: int | None = None,
     ) -> dict[str, PoolOutcome]:
         outcomes: dict[str, PoolOutcome] = {}
         flipped: set[str] = set()
@@ -383,7 +415,7 @@ class Reconciler:
                 continue
             done_flip = d.pool in flipped and d.pool in outcomes
             ref = self._applied.get(d.pool, states[d.pool].target) if done_flip else states[d.pool].target
-            if stalled and self.budget_gpus is not None and d.target > ref:
+            if stalled and budget_gpus is not None and d.target > ref:
                 outcomes[d.pool] = PoolOutcome(Outcome.HELD, "a shrink or flip failed this tick; growth waits for it")
                 continue
             if done_flip:
@@ -432,69 +464,6 @@ class Reconciler:
             )
         log.info("actuation_applied", pool=pool, target=target)
         return PoolOutcome(Outcome.APPLIED, drained.summary() if drained is not None else "")
-
-    def _intent_begin(
-        self,
-        pool: str,
-        target: int,
-        now: float,
-        rec_id: int | None,
-        kind: IntentKind = IntentKind.SET_TARGET,
-        spec: Mapping[str, Any] | None = None,
-    ) -> int | None:
-        begin = getattr(self.recorder, "begin_intent", None)
-        if not callable(begin):
-            return None
-        ids: list[int] = []
-        ok = self._persist(lambda: ids.append(int(begin(pool, target, now, decision_id=rec_id, kind=kind, spec=spec))))
-        if not ok:
-            raise NoIntent
-        return ids[0]
-
-    def _intent_failed(
-        self,
-        intent: int | None,
-        pool: str,
-        target: int,
-        now: float,
-        rec_id: int | None,
-        error: str,
-        spec: Mapping[str, Any] | None = None,
-    ) -> None:
-        """A call that raised may still land (a timeout after the write): remember it as unconfirmed."""
-        self._intent_end(intent, Outcome.FAILED.value, error)
-        kind = IntentKind.FLIP if spec is not None else IntentKind.SET_TARGET
-        self.landings.add(
-            Intent(intent or 0, pool, target, now, IntentOutcome.FAILED, error, rec_id, kind, dict(spec or {}))
-        )
-
-    def _intent_end(self, intent: int | None, outcome: str, detail: str) -> None:
-        finish = getattr(self.recorder, "finish_intent", None)
-        if intent is not None and callable(finish):
-            self._persist(finish, intent, outcome, detail)
-
-    def _persist(self, write: Callable[..., Any], *args: Any) -> bool:
-        """One state write; a failure (disk full, damaged file) is logged at ERROR once, and the loop goes on."""
-        try:
-            write(*args)
-        except Exception as exc:
-            if self.store_error is None:
-                log.error(
-                    "state_write_failed",
-                    error=f"{type(exc).__name__}: {exc}",
-                    action="deciding on without actuating; retried every tick; /readyz answers 503 until it works",
-                )
-            self.store_error = f"{type(exc).__name__}: {exc}"
-            return False
-        return True
-
-    def _flush(self) -> None:
-        """Write the decisions a failing store left unsaved (oldest first); clears the error once all are in."""
-        while self._unsaved and self._persist(self.recorder.record, self._unsaved[0]):
-            self._unsaved.pop(0)
-        if not self._unsaved and self.store_error is not None:
-            log.info("state_write_recovered", error_was=self.store_error)
-            self.store_error = None
 
 
 TickHook = Callable[[float], Awaitable[None] | None]

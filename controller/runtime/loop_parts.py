@@ -7,11 +7,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pdscale.controller.core.guards import GuardSettings
+from pdscale.controller.core.protocols import Policy
 from pdscale.controller.core.types import (
+    SLO,
     DataState,
     Decision,
     ErrorClass,
     Forecast,
+    Override,
     PoolObservation,
     PoolState,
     Signal,
@@ -23,6 +27,7 @@ from pdscale.forecasting.seasonal import SeasonalHistory
 __all__ = [
     "MAX_UNSAVED",
     "Backoff",
+    "LiveSettings",
     "NoIntent",
     "SeasonalBook",
     "acting_pools",
@@ -58,6 +63,22 @@ class Backoff:
         """Clear a pool's backoff."""
         self.failures.pop(pool, None)
         self.retry_at_s.pop(pool, None)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveSettings:
+    """What an operator (admin API, SIGHUP reload) may change while the loop runs, copied at once: one tick
+    decides on one such copy, so a change made during a tick takes effect, whole, at the next one (and never waits
+    for the tick to end)."""
+
+    policy: Policy
+    policy_params: Mapping[str, Any]
+    policy_state: Mapping[str, Any]
+    slo: SLO
+    budget_gpus: int | None
+    guard_settings: GuardSettings
+    overrides: Mapping[str, Override]
+    paused: frozenset[str]
 
 
 def decode_drivers(o: PoolObservation) -> tuple[float | None, float | None]:

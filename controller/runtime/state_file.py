@@ -3,18 +3,44 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-__all__ = ["StateInUseError", "StoreError", "lock_path_of", "move_aside"]
+__all__ = [
+    "RECOVER_HINT",
+    "StateInUseError",
+    "StoreDamagedError",
+    "StoreError",
+    "is_corruption",
+    "lock_path_of",
+    "move_aside",
+]
 
 log = structlog.get_logger("pdscale.controller.runtime.store")
 
 
 class StoreError(RuntimeError):
     """The state file cannot be opened or has an incompatible schema."""
+
+
+RECOVER_HINT = "stop pdscale and start it with `pdscale serve --config FILE --state-recover` (moves the file aside)"
+_CORRUPT_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
+_CORRUPT_WORDS = ("malformed", "not a database")
+
+
+class StoreDamagedError(StoreError):
+    """The state file turned out damaged while the daemon ran: every later read and write is refused."""
+
+
+def is_corruption(exc: BaseException) -> bool:
+    """Whether a sqlite error says the file itself is damaged (not busy, locked or full)."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    return (code is not None and code & 0xFF in _CORRUPT_CODES) or any(w in str(exc) for w in _CORRUPT_WORDS)
 
 
 class StateInUseError(StoreError):

@@ -16,7 +16,7 @@ import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +32,14 @@ from pdscale.controller.runtime.record import (
     IntentResolution,
     PoolOutcome,
 )
+from pdscale.controller.runtime.redact import redact, redact_text
 from pdscale.controller.runtime.state_file import (
+    RECOVER_HINT,
     StateInUseError,
+    StoreDamagedError,
     StoreError,
     claim_state_file,
+    is_corruption,
     lock_path_of,
     move_aside,
 )
@@ -48,6 +52,7 @@ __all__ = [
     "IntentResolution",
     "SqliteStore",
     "StateInUseError",
+    "StoreDamagedError",
     "StoreError",
     "decision_record_from_json",
     "decision_record_to_json",
@@ -128,6 +133,8 @@ class SqliteStore:
         self._lock = threading.RLock()
         self._owner: Any = None
         self._shared = shared
+        self.damaged: str | None = None
+        """Set (for good) when a read or write during the run found the file damaged."""
         target = ":memory:" if self.path is None else str(self.path)
         existed = self.path is not None and self.path.exists()
         if self.path is not None:
@@ -160,6 +167,11 @@ class SqliteStore:
             self._owner = None
 
     @property
+    def lock(self) -> threading.RLock:
+        """The lock every read and write of the file holds (a caller may take it to run several at once)."""
+        return self._lock
+
+    @property
     def claimed(self) -> bool:
         """Whether this process holds the state file's lock."""
         return self._owner is not None
@@ -175,8 +187,8 @@ class SqliteStore:
 
     def reload_ids(self) -> None:
         """Continue decision ids after the newest row (another daemon may have written since this one opened)."""
-        with self._lock:
-            row = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM decisions").fetchone()
+        with self._read() as db:
+            row = db.execute("SELECT COALESCE(MAX(id), 0) FROM decisions").fetchone()
             self._id = max(self._id, int(row[0]))
 
     def release_claim(self) -> None:
@@ -212,19 +224,42 @@ class SqliteStore:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._read() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                with suppress(sqlite3.Error):  # a damaged file may refuse the rollback too
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """The connection under the lock; a damaged file found now or before raises ``StoreDamagedError``."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if self.damaged is not None:
+                raise StoreDamagedError(self.damaged)
             try:
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                if not is_corruption(exc):
+                    raise
+                self.damaged = f"state file {self.path or ':memory:'} is damaged ({exc}); {RECOVER_HINT}"
+                log.error(
+                    "state_db_damaged",
+                    path=str(self.path),
+                    error=f"{type(exc).__name__}: {exc}",
+                    fix=RECOVER_HINT,
+                    meanwhile="state reads and writes refused; the loop decides on without actuating (no call "
+                    "without its recorded decision) and keeps its last decisions in memory; /readyz answers 503",
+                )
+                raise StoreDamagedError(self.damaged) from None
 
     def close(self) -> None:
         """Checkpoint and close the file (and give up the daemon's claim on it)."""
         with self._lock:
-            if self.path is not None:
+            if self.path is not None and self.damaged is None:  # a damaged file is left as found, for recovery
                 shared = self._shared and self._owner is None  # the owner may be writing: do not wait on it
                 self._db.execute(f"PRAGMA wal_checkpoint({'PASSIVE' if shared else 'TRUNCATE'})")
             self._db.close()
@@ -239,8 +274,9 @@ class SqliteStore:
 
     def record(self, rec: DecisionRecord) -> None:
         """Append a decision with its inputs and outcomes; prunes old rows now and then."""
-        body = dumps(decision_record_to_json(rec))
-        inputs = dumps(scrub(dict(rec.inputs)))
+        # Reasons, outcome details and inputs may quote a URL with its password: masked before they reach the file.
+        body = dumps(redact(decision_record_to_json(rec)))
+        inputs = dumps(redact(scrub(dict(rec.inputs))))
         pools = "," + ",".join(rec.decision.pools) + ","
         with self._tx() as db:
             db.execute(
@@ -268,8 +304,8 @@ class SqliteStore:
 
     def last_applied(self) -> dict[str, int]:
         """Targets pdscale last set successfully, per pool."""
-        with self._lock:
-            return {p: int(t) for p, t in self._db.execute("SELECT pool, target FROM applied")}
+        with self._read() as db:
+            return {p: int(t) for p, t in db.execute("SELECT pool, target FROM applied")}
 
     def set_applied(self, pool: str, target: int) -> None:
         """Remember a target pdscale has set."""
@@ -317,20 +353,20 @@ class SqliteStore:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY id {'ASC' if oldest_first else 'DESC'} LIMIT ?"
         args.append(max(0, limit))
-        with self._lock:
-            rows = self._db.execute(sql, args).fetchall()
+        with self._read() as db:
+            rows = db.execute(sql, args).fetchall()
         return [decision_record_from_json(json.loads(b), json.loads(i)) for b, i in rows]
 
     def get(self, decision_id: int) -> DecisionRecord | None:
         """One decision with its inputs, or None."""
-        with self._lock:
-            row = self._db.execute("SELECT body, inputs FROM decisions WHERE id = ?", (decision_id,)).fetchone()
+        with self._read() as db:
+            row = db.execute("SELECT body, inputs FROM decisions WHERE id = ?", (decision_id,)).fetchone()
         return None if row is None else decision_record_from_json(json.loads(row[0]), json.loads(row[1]))
 
     def count(self) -> int:
         """Decisions stored."""
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0])
+        with self._read() as db:
+            return int(db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0])
 
     # -- actuation intents ----------------------------------------------------------------------------------
     def begin_intent(
@@ -355,7 +391,8 @@ class SqliteStore:
         """Record how an intent ended (again, when a call settled as not applied lands later)."""
         with self._tx() as db:
             db.execute(
-                "UPDATE intents SET outcome = ?, detail = ? WHERE id = ?", (IntentOutcome(outcome), detail, intent_id)
+                "UPDATE intents SET outcome = ?, detail = ? WHERE id = ?",
+                (IntentOutcome(outcome), redact_text(detail), intent_id),
             )
 
     def open_intents(self) -> list[Intent]:
@@ -376,8 +413,8 @@ class SqliteStore:
     def _intents(self, where: str, args: tuple[Any, ...], limit: int, *, newest: bool = False) -> list[Intent]:
         sql = f"SELECT id, pool, target, created_s, outcome, detail, decision_id, kind, spec FROM intents {where}"  # noqa: S608
         sql += f" ORDER BY id {'DESC' if newest else 'ASC'} LIMIT ?"
-        with self._lock:
-            rows = self._db.execute(sql, (*args, limit)).fetchall()
+        with self._read() as db:
+            rows = db.execute(sql, (*args, limit)).fetchall()
         return [
             Intent(
                 int(i),
@@ -402,7 +439,7 @@ class SqliteStore:
             body = json.loads(row[0])
             body["outcomes"][pool] = {
                 "outcome": outcome.outcome.value,
-                "detail": outcome.detail,
+                "detail": redact_text(outcome.detail),
                 "error_class": outcome.error_class,
             }
             db.execute("UPDATE decisions SET body = ? WHERE id = ?", (dumps(body), decision_id))
@@ -411,8 +448,8 @@ class SqliteStore:
     # -- operator state -------------------------------------------------------------------------------------
     def overrides(self) -> dict[str, Override]:
         """Persisted overrides by pool."""
-        with self._lock:
-            rows = self._db.execute("SELECT pool, mode, replicas, expires_s, reason FROM overrides").fetchall()
+        with self._read() as db:
+            rows = db.execute("SELECT pool, mode, replicas, expires_s, reason FROM overrides").fetchall()
         return {p: Override(p, OverrideMode(m), int(n), e, str(r)) for p, m, n, e, r in rows}
 
     def save_override(self, override: Override) -> None:
@@ -431,8 +468,8 @@ class SqliteStore:
 
     def paused(self) -> dict[str, str]:
         """Paused pools (``*`` = all) with the reason given."""
-        with self._lock:
-            return {p: str(r) for p, r in self._db.execute("SELECT pool, reason FROM paused")}
+        with self._read() as db:
+            return {p: str(r) for p, r in db.execute("SELECT pool, reason FROM paused")}
 
     def set_paused(self, paused: Mapping[str, str]) -> None:
         """Replace the pause set."""
@@ -442,8 +479,8 @@ class SqliteStore:
 
     def get_value(self, key: str) -> Any:
         """A runtime setting saved with ``set_value`` (policy, slo, budget, policy_state), or None."""
-        with self._lock:
-            row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        with self._read() as db:
+            row = db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
         return None if row is None else json.loads(row[0])
 
     def set_value(self, key: str, value: Any) -> None:

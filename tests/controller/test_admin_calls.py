@@ -75,17 +75,32 @@ def test_handler_bug_is_internal_with_one_error_line(harness: Harness, stub: pb_
 
 
 def test_stream_bug_is_internal(harness: Harness, stub: pb_grpc.AdminServiceStub) -> None:  # noqa: F811
-    """A failing store read inside WatchDecisions is INTERNAL (not UNKNOWN) with one ERROR line."""
+    """A bug inside WatchDecisions is INTERNAL (not UNKNOWN) with one ERROR line."""
     harness.tick()
 
     def broken(**_: Any) -> list[Any]:
-        raise sqlite3.OperationalError("database disk image is malformed")
+        raise KeyError("a bug")
 
     harness.store.query = broken  # type: ignore[method-assign]
     with capture_logs() as events:
         err = _raw_code(stub.WatchDecisions, pb.WatchDecisionsRequest(after_id=1), timeout=5)
     assert err.code() is grpc.StatusCode.INTERNAL
     assert [e["event"] for e in events if e["log_level"] == "error"] == ["admin_call_failed"]
+
+
+def test_failing_store_is_unavailable_not_internal(harness: Harness, stub: pb_grpc.AdminServiceStub) -> None:  # noqa: F811
+    """A SQLite failure under a call (disk full, locked) is UNAVAILABLE, retry later, with no ERROR line."""
+    harness.tick()
+
+    def full(**_: Any) -> list[Any]:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    harness.store.query = full  # type: ignore[method-assign]
+    with capture_logs() as events:
+        err = _raw_code(stub.ListDecisions, pb.ListDecisionsRequest(), timeout=5)
+    assert err.code() is grpc.StatusCode.UNAVAILABLE
+    assert "retry later" in (err.details() or "")
+    assert [e["event"] for e in events if e["log_level"] == "error"] == []
 
 
 def test_oversized_pool_name_stays_not_found(stub: pb_grpc.AdminServiceStub) -> None:  # noqa: F811

@@ -228,3 +228,56 @@ class TestTraceBounds:
         path = _write(tmp_path, "t.csv", "arrival_s,input_tokens,output_tokens\n0,1,1\n1,1,1\n2,1,1\n")
         with pytest.raises(TraceError, match=r"t\.csv:4: more than 2 requests"):
             load_trace(path)
+
+    def test_a_long_csv_is_refused_before_any_row_is_parsed(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Over the limit, the row count is what is reported, even with a bad row before the limit."""
+        from pdscale.simulator import traces
+
+        monkeypatch.setattr(traces, "MAX_TRACE_ROWS", 2)
+        body = "arrival_s,input_tokens,output_tokens\n0,many,1\n\n1,1,1\n2,1,1\n"
+        path = _write(tmp_path, "t.csv", body)
+        with pytest.raises(TraceError, match=r"t\.csv:5: more than 2 requests"):
+            load_trace(path)
+
+    def test_a_clean_csv_is_read_in_one_pass_with_the_same_values(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A plainly valid pdscale CSV never reaches the row-by-row reader, and gives the values its rows say."""
+        from pdscale.simulator import traces
+
+        def row_by_row(*_: object) -> None:
+            raise AssertionError("the row-by-row reader ran")
+
+        monkeypatch.setattr(traces, "_read_csv", row_by_row)
+        body = "arrival_s,input_tokens,output_tokens\n2.5, 7 ,3\n\n0.125,+4,1\n1e1,9,2\n"
+        trace = load_trace(_write(tmp_path, "t.csv", body))
+        assert trace.arrival_s.tolist() == [0.125, 2.5, 10.0]
+        assert trace.input_tokens.tolist() == [4, 7, 9]
+        assert trace.output_tokens.tolist() == [1, 3, 2]
+
+    @pytest.mark.parametrize(
+        ("row", "message"),
+        [
+            ("0,1.0,1", "input_tokens must be a whole number"),
+            ("0,1,0", "output_tokens must be >= 1"),
+            ("nan,1,1", "arrival_s must be finite"),
+            ("0,1,1,", "expected 3 fields"),
+        ],
+    )
+    def test_a_row_the_fast_reader_declines_is_named(self, tmp_path: Path, row: str, message: str) -> None:
+        """A row numpy would not read plainly (or would read too leniently) is reported by line, as before."""
+        body = f"arrival_s,input_tokens,output_tokens\n0,1,1\n{row}\n"
+        with pytest.raises(TraceError, match=rf"t\.csv:3: {message}"):
+            load_trace(_write(tmp_path, "t.csv", body))
+
+    def test_a_long_jsonl_is_refused(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A Mooncake trace with more rows than MAX_TRACE_ROWS is refused too, at the first row over it."""
+        from pdscale.simulator import traces
+
+        monkeypatch.setattr(traces, "MAX_TRACE_ROWS", 2)
+        row = json.dumps({"timestamp": 0, "input_length": 5, "output_length": 1})
+        path = _write(tmp_path, "t.jsonl", "\n".join([row] * 3) + "\n")
+        with pytest.raises(TraceError, match=r"t\.jsonl:3: more than 2 requests"):
+            load_trace(path)
