@@ -11,7 +11,8 @@ scenario's attainment target (99%), or the best attainment it reaches when none 
   trace's mean prompt / output length); ``s`` walks down a ladder until the target is met (smaller targets buy
   more replicas), for a scale-down window of 300 s (the HPA's default), 1,200 s and 3,600 s (the longest
   ``stabilizationWindowSeconds`` Kubernetes accepts). Where a rung meets the target, each trigger alone is
-  relaxed back one rung, in case only one role needed the extra room.
+  relaxed back one rung, in case only one role needed the extra room. Where the first rung (the defaults)
+  already meets the target, ``s`` walks up instead (1.4, 2, 2.8, 4) to find a cheaper setting that still does.
 - ``dynamo-like``: its floor ``min_endpoint`` (replicas every pool keeps), bisected for the smallest that meets
   the target, at adjustment intervals of 180 s (Dynamo's default) and 60 s.
 
@@ -49,6 +50,8 @@ from pdscale.controller.runtime.profile import load_profile
 FAST = ("chat-hour", "code-burst", "step-3x", "gap", "reasoning", "long-prompts")
 KEDA_LADDER = (1.0, 0.7, 0.5, 0.35, 0.25)
 KEDA_WINDOWS_S = (300.0, 1200.0, 3600.0)
+KEDA_UP = (1.4, 2.0, 2.8, 4.0)
+"""Where the first rung already meets the target: larger targets (fewer replicas) walked up until it fails."""
 DYNAMO_INTERVALS_S = (180.0, 60.0)
 
 
@@ -129,7 +132,7 @@ def tune_keda(
     def knobs(s_prefill: float, s_decode: float, window: float) -> dict[str, Any]:
         return {
             "prefill_queue_s": round(2.0 * s_prefill, 4),
-            "kv_threshold": round(kv0 * s_decode, 4),
+            "kv_threshold": round(min(0.95, kv0 * s_decode), 4),
             "scale_down_window_s": window,
         }
 
@@ -145,6 +148,16 @@ def tune_keda(
                     tried.append(runner.run("keda", knobs(s, prev, window)))
                 break
             prev = s
+        if prev is None and tried[-1].attainment >= target:  # met at the first rung: walk up to cheaper targets
+            met = ladder[0]
+            for s in KEDA_UP:
+                res = runner.run("keda", knobs(s, s, window))
+                tried.append(res)
+                if res.attainment < target:
+                    tried.append(runner.run("keda", knobs(s, met, window)))
+                    tried.append(runner.run("keda", knobs(met, s, window)))
+                    break
+                met = s
     return _pick(tried, target), tried
 
 
