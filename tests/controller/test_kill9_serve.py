@@ -209,6 +209,9 @@ def test_kill_9_while_scaling_and_flipping_converges_from_the_clusters_side(tmp_
         final = _config(tmp_path, kubeconfig, engines, {"hold": list(FINAL)})
         proc = _serve(tmp_path, final, KILLS)
         overlay = tmp_path / "state.db.flips.json"
+        # The fleet may already stand at the goal (the last kill landed after its write): wait for this daemon's
+        # first decision, which comes after it settled the open intents, before judging convergence.
+        _wait(lambda: '"event": "scale_decision"' in _log(tmp_path, KILLS), proc, tmp_path, KILLS)
         deadline = time.monotonic() + 60
         while not _converged(emu, overlay, engines):
             assert proc.poll() is None, (tmp_path / f"serve-{KILLS}.log").read_text()[-3000:]
