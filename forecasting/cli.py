@@ -17,7 +17,7 @@ from pdscale.forecasting.online import GridForecaster
 from pdscale.forecasting.series_io import SeriesFormatError, read_series, read_trace
 from pdscale.forecasting.signals import DecodeTimeModel, build_signals
 
-__all__ = ["ALL_MODELS", "add_parser", "main", "make_model", "run", "run_backtests"]
+__all__ = ["ALL_MODELS", "add_parser", "main", "make_model", "progress_bar", "run", "run_backtests"]
 
 ALL_MODELS: tuple[str, ...] = (*MEMBER_CLASSES, "ensemble")
 DEFAULT_MODEL = "ensemble"
@@ -104,8 +104,9 @@ def _positive(name: str, v: float) -> None:
         raise ValueError(f"{name} must be a positive number, got {v!r}")
 
 
-def _progress_bar(*, quiet: bool) -> Any:
-    """Folds done / total with elapsed time and ETA on stderr; off when stderr is not a terminal or ``quiet``."""
+def progress_bar(*, quiet: bool) -> Any:
+    """Steps (backtest folds, bench runs) done / total with elapsed time and ETA on stderr; off when stderr is
+    not a terminal or ``quiet``."""
     from rich.console import Console  # noqa: PLC0415
     from rich.progress import (  # noqa: PLC0415
         BarColumn,
@@ -149,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
             t_s, values = s.t_s, s.signal(signal)
             if signal is Signal.DECODE_CONCURRENCY:
                 drivers = (s.request_rate_rps, s.decode_s)
-        with _progress_bar(quiet=args.json == "-") as bar:
+        with progress_bar(quiet=args.json == "-") as bar:
             task = bar.add_task("backtest folds", total=len(models) * len(values))
             result = run_backtests(
                 t_s,

@@ -57,31 +57,6 @@ def _table(rows: list[dict[str, Any]]) -> None:
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
-def _progress_bar(*, quiet: bool) -> Any:
-    """Runs done / total with elapsed time and ETA on stderr; off when stderr is not a terminal or ``quiet``."""
-    from rich.console import Console  # noqa: PLC0415
-    from rich.progress import (  # noqa: PLC0415
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-        disable=quiet or not sys.stderr.isatty(),
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the grid; 0 on success, 2 on bad input."""
     from pdscale.controller.cli.main import write_json  # noqa: PLC0415
@@ -105,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
             if warning:
                 sys.stderr.write(f"{sc.name}: {warning}; attainment is also reported over the feasible ones\n")
 
-        with _progress_bar(quiet=args.json_out == "-") as bar:
+        from pdscale.forecasting.cli import progress_bar  # noqa: PLC0415  (the one progress bar of the CLIs)
+
+        with progress_bar(quiet=args.json_out == "-") as bar:
             task = bar.add_task("bench runs", total=None)
 
             def say(line: str) -> None:
