@@ -115,6 +115,18 @@ def _figures(s: dict[str, Any]) -> dict[str, Any]:
     return {k: s.get(k) for k in keys}
 
 
+def _baseline_entry(kind: str, fleets: str, b: Baseline, figures: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "source": f"computed now: {b.evaluations} {fleets} fleets simulated on the same requests",
+        "sizes": dict(b.sizes),
+        "gpus": b.gpus,
+        "met_target": b.met,
+        "wall_s": round(b.wall_s, 1),
+        **figures,
+    }
+
+
 def demo_story(
     settings: Any, window: RunWindow, baseline: Baseline, colocated: Baseline | None = None
 ) -> dict[str, Any]:
@@ -133,15 +145,7 @@ def demo_story(
         story["verdict"] = f"no baseline: {baseline.skipped}"
         return story
     base = _figures(baseline.summary)
-    story["baseline"] = {
-        "kind": "best static split",
-        "source": f"computed now: {baseline.evaluations} static fleets simulated on the same requests",
-        "sizes": dict(baseline.sizes),
-        "gpus": baseline.gpus,
-        "met_target": baseline.met,
-        "wall_s": round(baseline.wall_s, 1),
-        **base,
-    }
+    story["baseline"] = _baseline_entry("best static split", "static", baseline, base)
     saved = float(base["gpu_hours"]) - float(run["gpu_hours"])
     pct = 100.0 * saved / float(base["gpu_hours"]) if base["gpu_hours"] else math.nan
     story["saved_gpu_hours"] = saved
@@ -149,15 +153,7 @@ def demo_story(
     story["verdict"] = _verdict(story, saved, pct)
     if colocated is not None and not colocated.skipped:
         col = _figures(colocated.summary)
-        story["colocated"] = {
-            "kind": "best colocated fleet",
-            "source": f"computed now: {colocated.evaluations} colocated fleets simulated on the same requests",
-            "sizes": dict(colocated.sizes),
-            "gpus": colocated.gpus,
-            "met_target": colocated.met,
-            "wall_s": round(colocated.wall_s, 1),
-            **col,
-        }
+        story["colocated"] = _baseline_entry("best colocated fleet", "colocated", colocated, col)
         d_saved = float(col["gpu_hours"]) - float(base["gpu_hours"])
         d_pct = 100.0 * d_saved / float(col["gpu_hours"]) if col["gpu_hours"] else math.nan
         story["disagg_saved_gpu_hours"] = d_saved
