@@ -15,10 +15,10 @@ from pdscale.controller.core.protocols import PolicyContext, Proposal
 from pdscale.controller.core.types import ReplicaInfo, ReplicaState, RoleFlip, Signals
 from pdscale.controller.daemon import Daemon
 from pdscale.controller.runtime.record import Outcome
-from pdscale.controller.runtime.settings import parse_settings
 from pdscale.controller.runtime.store import IntentOutcome, SqliteStore
 from pdscale.simulator import Cluster, ClusterConfig
 from pdscale.testing import StaticMetricsSource
+from tests.helpers.crash_daemon import two_pool_settings
 from tests.simulator.cluster_fixtures import StandInPerf, fixed_trace
 
 
@@ -73,23 +73,11 @@ class MemActuator:
 
 
 def _settings(db: Path) -> Any:
-    return parse_settings(
-        {
-            "tick_s": 30,
-            "pools": [
-                {"name": "prefill", "role": "prefill", "gpus_per_replica": 4, "min_replicas": 1, "max_replicas": 8},
-                {"name": "decode", "role": "decode", "gpus_per_replica": 4, "min_replicas": 1, "max_replicas": 8},
-            ],
-            "policy": {"name": "static", "params": {"replicas": {"prefill": 3, "decode": 1}}},
-            "forecasting": {"model": "last_value"},
-            "metrics": {"source": "static"},
-            "actuator": {"name": "fake", "on_external_change": "hold"},
-            "guards": {"hold_while_starting": False, "scale_down_window_s": 0, "max_step_down": 8},
-            "admin": {"enabled": False},
-            "telemetry": {"enabled": False},
-            "state": {"path": str(db)},
-        },
+    return two_pool_settings(
+        str(db),
+        {"prefill": 3, "decode": 1},
         "crash-steps",
+        guards={"hold_while_starting": False, "scale_down_window_s": 0, "max_step_down": 8},
     )
 
 

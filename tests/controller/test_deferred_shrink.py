@@ -9,8 +9,8 @@ from typing import Any
 from pdscale.controller.core.protocols import DrainResult
 from pdscale.controller.core.types import ReplicaInfo, ReplicaState, Signals
 from pdscale.controller.daemon import Daemon
-from pdscale.controller.runtime.settings import parse_settings
 from pdscale.testing import StaticMetricsSource
+from tests.helpers.crash_daemon import two_pool_settings
 
 
 class DeferringActuator:
@@ -39,23 +39,11 @@ class DeferringActuator:
 
 
 def _daemon(db: Path, act: DeferringActuator) -> Daemon:
-    settings: Any = parse_settings(
-        {
-            "tick_s": 30,
-            "pools": [
-                {"name": "prefill", "role": "prefill", "gpus_per_replica": 4, "min_replicas": 1, "max_replicas": 8},
-                {"name": "decode", "role": "decode", "gpus_per_replica": 4, "min_replicas": 1, "max_replicas": 8},
-            ],
-            "policy": {"name": "static", "params": {"replicas": {"prefill": 2, "decode": 1}}},
-            "forecasting": {"model": "last_value"},
-            "metrics": {"source": "static"},
-            "actuator": {"name": "fake", "on_external_change": "hold"},
-            "guards": {"hold_while_starting": False, "scale_down_window_s": 0, "max_step_down": 8},
-            "admin": {"enabled": False},
-            "telemetry": {"enabled": False},
-            "state": {"path": str(db)},
-        },
+    settings: Any = two_pool_settings(
+        str(db),
+        {"prefill": 2, "decode": 1},
         "deferred-shrink",
+        guards={"hold_while_starting": False, "scale_down_window_s": 0, "max_step_down": 8},
     )
     busy = Signals(prompt_tokens_per_s=1000.0, request_rate_per_s=1.0, running_requests=10.0, waiting_requests=0.0)
     return Daemon(settings, source=StaticMetricsSource.ok({"prefill": busy, "decode": busy}), actuator=act)

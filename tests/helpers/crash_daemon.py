@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pdscale.controller.core.types import ReplicaInfo, ReplicaState, Signals
 from pdscale.controller.daemon import Daemon
@@ -57,6 +58,29 @@ class FileActuator:
             time.sleep(120)  # the test kills us here: the call took effect, its outcome is not recorded
 
 
+def two_pool_settings(db: str, replicas: dict[str, int], name: str, **extra: object) -> Any:
+    """Settings of the crash tests: 4-GPU prefill and decode pools (1-8 replicas), the ``static`` policy at
+    ``replicas``, the fake actuator holding on an external change, admin and telemetry off; ``extra`` adds keys."""
+    return parse_settings(
+        {
+            "tick_s": 30,
+            "pools": [
+                {"name": "prefill", "role": "prefill", "gpus_per_replica": 4, "min_replicas": 1, "max_replicas": 8},
+                {"name": "decode", "role": "decode", "gpus_per_replica": 4, "min_replicas": 1, "max_replicas": 8},
+            ],
+            "policy": {"name": "static", "params": {"replicas": replicas}},
+            "forecasting": {"model": "last_value"},
+            "metrics": {"source": "static"},
+            "actuator": {"name": "fake", "on_external_change": "hold"},
+            "admin": {"enabled": False},
+            "telemetry": {"enabled": False},
+            "state": {"path": db},
+            **extra,
+        },
+        name,
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("db")
@@ -64,24 +88,7 @@ def main() -> int:
     parser.add_argument("--crash-after-set", action="store_true")
     parser.add_argument("--ticks", type=int, default=3)
     args = parser.parse_args()
-    settings = parse_settings(
-        {
-            "tick_s": 30,
-            "pools": [
-                {"name": "prefill", "role": "prefill", "gpus_per_replica": 4, "min_replicas": 1, "max_replicas": 8},
-                {"name": "decode", "role": "decode", "gpus_per_replica": 4, "min_replicas": 1, "max_replicas": 8},
-            ],
-            "policy": {"name": "static", "params": {"replicas": {"prefill": 3, "decode": 1}}},
-            "forecasting": {"model": "last_value"},
-            "metrics": {"source": "static"},
-            "actuator": {"name": "fake", "on_external_change": "hold"},
-            "admin": {"enabled": False},
-            "telemetry": {"enabled": False},
-            "state": {"path": args.db},
-            "logging": {"format": "json"},
-        },
-        "crash-daemon",
-    )
+    settings = two_pool_settings(args.db, {"prefill": 3, "decode": 1}, "crash-daemon", logging={"format": "json"})
     busy = Signals(prompt_tokens_per_s=1000.0, request_rate_per_s=1.0, running_requests=10.0, waiting_requests=0.0)
     source = StaticMetricsSource.ok({"prefill": busy, "decode": busy})
     clock_start = time.time()
