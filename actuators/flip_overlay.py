@@ -41,6 +41,8 @@ class PendingFlip:
 
     from_pool: str
     to_pool: str
+    home_target: int | None = None
+    """For a worker sent home to be removed: the base target of its home pool once it is back (idempotent)."""
 
 
 class FlipOverlay:
@@ -77,7 +79,8 @@ class FlipOverlay:
             data = json.loads(self.path.read_text(encoding="utf-8"))
             where = {str(k): str(v) for k, v in dict(data.get("where") or {}).items()}
             pending = {
-                str(k): PendingFlip(str(v["from"]), str(v["to"])) for k, v in dict(data.get("pending") or {}).items()
+                str(k): PendingFlip(str(v["from"]), str(v["to"]), _opt_int(v.get("home_target")))
+                for k, v in dict(data.get("pending") or {}).items()
             }
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
             raise ActuationError(
@@ -105,10 +108,10 @@ class FlipOverlay:
             yield
             self._save()
 
-    def begin(self, replica: str, from_pool: str, to_pool: str) -> None:
+    def begin(self, replica: str, from_pool: str, to_pool: str, home_target: int | None = None) -> None:
         """Mark ``replica`` as being flipped, before any call is made for it."""
         with self._changing():
-            self.pending[replica] = PendingFlip(from_pool, to_pool)
+            self.pending[replica] = PendingFlip(from_pool, to_pool, home_target)
 
     def commit(self, replica: str) -> None:
         """The engine serves the new role: ``replica`` counts in the pool it was flipped to."""
@@ -137,7 +140,7 @@ class FlipOverlay:
         body = {
             "version": _VERSION,
             "where": dict(sorted(self.where.items())),
-            "pending": {k: {"from": v.from_pool, "to": v.to_pool} for k, v in sorted(self.pending.items())},
+            "pending": {k: _pending_json(v) for k, v in sorted(self.pending.items())},
         }
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
@@ -154,6 +157,21 @@ class FlipOverlay:
                 f"{self.backend}: cannot write the role overlay {self.path}: {exc}", ErrorClass.TRANSIENT
             ) from None
         self._stamp = self._stat()
+
+
+def _pending_json(p: PendingFlip) -> dict[str, Any]:
+    out: dict[str, Any] = {"from": p.from_pool, "to": p.to_pool}
+    if p.home_target is not None:
+        out["home_target"] = p.home_target
+    return out
+
+
+def _opt_int(v: Any) -> int | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError(f"home_target {v!r} is not a replica count")
+    return v
 
 
 def _fsync_dir(path: Path) -> None:

@@ -11,7 +11,8 @@ keeps an overlay of which worker serves which role after a flip:
 
 - ``replicas(pool)``: the base's replicas of ``pool`` minus those flipped away, plus those flipped in;
 - ``target_size(pool)``: the base's target plus the net flips into ``pool``;
-- ``set_target(pool, n)``: the base gets ``n`` minus the net flips, so a flip is never undone by a resize.
+- ``set_target(pool, n)``: the base gets ``n`` minus the net flips, so a flip is never undone by a resize; a
+  target below the workers flipped into ``pool`` first flips the excess back to their home pools.
 
 A flipped worker the base scaler later removes drops out of the overlay. When the base shrinks a worker's home
 pool, workers flipped away from it are spared if the base can choose its victims (``spared``: the kubernetes
@@ -166,6 +167,8 @@ class HttpRoleFlipActuator:
             raise ActuationError(f"http_role_flip: negative target {replicas} for {pool}", ErrorClass.PERMANENT)
         with self.calls.call(pool, "set_target", replicas=replicas) as extra:
             flipped = self._flipped()
+            if self._send_home(pool, replicas, flipped):
+                flipped = self._flipped()
             base_n = max(0, replicas - self._net_in(pool, flipped))
             if self.params.dry_run:
                 self.calls.would(pool, "set_target", replicas=replicas, base_replicas=base_n)
@@ -178,6 +181,38 @@ class HttpRoleFlipActuator:
             if isinstance(spared, dict):  # a base that picks its victims keeps the workers flipped away from pool
                 spared[pool] = frozenset(f.replica.id for f in flipped if f.home == pool)
             self.base.set_target(pool, base_n)
+
+    def _send_home(self, pool: str, replicas: int, flipped: Sequence[_Flipped]) -> bool:
+        """Below the workers flipped into ``pool``, flip the excess back to their home pools (least loaded first).
+
+        The base scaler can remove only ``pool``'s own workers; without this a target under the flipped-in count
+        would never be reached (and read as another owner's change). Each returned worker's home base then
+        shrinks by one (its usual victim choice and drain, sparing the workers still flipped away), so every
+        other pool keeps the size the daemon gave it.
+        """
+        into = [f for f in flipped if self.overlay.pool_of(f.replica.id, f.home) == pool]
+        excess = len(into) - replicas
+        if excess <= 0 or self.params.dry_run:
+            return False
+        for f in sorted(into, key=lambda f: (f.replica.load, f.replica.id))[:excess]:
+            r = f.replica
+            log.info(
+                "role_flip_home", replica=r.id, from_pool=pool, to_pool=f.home, target=replicas, backend=self.backend
+            )
+            replica = ReplicaInfo(id=r.id, pool=pool, state=r.state, since_s=r.since_s, load=r.load)
+            home_target = max(0, self.base.target_size(f.home) - 1)
+            self._flip_recorded(replica, RoleFlip(pool, f.home, 1), home_target)
+        return True
+
+    def _shrink_home(self, pool: str, home_target: int, returned: str) -> None:
+        """The base target of ``pool`` after worker ``returned`` came home to be removed (the others still flipped
+        away are spared; ``returned`` is not)."""
+        spared = getattr(self.base, "spared", None)
+        if isinstance(spared, dict):
+            away = self._flipped()
+            spared[pool] = frozenset(f.replica.id for f in away if f.home == pool and f.replica.id != returned)
+        if self.base.target_size(pool) != home_target:
+            self.base.set_target(pool, home_target)
 
     def replicas(self, pool: str) -> Sequence[ReplicaInfo]:
         """The base's replicas regrouped by the role each serves now."""
@@ -214,18 +249,23 @@ class HttpRoleFlipActuator:
             for r in sorted(ready, key=lambda r: (r.load, r.id))[: flip.count]:
                 self._flip_recorded(r, flip)
 
-    def _flip_recorded(self, replica: ReplicaInfo, flip: RoleFlip) -> None:
-        """Flip one worker between a pending mark and its commit in the overlay (nothing recorded in dry-run)."""
+    def _flip_recorded(self, replica: ReplicaInfo, flip: RoleFlip, home_target: int | None = None) -> None:
+        """Flip one worker between a pending mark and its commit in the overlay (nothing recorded in dry-run);
+        with ``home_target``, the worker went home to be removed and its home base is set to it before the commit."""
         if self.params.dry_run:
             self._flip_one(replica, flip)
             return
-        self.overlay.begin(replica.id, flip.from_pool, flip.to_pool)
+        self.overlay.begin(replica.id, flip.from_pool, flip.to_pool, home_target)
         try:
             self._flip_one(replica, flip)
         except Exception:
             self.overlay.abort(replica.id)
             raise
-        self.overlay.commit(replica.id)
+        try:
+            if home_target is not None:
+                self._shrink_home(flip.to_pool, home_target, replica.id)
+        finally:
+            self.overlay.commit(replica.id)
         log.info(
             "role_flipped", replica=replica.id, from_pool=flip.from_pool, to_pool=flip.to_pool, backend=self.backend
         )
@@ -254,7 +294,7 @@ class HttpRoleFlipActuator:
             r = current[rid]
             replica = ReplicaInfo(id=rid, pool=p.from_pool, state=r.state, since_s=r.since_s, load=r.load)
             try:
-                self._flip_recorded(replica, RoleFlip(p.from_pool, p.to_pool, 1))
+                self._flip_recorded(replica, RoleFlip(p.from_pool, p.to_pool, 1), p.home_target)
             except ActuationError as exc:
                 log.warning(
                     "role_flip_resume_failed", replica=rid, from_pool=p.from_pool, to_pool=p.to_pool, error=str(exc)

@@ -70,8 +70,9 @@ def reconcile_intents(store: SqliteStore, actuator: Actuator) -> list[IntentReso
     writes.
 
     Target reached: the call took effect, so it is marked applied and remembered as the applied target (the loop
-    then sees no external change and does not repeat it). Otherwise it has not taken effect (yet) and is marked
-    not applied. Either way the outcome is written into the decision record of the call.
+    then sees no external change and does not repeat it). Strictly between the last applied target and the
+    intent's: the call stopped midway, applied as far as it got. Otherwise it has not taken effect (yet) and is
+    marked not applied. Either way the outcome is written into the decision record of the call.
     """
     out: list[IntentResolution] = []
     for intent in store.open_intents():
@@ -92,9 +93,15 @@ def _settle_set(store: SqliteStore, actuator: Actuator, intent: Intent) -> Inten
         actual: int = actuator.target_size(intent.pool)
     except Exception as exc:
         return _unverified(store, intent, (intent.pool,), exc)
+    before = store.last_applied().get(intent.pool)
     if actual == intent.target:
         store.set_applied(intent.pool, intent.target)
         outcome, detail = IntentOutcome.APPLIED, "confirmed after restart"
+    elif before is not None and min(before, intent.target) < actual < max(before, intent.target):
+        # Part of the way: a compound call (e.g. a role-flip actuator sending flipped-in workers home before it
+        # resizes its base) stopped midway. pdscale's own write, wherever it stopped.
+        store.set_applied(intent.pool, actual)
+        outcome, detail = IntentOutcome.APPLIED, f"partial: at {actual} of {intent.target} (from {before})"
     else:
         outcome, detail = IntentOutcome.NOT_APPLIED, f"actuator at {actual} after restart"
     _settled(store, intent, outcome, detail, (intent.pool,))

@@ -62,6 +62,25 @@ def test_interrupted_flip_is_finished_by_resume(engine: tuple[str, type[Engine]]
     assert act.overlay.pending == {}
 
 
+def test_interrupted_return_home_ends_with_the_home_pool_shrunk(
+    engine: tuple[str, type[Engine]], tmp_path: Path
+) -> None:
+    """A worker killed on its way home to be removed is flipped home and its home pool set to the recorded size."""
+    url, e = engine
+    base = FakeActuator({"prefill": 3, "decode": 0})
+    overlay = FlipOverlay(tmp_path / "flips.json", "test")
+    for rid in ("prefill-1", "prefill-2"):
+        overlay.begin(rid, "prefill", "decode")
+        overlay.commit(rid)
+    overlay.begin("prefill-1", "decode", "prefill", home_target=2)  # the process died here
+    act = make(url, base, tmp_path / "flips.json")
+    assert act.resume_pending() == ["prefill-1"]
+    assert e.calls == [("/prefill-1/v1/pd_role", {"role": "prefill", "drain_timeout": 120})]
+    assert base.calls == [("set_target", "prefill", 2)]
+    assert (act.target_size("prefill"), act.target_size("decode")) == (1, 1)
+    assert json.loads((tmp_path / "flips.json").read_text())["pending"] == {}
+
+
 def test_resume_failure_leaves_the_worker_where_it_was(engine: tuple[str, type[Engine]], tmp_path: Path) -> None:
     """A resumed flip the engine refuses leaves the worker in its old pool, nothing pending."""
     url, e = engine

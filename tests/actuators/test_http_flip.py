@@ -83,6 +83,18 @@ class TestHttpRoleFlip:
         assert base.calls == [("set_target", "decode", 3)]
         assert act.target_size("decode") == 4
 
+    def test_target_below_the_flipped_in_workers_sends_the_excess_home(self, engine: tuple[str, type[Engine]]) -> None:
+        """Decode at 1 with two prefill workers flipped in: one goes home and out, decode's own worker goes."""
+        url, e = engine
+        base = FakeActuator({"prefill": 3, "decode": 1})
+        act = make(url, base)
+        act.flip_roles(RoleFlip("prefill", "decode", 2))
+        act.set_target("decode", 1)
+        assert [body["role"] for _, body in e.calls] == ["decode", "decode", "prefill"]
+        assert base.calls == [("set_target", "prefill", 2), ("set_target", "decode", 0)]
+        assert (act.target_size("prefill"), act.target_size("decode")) == (1, 1)
+        assert (len(act.replicas("prefill")), len(act.replicas("decode"))) == (1, 1)
+
     def test_engine_refusal_is_permanent(self, engine: tuple[str, type[Engine]]) -> None:
         """A 400 from the engine is a permanent error and nothing regroups."""
         url, e = engine

@@ -36,7 +36,7 @@ from tests.helpers.role_engines import RoleEngines, role_engines
 pytestmark = [pytest.mark.integration_k8s, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-SEED = 16
+SEED = int(os.environ.get("PDSCALE_KILL9_SEED", "16"))  # another seed for a soak run
 KILLS = 6
 GPUS_PER_REPLICA = 4
 BUDGET_GPUS = 24
@@ -166,6 +166,21 @@ def _converged(emu: K8sEmulator, overlay: Path, engines: RoleEngines) -> bool:
     return running and roles_agree and tuple(len(fleet[p]) for p in POOLS) == FINAL
 
 
+def _settle(
+    emu: K8sEmulator, overlay: Path, engines: RoleEngines, proc: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    """Wait for the last daemon's first decision, then for convergence; stop it with SIGTERM a second later."""
+    _wait(lambda: '"event": "scale_decision"' in _log(tmp_path, KILLS), proc, tmp_path, KILLS)
+    deadline = time.monotonic() + 60
+    while not _converged(emu, overlay, engines):
+        assert proc.poll() is None, _log(tmp_path, KILLS)[-3000:]
+        assert time.monotonic() < deadline, f"no convergence: {_fleet(emu, overlay)}\n{_log(tmp_path, KILLS)[-6000:]}"
+        time.sleep(0.1)
+    time.sleep(1.0)  # a few more ticks at the goal: nothing may move again
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
 @pytest.mark.timeout(240)
 def test_kill_9_while_scaling_and_flipping_converges_from_the_clusters_side(tmp_path: Path) -> None:
     """SIGKILLed at seeded moments, the restarted daemon converges; nothing pending, in two roles, or over budget."""
@@ -211,15 +226,11 @@ def test_kill_9_while_scaling_and_flipping_converges_from_the_clusters_side(tmp_
         overlay = tmp_path / "state.db.flips.json"
         # The fleet may already stand at the goal (the last kill landed after its write): wait for this daemon's
         # first decision, which comes after it settled the open intents, before judging convergence.
-        _wait(lambda: '"event": "scale_decision"' in _log(tmp_path, KILLS), proc, tmp_path, KILLS)
-        deadline = time.monotonic() + 60
-        while not _converged(emu, overlay, engines):
-            assert proc.poll() is None, (tmp_path / f"serve-{KILLS}.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, f"no convergence: {_fleet(emu, overlay)}"
-            time.sleep(0.1)
-        time.sleep(1.0)  # a few more ticks at the goal: nothing may move again
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        try:
+            _settle(emu, overlay, engines, proc, tmp_path)
+        finally:
+            if proc.poll() is None:
+                proc.kill()  # a failed check leaves no daemon behind
         assert _converged(emu, overlay, engines)
 
     logs = "".join((tmp_path / f"serve-{n}.log").read_text() for n in range(KILLS + 1))

@@ -165,6 +165,15 @@ class TestIntents:
         assert act.calls == []
         assert store.open_intents() == []
 
+    def test_open_intent_stopped_midway_is_applied_as_far_as_it_got(self, tmp_path: Path) -> None:
+        """Applied 3, intent 1, actuator at 2: the call stopped midway and 2 is remembered as pdscale's own."""
+        store = SqliteStore(tmp_path / "s.db")
+        store.set_applied("decode", 3)
+        store.begin_intent("decode", 1, 1.0)
+        [res] = reconcile_intents(store, FakeActuator({"decode": 2}))
+        assert res.outcome is IntentOutcome.APPLIED
+        assert store.last_applied() == {"decode": 2}
+
     def test_crash_mid_actuation_resumes_without_repeating(self, tmp_path: Path) -> None:
         """Killed between set_target and its outcome: the restarted loop does not call set_target again."""
         clock = ManualClock(1000.0)
