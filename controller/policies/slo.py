@@ -21,7 +21,9 @@ Each tick, per pool:
    (``policies.seasonal``, ``forecasting.seasonal``): a gap is not taken for the new normal, and a return is
    pre-scaled one cold start ahead;
 6. optional SLO feedback (``slo_feedback``, off by default): a demand margin that steps up when a pool's
-   observed p99 misses its target and decays back (``policies.feedback``).
+   observed p99 misses its target and decays back (``policies.feedback``);
+7. low-count arrivals (``pool_low_counts``, on): a prefill pool with under 100 arrivals a tick is sized on its
+   rate pooled over the newest ticks that hold 100, unless the newest departs by 3 sigma (``policies.count_noise``).
 The proposal counts starting replicas as capacity (``Proposal.counts_starting``). Without a capacity model, or
 without any demand data, the policy holds and says why.
 """
@@ -40,6 +42,7 @@ from pdscale.controller.core.protocols import CapacityEstimate, CapacityModel, P
 from pdscale.controller.core.shape import DecodeShape, ShapeSettings
 from pdscale.controller.core.types import DataState, PoolRole, PoolSpec, RoleFlip, Signal, Signals
 from pdscale.controller.policies.backlog import decode_backlog, prefill_backlog, upstream_rate
+from pdscale.controller.policies.count_noise import pooled_rate, with_pooled
 from pdscale.controller.policies.demand import pool_demand, split_budget, workload_from
 from pdscale.controller.policies.dispersion import Dispersion
 from pdscale.controller.policies.feasibility import TtftFeasibility, ttft_feasibility
@@ -69,6 +72,7 @@ PARAMS: Mapping[str, Param] = {
     "measure_arrival_cv2": Param(bool, True),
     "dispersion_half_life_s": Param(float, 1800.0, lambda v: v > 0, "must be > 0"),
     "seasonal_floor": Param(bool, True),
+    "pool_low_counts": Param(bool, True),
     "seasonal_window_s": Param(float, 1800.0, lambda v: v > 0, "must be > 0"),
     "seasonal_max_ratio": Param(float, 1.0, lambda v: 0 < v <= 2, "must be in (0, 2]"),
     "slo_feedback": Param(bool, False),
@@ -189,6 +193,7 @@ class SloPolicy:
         needs: dict[str, int] = {}
         estimates: dict[str, dict[str, float]] = {}
         reasons: dict[str, str] = {}
+        counts: dict[str, list[list[float]]] = {}
         for name, spec in ctx.pools.items():
             q = self.params[f"{spec.role.value}_forecast_quantile"]
             demand = pool_demand(ctx, name, q)
@@ -196,6 +201,11 @@ class SloPolicy:
                 needs[name] = current[name]
                 reasons[name] = "hold: no forecast and no current metrics for this pool"
                 continue
+            wl, pooled = w, None
+            if spec.role is PoolRole.PREFILL and self.params["pool_low_counts"]:
+                pooled, counts[name] = pooled_rate(ctx, name, state.get("counts", {}).get(name))
+                if pooled is not None:
+                    demand, wl = with_pooled(demand, w, pooled)
             floor = raise_to_floor(ctx, name, demand, self.floor) if self.params["seasonal_floor"] else None
             demand = floor.demand if floor is not None else demand
             margin = margins[name].factor
@@ -205,7 +215,7 @@ class SloPolicy:
                 corr, shape_note = self._shaped(model, w, ctx, corr, shape)
                 shape_est = {"decode_shape_factor": corr.decode} if shape_note else {}
             if spec.role is PoolRole.PREFILL and self.params["learn_prefill_shape"]:
-                corr, shape_note, shape_est = shaped_prefill(model, w, corr, pshape, self.prefill_shape_settings)
+                corr, shape_note, shape_est = shaped_prefill(model, wl, corr, pshape, self.prefill_shape_settings)
             if spec.role is PoolRole.PREFILL and w.prefix_cached_share > 0.0:
                 reuse_note, reuse_est = prefix_reuse(w)
                 shape_note = "; ".join(n for n in (reuse_note, shape_note) if n)
@@ -216,13 +226,16 @@ class SloPolicy:
                 vouched = self._step_vouched(model, w, ctx, corr, shape)
                 demand, backlog_note = decode_backlog(ctx, name, model, w, corr, demand, up, vouched)
             elif spec.role is PoolRole.PREFILL:
-                demand, backlog_note = prefill_backlog(ctx, name, model, w, corr, demand)
-            est = model.replicas_needed(spec, demand, ctx.slo, workload=w, correction=corr)
+                demand, backlog_note = prefill_backlog(ctx, name, model, wl, corr, demand)
+            est = model.replicas_needed(spec, demand, ctx.slo, workload=wl, correction=corr)
             needs[name] = est.replicas
             reasons[name] = f"need {est.replicas} at forecast p{q * 100:g}: {est.reason}"
             estimates[name] = _estimate_dict(est, demand, cal)
             estimates[name]["slo_margin"] = margin
             estimates[name]["forecast_quantile"] = q  # the log's forecast= is read at this quantile
+            if pooled is not None:
+                reasons[name] += f"; {pooled.note()}"
+                estimates[name]["pooled_ticks"] = float(pooled.ticks)
             if floor is not None:
                 estimates[name].update(floor.estimates)
                 reasons[name] += f"; {floor.note}" if floor.note else ""
@@ -263,6 +276,7 @@ class SloPolicy:
             },
             calibration=cal.to_dict(),
             needs=history,
+            counts=counts,
             margins={n: m.to_dict() for n, m in margins.items()},
             decode_shape=shape.to_dict(),
             prefill_shape=pshape.to_dict(),
