@@ -31,6 +31,7 @@ from pdscale.controller.admin.server import AdminServer, start_admin_server
 from pdscale.controller.admin.servicer import AdminServicer, RuntimeView
 from pdscale.controller.core.protocols import Actuator, MetricsSource
 from pdscale.controller.runtime.assembly import build, validate_plugins
+from pdscale.controller.runtime.backfill import backfill_seasonal
 from pdscale.controller.runtime.intents import reconcile_intents, resume_interrupted
 from pdscale.controller.runtime.leader import (
     Elector,
@@ -140,6 +141,8 @@ class Daemon:
         saved = self.store.get_value(KEY_POLICY_STATE)
         if isinstance(saved, dict) and saved.get("policy") == self.controls.policy_name:
             self.rec.policy_state = dict(saved.get("state") or {})
+        if self.env.resources.get("simulator") is None:  # simulated time has no past to read back
+            backfill_seasonal(self.rec, (clock or time.time)(), settings.forecasting.backfill_days)
         self.telemetry = Telemetry()
         self.telemetry.leader.set(int(self._active))
         self.hub = DecisionHub()

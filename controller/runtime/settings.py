@@ -189,6 +189,9 @@ class ForecastingSettings(_Section):
     """The default since the benchmark measured the ensemble saving < 5% GPU-hours on multi-day traffic
     (docs/forecasting.md, "What the forecaster is worth"); ``ensemble`` remains available."""
     params: dict[str, Any] = Field(default_factory=dict)
+    backfill_days: float = Field(8.0, ge=0.0, le=35.0)
+    """Days of each forecast signal ``pdscale serve`` reads back from the metrics source at start-up (Prometheus
+    range queries) for the seasonal floor: a week and a day by default; 0 turns it off."""
     fits: FitMode = FitMode.PROCESS
     """Where ``pdscale serve`` runs statsmodels and scikit-learn refits: ``process`` (a spawned worker, off the
     tick and off its interpreter), ``thread`` or ``inline``. Replays (simulate, bench, plan) always fit inline, so
@@ -379,7 +382,7 @@ class Settings(_Section):
     budget: BudgetSettings = Field(default_factory=BudgetSettings)  # type: ignore[arg-type]
     pools: list[PoolSettings] = Field(min_length=1)
     policy: PolicySettings = Field(default_factory=PolicySettings)
-    forecasting: ForecastingSettings = Field(default_factory=ForecastingSettings)
+    forecasting: ForecastingSettings = Field(default_factory=ForecastingSettings)  # type: ignore[arg-type]
     guards: GuardSection = Field(default_factory=GuardSection)  # type: ignore[arg-type]
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     actuator: ActuatorSettings = Field(default_factory=ActuatorSettings)  # type: ignore[arg-type]

@@ -15,7 +15,6 @@ and turns the answers into ``pdscale.controller.core.types.Signals``. Robustness
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,8 +25,9 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from pdscale.controller.core.types import DataState, PoolObservation, PoolRole, Signals
+from pdscale.controller.core.types import DataState, PoolObservation, PoolRole, Signal, Signals
 from pdscale.controller.runtime.settings import SecretRef
+from pdscale.controller.sources.prometheus_history import read_history
 from pdscale.controller.sources.promql import (
     DEFAULT_REQUIRED,
     FRESHNESS,
@@ -41,6 +41,8 @@ from pdscale.controller.sources.promql import (
     render_selector,
     template_error,
 )
+from pdscale.controller.sources.promql import Answer as _Answer
+from pdscale.controller.sources.promql import parse_instant as _parse
 
 if TYPE_CHECKING:
     from pdscale.controller.runtime.plugins import PluginEnv
@@ -195,14 +197,6 @@ def _transient(exc: BaseException) -> bool:
         return True
     m = _STATUS_RE.search(str(exc))
     return m is not None and (m.group(1).startswith("5") or m.group(1) in ("408", "429"))
-
-
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    value: float | None
-    eval_ts: float | None
-    problem: str | None = None
-    nonfinite: bool = False
 
 
 @dataclass(slots=True)
@@ -433,6 +427,12 @@ class PrometheusMetricsSource:
         age_s = max(0.0, ans.eval_ts - ans.value) * self.params.time_scale
         return now - age_s, None
 
+    def history(
+        self, pool: str, start_s: float, end_s: float, step_s: float = 60.0
+    ) -> dict[Signal, tuple[list[float], list[float | None]]]:
+        """``pool``'s forecast signals over a past range, by range queries (``sources.prometheus_history``)."""
+        return read_history(self, pool, start_s, end_s, step_s)
+
     # -- status ---------------------------------------------------------------------------------
     def health(self) -> SourceHealth:
         """Failures, rebuilds, backoff and query counters, for status and telemetry."""
@@ -473,28 +473,3 @@ def _scale(kind: SignalKind, value: float, time_scale: float) -> float:
     if kind is SignalKind.LATENCY:
         return value * 1000.0
     return value
-
-
-def _parse(result: Any) -> _Answer:
-    """One series' value from an instant query's ``data.result`` (vector or scalar)."""
-    if isinstance(result, list) and len(result) == 2 and not isinstance(result[0], dict):
-        sample: Any = result  # scalar result: [ts, "value"]
-    else:
-        if not isinstance(result, list):
-            return _Answer(None, None, f"unexpected result {type(result).__name__}")
-        if not result:
-            return _Answer(None, None, "empty result (no series)")
-        if len(result) > 1:
-            return _Answer(None, None, f"{len(result)} series, expected 1 (aggregate the query with sum/avg)")
-        sample = result[0].get("value") if isinstance(result[0], dict) else None
-        if not (isinstance(sample, list) and len(sample) == 2):
-            return _Answer(None, None, "result without a value (range vector?)")
-    try:
-        ts, value = float(sample[0]), float(sample[1])
-    except (TypeError, ValueError):
-        return _Answer(None, None, f"unparseable sample {sample!r}")
-    if not math.isfinite(value):
-        return _Answer(None, ts, f"non-finite value {sample[1]}", nonfinite=math.isnan(value))
-    if value < 0:
-        return _Answer(None, ts, f"negative value {value}")
-    return _Answer(value, ts)

@@ -10,11 +10,13 @@ Each query must return one series after its aggregation; latencies come back in 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from string import Template
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -25,12 +27,14 @@ __all__ = [
     "FRESHNESS",
     "PRESETS",
     "SIGNAL_KINDS",
+    "Answer",
     "LabelNames",
     "Matcher",
     "PoolSelector",
     "Preset",
     "SignalKind",
     "matchers",
+    "parse_instant",
     "render",
     "render_selector",
     "template_error",
@@ -389,3 +393,38 @@ def matchers(pool: str, sel: PoolSelector, names: LabelNames, model_label: str) 
         out.append(Matcher(names.pod, "=~", sel.pod_regex))
     out.extend(Matcher(k, "=", v) for k, v in sorted(sel.labels.items()))
     return out or [Matcher(names.pool, "=", pool)]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One instant query's value (or why there is none) and its evaluation timestamp."""
+
+    value: float | None
+    eval_ts: float | None
+    problem: str | None = None
+    nonfinite: bool = False
+
+
+def parse_instant(result: Any) -> Answer:
+    """One series' value from an instant query's ``data.result`` (vector or scalar)."""
+    if isinstance(result, list) and len(result) == 2 and not isinstance(result[0], dict):
+        sample: Any = result  # scalar result: [ts, "value"]
+    else:
+        if not isinstance(result, list):
+            return Answer(None, None, f"unexpected result {type(result).__name__}")
+        if not result:
+            return Answer(None, None, "empty result (no series)")
+        if len(result) > 1:
+            return Answer(None, None, f"{len(result)} series, expected 1 (aggregate the query with sum/avg)")
+        sample = result[0].get("value") if isinstance(result[0], dict) else None
+        if not (isinstance(sample, list) and len(sample) == 2):
+            return Answer(None, None, "result without a value (range vector?)")
+    try:
+        ts, value = float(sample[0]), float(sample[1])
+    except (TypeError, ValueError):
+        return Answer(None, None, f"unparseable sample {sample!r}")
+    if not math.isfinite(value):
+        return Answer(None, ts, f"non-finite value {sample[1]}", nonfinite=math.isnan(value))
+    if value < 0:
+        return Answer(None, ts, f"negative value {value}")
+    return Answer(value, ts)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from pdscale.controller.core.types import Override, OverrideMode
+from pdscale.controller.core.types import Override, OverrideMode, Signal
 from pdscale.controller.daemon import Daemon
 from pdscale.controller.runtime.settings import load_settings
 
@@ -129,3 +129,43 @@ def test_sighup_bad_then_sigterm_subprocess(tmp_path: Path) -> None:
                 proc.kill()
                 proc.wait()
     assert "daemon_stopped" in log.read_text()
+
+
+class _HistorySource:
+    """A metrics source that can read the past: one day of 5 req/s for prefill's arrivals."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, float, float]] = []
+
+    def fetch(self, now: float) -> dict[str, object]:
+        return {}
+
+    def history(self, pool: str, start_s: float, end_s: float, step_s: float) -> dict[object, object]:
+        self.asked.append((pool, start_s, end_s))
+        times = [end_s - 86_400.0 + i * step_s for i in range(int(86_400.0 // step_s))]
+        return {Signal.REQUEST_RATE: (times, [5.0] * len(times))} if pool == "prefill" else {}
+
+
+def test_start_up_backfills_the_seasonal_history(tmp_path: Path) -> None:
+    """A daemon whose source reads the past asks for forecasting.backfill_days and feeds the seasonal book."""
+    path = _config(tmp_path, forecasting={"model": "last_value", "backfill_days": 3})
+    src = _HistorySource()
+    now = 2_000_000_000.0
+    d = Daemon(load_settings(path), config_path=path, source=src, clock=lambda: now)  # type: ignore[arg-type]
+    try:
+        assert sorted(p for p, _, _ in src.asked) == ["decode", "prefill"]
+        assert all(start == now - 3 * 86_400.0 and end == now for _, start, end in src.asked)
+        hist = d.rec.seasonal.get("prefill", Signal.REQUEST_RATE)
+        assert hist is not None
+        assert float(hist.values(now - 7200.0, now - 3600.0).mean()) == 5.0
+    finally:
+        d.store.close()
+
+
+def test_backfill_days_zero_reads_nothing(tmp_path: Path) -> None:
+    """forecasting.backfill_days: 0 turns the start-up read off."""
+    path = _config(tmp_path, forecasting={"model": "last_value", "backfill_days": 0})
+    src = _HistorySource()
+    d = Daemon(load_settings(path), config_path=path, source=src, clock=lambda: 2e9)  # type: ignore[arg-type]
+    d.store.close()
+    assert src.asked == []

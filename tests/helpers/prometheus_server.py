@@ -59,12 +59,14 @@ class PrometheusServer:
         port: int | None = None,
         scrape_interval_s: float = 1.0,
         binary: str | None = None,
+        retention: str = "1h",
     ) -> None:
         self.binary = binary or require_prometheus()
         self.targets = targets
         self.storage_dir = storage_dir
         self.port = port or free_port()
         self.scrape_interval_s = scrape_interval_s
+        self.retention = retention
         self.proc: subprocess.Popen[bytes] | None = None
         self.config_path = storage_dir.parent / f"prometheus-{self.port}.yml"
         self.log_path = storage_dir.parent / f"prometheus-{self.port}.log"
@@ -99,7 +101,7 @@ class PrometheusServer:
                 f"--config.file={self.config_path}",
                 f"--storage.tsdb.path={self.storage_dir}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
-                "--storage.tsdb.retention.time=1h",
+                f"--storage.tsdb.retention.time={self.retention}",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
