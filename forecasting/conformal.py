@@ -20,6 +20,9 @@ class ResidualTracker:
     empirical ``q`` quantile of the newest ``window`` residuals at that horizon (split-conformal style:
     only outcomes already seen are used, so the interval stays calibrated as the error level changes).
     Before ``min_residuals`` are known it falls back to a normal band of ``sigma1 * sqrt(h)``.
+
+    A level shift (``forget_shift``) is an event, not noise: the residuals of forecasts that straddle it are
+    dropped, or a 3x load step would keep a p90 band of twice the new level for as long as it stays in the window.
     """
 
     def __init__(self, *, window: int = 400, min_residuals: int = 30, max_horizons: int = 8) -> None:
@@ -28,6 +31,8 @@ class ResidualTracker:
         self.max_horizons = max_horizons
         self._pending: dict[int, dict[int, float]] = {}
         self._residuals: dict[int, deque[float]] = {}
+        self._targets: dict[int, deque[int]] = {}
+        """The step each kept residual scored, parallel to ``_residuals``."""
         self._offsets: dict[tuple[int, tuple[float, ...]], FloatArray] = {}
         """Residual quantiles per (horizon, levels), valid until that horizon's next residual arrives."""
 
@@ -41,6 +46,7 @@ class ResidualTracker:
         if h not in self._pending and len(self._pending) < self.max_horizons:
             self._pending[h] = {}
             self._residuals[h] = deque(maxlen=self.window)
+            self._targets[h] = deque(maxlen=self.window)
 
     def record(self, origin: int, h: int, forecast: float) -> None:
         """The forecast made at step ``origin`` for step ``origin + h``."""
@@ -53,11 +59,31 @@ class ResidualTracker:
             fc = pending.pop(k, None)
             if fc is not None and math.isfinite(actual):
                 self._residuals[h].append(actual - fc)
+                self._targets[h].append(k)
                 for stale in [c for c in self._offsets if c[0] == h]:
                     del self._offsets[stale]
             if len(pending) > 4 * h + 16:  # forecasts whose target was skipped over
                 for key in [key for key in pending if key <= k]:
                     del pending[key]
+
+    def forget_shift(self, k: int, span: int) -> int:
+        """A level shift was detected at step ``k``, its onset at most ``span`` steps earlier: drop the residuals
+        scored on the last ``span`` steps and every forecast still pending (all made before the shift was known,
+        at the old level); returns how many residuals were dropped. The residuals from before the onset stay, so
+        the band keeps the noise it knew until the new level has its own."""
+        dropped = 0
+        for h, pending in self._pending.items():
+            pending.clear()
+            targets, res = self._targets[h], self._residuals[h]
+            keep = [(t, r) for t, r in zip(targets, res, strict=True) if t <= k - span]
+            dropped += len(res) - len(keep)
+            targets.clear()
+            res.clear()
+            for t, r in keep:
+                targets.append(t)
+                res.append(r)
+        self._offsets.clear()
+        return dropped
 
     def count(self, h: int) -> int:
         """Residuals known at horizon ``h`` (nearest tracked)."""

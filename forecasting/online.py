@@ -182,7 +182,8 @@ class GridForecaster(ABC):
         self._update(k, y)
         if self._detector is not None and self._detector.update(y):
             self._shift_at = k
-            log.info("level_shift_detected", model=self.name, step=k, value=y)
+            dropped = self._tracker.forget_shift(k, 2 * self._detector.recent)
+            log.info("level_shift_detected", model=self.name, step=k, value=y, residuals_dropped=dropped)
             self._on_level_shift(k)
             self._cache = {}
         for h in self._tracker.horizons:

@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 from pdscale.forecasting import statsmodels_models
 from pdscale.forecasting.backtest import backtest, score
 from pdscale.forecasting.base import Forecaster
+from pdscale.forecasting.conformal import ResidualTracker
 from pdscale.forecasting.ensemble import Ensemble
 from pdscale.forecasting.naive import LastValue, SeasonalNaive
 from pdscale.forecasting.online import GridForecaster
@@ -99,6 +100,28 @@ class TestLevelChanges:
         assert m.predict(60.0).mean < 5.0
         feed(m, sine(15, 600, amp=10.0, noise=2.0, seed=3), start=255)
         assert m.predict(60.0).mean > 80.0
+
+    def test_band_after_a_step_is_the_new_levels_noise(self, feed: Feeder) -> None:
+        """Once a 3x step is detected, the p90 band holds the noise again, not the step itself."""
+        rng = np.random.default_rng(2)
+        m = LastValue(step_s=60.0, season_s=HOUR, horizons_s=(600.0,))
+        feed(m, 100 + rng.normal(0, 2, 40))
+        feed(m, 300 + rng.normal(0, 2, 15), start=40)
+        p = m.predict(600.0)
+        assert p.quantile(0.9) - p.mean < 20.0
+
+    def test_residuals_from_before_the_onset_are_kept(self) -> None:
+        """A shift forgets the residuals of its last ``span`` steps and the pending forecasts, nothing older."""
+        tr = ResidualTracker(window=100, min_residuals=1)
+        tr.track(2)
+        for k in range(10):
+            tr.record(k, 2, 10.0)
+            tr.resolve(k, 10.0 + k)
+        assert tr.count(2) == 8  # targets 2..9
+        assert tr.forget_shift(9, span=3) == 3  # targets 7, 8, 9
+        assert tr.count(2) == 5
+        tr.resolve(10, 99.0)  # its forecast was pending at the shift: never scored
+        assert tr.count(2) == 5
 
 
 class TestEarlyBand:
