@@ -12,7 +12,11 @@ batch from Little's law, the step from the token-weighted mean ITL: the same exa
 scalar calibration uses). Robust and bounded:
 
 - points are trusted only with a spread of batches (``min_spread`` in ln batch) and ``min_points`` of weight;
-  until then :meth:`DecodeShape.factor` is None and the policy keeps the scalar factor;
+  until then :meth:`DecodeShape.factor` is None and the policy keeps the scalar factor. The slope is a property of
+  the hardware, the spread one of the traffic: once fitted, the slope is kept while a long steady stretch narrows
+  the batches the fit still remembers (their level still moves the intercept). Dropping it there sent
+  ``retail-day-tp8-scaling`` back to the scalar factor in mid-afternoon, which sized decode for 143 sequences a
+  replica where the learned law allows 100, and the scale-down to 2 replicas missed 12 % of the next half hour;
 - ratios are clamped to [1/4, 4] before fitting, and once the fit is trusted a point whose residual exceeds
   ``outlier_k`` x the fit's RMS residual (at least 0.15 in ln) is dropped (a scrape glitch, a node drained
   mid-interval);
@@ -64,6 +68,8 @@ class DecodeShape:
     x_min: float | None = None
     x_max: float | None = None
     rejected: int = 0
+    slope: float | None = None
+    """The slope last fitted with enough spread of batches (None until then): kept while the spread narrows."""
 
     # -- the fit --------------------------------------------------------------------------------------
     def _moments(self) -> tuple[float, float, float, float, float] | None:
@@ -75,19 +81,32 @@ class DecodeShape:
         vyy = max(0.0, self.syy / self.w - my * my)
         return mx, my, vxx, vxy, vyy
 
-    def trusted(self, s: ShapeSettings) -> bool:
-        """Enough weight and enough spread of batches to trust the slope."""
+    def _fitted_slope(self, s: ShapeSettings) -> float | None:
+        """The slope the points fit (bounded), None without enough weight and spread of batches."""
         m = self._moments()
-        return m is not None and self.w >= s.min_points and math.sqrt(m[2]) >= s.min_spread
+        if m is None or self.w < s.min_points or math.sqrt(m[2]) < s.min_spread:
+            return None
+        return max(-s.max_slope, min(s.max_slope, m[3] / m[2]))
+
+    def slope_is_kept(self, s: ShapeSettings) -> bool:
+        """Whether the fit uses the slope kept from a wider spread of batches (the points alone no longer fix it)."""
+        return self._fitted_slope(s) is None and self.slope is not None and self.w >= s.min_points
+
+    def trusted(self, s: ShapeSettings) -> bool:
+        """Enough weight, and a slope: fitted from a spread of batches now, or kept from one."""
+        return self.coefficients(s) is not None
 
     def coefficients(self, s: ShapeSettings) -> tuple[float, float] | None:
         """``(a, b)`` of ``ln ratio = a + b ln batch``, slope bounded; None until trusted."""
         m = self._moments()
-        if m is None or not self.trusted(s):
+        if m is None or self.w < s.min_points:
             return None
-        mx, my, vxx, vxy, _ = m
-        b = max(-s.max_slope, min(s.max_slope, vxy / vxx))
-        return my - b * mx, b
+        b = self._fitted_slope(s)
+        if b is None:
+            if self.slope is None:
+                return None
+            b = max(-s.max_slope, min(s.max_slope, self.slope))
+        return m[1] - b * m[0], b
 
     def rms_residual(self, s: ShapeSettings) -> float | None:
         """Weighted RMS residual of the fit in ln ratio (None until trusted)."""
@@ -119,7 +138,7 @@ class DecodeShape:
         decay = 1.0
         if self.updated_s is not None and now_s > self.updated_s:
             decay = 0.5 ** ((now_s - self.updated_s) / s.half_life_s)
-        return DecodeShape(
+        new = DecodeShape(
             w=self.w * decay + 1.0,
             sx=self.sx * decay + x,
             sy=self.sy * decay + y,
@@ -130,7 +149,10 @@ class DecodeShape:
             x_min=x if self.x_min is None else min(self.x_min, x),
             x_max=x if self.x_max is None else max(self.x_max, x),
             rejected=self.rejected,
+            slope=self.slope,
         )
+        fitted = new._fitted_slope(s)
+        return new if fitted is None else replace(new, slope=fitted)
 
     def describe(self, s: ShapeSettings) -> str:
         """One line for reasons and ``admin explain``."""
@@ -139,9 +161,10 @@ class DecodeShape:
             return f"decode shape: profile's slope ({self.w:.0f} points, not enough spread of batches yet)"
         lo = math.exp(self.x_min or 0.0)
         hi = math.exp(self.x_max or 0.0)
+        kept = ", slope kept: recent batches too alike to refit it" if self.slope_is_kept(s) else ""
         return (
             f"decode shape learned: step x{math.exp(c[0]):.2f} x batch^{c[1]:+.2f} of the profile's "
-            f"({self.w:.0f} points, batches {lo:.0f}-{hi:.0f})"
+            f"({self.w:.0f} points, batches {lo:.0f}-{hi:.0f}{kept})"
         )
 
     # -- persistence ----------------------------------------------------------------------------------
@@ -158,6 +181,7 @@ class DecodeShape:
             "x_min": self.x_min,
             "x_max": self.x_max,
             "rejected": self.rejected,
+            "slope": self.slope,
         }
 
     @staticmethod
@@ -167,7 +191,9 @@ class DecodeShape:
             return DecodeShape()
         try:
             nums = {k: float(data.get(k, 0.0)) for k in ("w", "sx", "sy", "sxx", "sxy", "syy")}
-            opt = {k: (None if data.get(k) is None else float(data[k])) for k in ("updated_s", "x_min", "x_max")}
+            opt = {
+                k: (None if data.get(k) is None else float(data[k])) for k in ("updated_s", "x_min", "x_max", "slope")
+            }
             rejected = int(data.get("rejected", 0))
         except (TypeError, ValueError):
             return DecodeShape()
@@ -186,4 +212,5 @@ class DecodeShape:
             x_min=opt["x_min"],
             x_max=opt["x_max"],
             rejected=rejected,
+            slope=opt["slope"],
         )

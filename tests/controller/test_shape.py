@@ -42,6 +42,17 @@ class TestDecodeShape:
         assert not shape.trusted(S)
         assert shape.factor(64.0, S) is None
 
+    def test_slope_is_kept_when_the_batches_narrow(self) -> None:
+        """A long steady stretch at one batch keeps the slope learned from a spread, so the law still holds past it."""
+        b = np.geomspace(10, 100, 80)
+        shape = _fit(b, 0.5 * b**0.2)
+        steady = 40.0
+        for i in range(1500):  # 12.5 hours at 30 s ticks: the spread fades below min_spread
+            shape = shape.observe(80 * 30.0 + i * 30.0, steady, 0.5 * steady**0.2, S)
+        assert shape.factor(100.0, S) == pytest.approx(0.5 * 100.0**0.2, rel=0.01)
+        assert shape.slope_is_kept(S)
+        assert "slope kept" in shape.describe(S)
+
     def test_needs_enough_points(self) -> None:
         """Ten well-spread points are not yet enough."""
         assert _fit(np.geomspace(4, 200, 10), np.full(10, 0.8)).factor(50.0, S) is None
