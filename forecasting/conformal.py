@@ -85,6 +85,11 @@ class ResidualTracker:
         self._offsets.clear()
         return dropped
 
+    def scored_since(self, h: int, k: int) -> int:
+        """Residuals known at horizon ``h`` (nearest tracked) for steps after ``k``."""
+        key = self._nearest_key(h)
+        return 0 if key is None else sum(1 for t in self._targets[key] if t > k)
+
     def count(self, h: int) -> int:
         """Residuals known at horizon ``h`` (nearest tracked)."""
         res = self._nearest(h)

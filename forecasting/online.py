@@ -63,6 +63,7 @@ class GridForecaster(ABC):
         self._detector = LevelShiftDetector() if detect_level_shifts else None
         self._n_finite = 0
         self._shift_at: int | None = None
+        self._shift_dropped = 0
         self._cache: dict[int, float] = {}
         self._note = ""
         self._abs_diffs: deque[float] = deque(maxlen=120)
@@ -113,7 +114,7 @@ class GridForecaster(ABC):
         for q in sorted(qs):
             running = max(running, qs[q] if math.isfinite(qs[q]) else point)
             qs[q] = running
-        return Forecast(point, qs, self.ready, self.name, horizon_s, self._note)
+        return Forecast(point, qs, self.ready, self.name, horizon_s, self._note or self._band_note(h))
 
     def point(self, h: int) -> float:
         """Point forecast ``h`` steps after the newest closed step (>= 0, cached per step)."""
@@ -183,11 +184,27 @@ class GridForecaster(ABC):
         if self._detector is not None and self._detector.update(y):
             self._shift_at = k
             dropped = self._tracker.forget_shift(k, 2 * self._detector.recent)
+            self._shift_dropped = dropped
             log.info("level_shift_detected", model=self.name, step=k, value=y, residuals_dropped=dropped)
             self._on_level_shift(k)
             self._cache = {}
         for h in self._tracker.horizons:
             self._tracker.record(k, h, self.point(h))
+
+    def _band_note(self, h: int) -> str:
+        """While the band at ``h`` still rests on residuals from before a level shift: what the shift dropped."""
+        last = self._grid.last_closed
+        if self._shift_at is None or last is None or not self._shift_dropped:
+            return ""
+        since = last - self._shift_at
+        scored = self._tracker.scored_since(h, self._shift_at)
+        if scored >= self._tracker.min_residuals:
+            self._shift_dropped = 0  # the band is the new level's own: nothing left to say (nor to count)
+            return ""
+        return (
+            f"band restarted by a level shift {since} steps ago: {self._shift_dropped} residuals across it "
+            f"dropped, {scored} scored since"
+        )
 
     def _sigma1(self) -> float:
         """One-step noise scale for the normal band used before residuals exist: the median absolute one-step

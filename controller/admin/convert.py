@@ -89,6 +89,7 @@ def forecast_to_pb(signal: Signal, fc: Forecast) -> pb.ForecastValue:
         ready=fc.ready,
         model=fc.model,
         horizon_s=fc.horizon_s,
+        note=fc.note,
     )
 
 

@@ -154,6 +154,7 @@ def inputs_summary(
                     "quantiles": {str(q): v for q, v in f.quantiles.items()},
                     "ready": f.ready,
                     "model": f.model,
+                    **({"note": f.note} if f.note else {}),
                 }
                 for sig, f in fs.items()
             }

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from pdscale.controller.admin.convert import decision_to_pb
-from pdscale.controller.core.types import Decision, PoolDecision
+from pdscale.controller.admin.convert import decision_to_pb, forecast_to_pb
+from pdscale.controller.core.types import Decision, PoolDecision, Signal
 from pdscale.controller.policies.static import StaticPolicy
 from pdscale.controller.runtime.record import DecisionRecord
+from pdscale.forecasting.base import Forecast
 
 
 def test_out_of_range_proposal_saturates_instead_of_failing() -> None:
@@ -23,3 +24,9 @@ def test_static_policy_refuses_an_absurd_count() -> None:
     """`admin policy static --params '{"replicas": {"prefill": 3000000000}}'` is refused, naming the field."""
     with pytest.raises(ValueError, match=r"replicas\.prefill"):
         StaticPolicy({"replicas": {"prefill": 3_000_000_000}})
+
+
+def test_forecast_carries_its_note() -> None:
+    """A forecast's note (a fallback, a band restarted by a level shift) reaches `admin forecast`."""
+    fc = Forecast(310.0, {0.5: 310.0, 0.9: 330.0}, True, "last_value", 330.0, "band restarted by a level shift")
+    assert forecast_to_pb(Signal.DECODE_CONCURRENCY, fc).note == "band restarted by a level shift"

@@ -110,6 +110,16 @@ class TestLevelChanges:
         p = m.predict(600.0)
         assert p.quantile(0.9) - p.mean < 20.0
 
+    def test_a_restarted_band_says_so_until_it_has_its_own_residuals(self, feed: Feeder) -> None:
+        """After a step the forecast's note names the restarted band; 30 scored residuals later it is gone."""
+        rng = np.random.default_rng(3)
+        m = LastValue(step_s=60.0, season_s=HOUR, horizons_s=(300.0,))
+        feed(m, 100 + rng.normal(0, 2, 40))
+        feed(m, 300 + rng.normal(0, 2, 10), start=40)
+        assert "band restarted by a level shift" in m.predict(300.0).note
+        feed(m, 300 + rng.normal(0, 2, 40), start=50)
+        assert m.predict(300.0).note == ""
+
     def test_residuals_from_before_the_onset_are_kept(self) -> None:
         """A shift forgets the residuals of its last ``span`` steps and the pending forecasts, nothing older."""
         tr = ResidualTracker(window=100, min_residuals=1)

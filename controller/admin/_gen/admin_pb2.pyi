@@ -30,7 +30,7 @@ class SLO(_message.Message):
     def __init__(self, ttft_ms: _Optional[float] = ..., itl_ms: _Optional[float] = ..., quantile: _Optional[float] = ...) -> None: ...
 
 class ForecastValue(_message.Message):
-    __slots__ = ("signal", "mean", "quantiles", "ready", "model", "horizon_s")
+    __slots__ = ("signal", "mean", "quantiles", "ready", "model", "horizon_s", "note")
     class QuantilesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -44,13 +44,15 @@ class ForecastValue(_message.Message):
     READY_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     HORIZON_S_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
     signal: str
     mean: float
     quantiles: _containers.ScalarMap[str, float]
     ready: bool
     model: str
     horizon_s: float
-    def __init__(self, signal: _Optional[str] = ..., mean: _Optional[float] = ..., quantiles: _Optional[_Mapping[str, float]] = ..., ready: _Optional[bool] = ..., model: _Optional[str] = ..., horizon_s: _Optional[float] = ...) -> None: ...
+    note: str
+    def __init__(self, signal: _Optional[str] = ..., mean: _Optional[float] = ..., quantiles: _Optional[_Mapping[str, float]] = ..., ready: _Optional[bool] = ..., model: _Optional[str] = ..., horizon_s: _Optional[float] = ..., note: _Optional[str] = ...) -> None: ...
 
 class Override(_message.Message):
     __slots__ = ("pool", "mode", "replicas", "expires_s", "reason")
