@@ -127,6 +127,29 @@ class Workload:
     """Share of prompt tokens the engine serves from its prefix cache (vLLM ``vllm:prefix_cache_hits_total`` /
     ``vllm:prefix_cache_queries_total``): prefill computes only the rest; the KV transfer still carries the
     whole prompt."""
+    decode_context_tokens: float | None = None
+    """Measured KV tokens of a running sequence (KV tokens in use / running sequences); None: ISL + OSL / 2.
+
+    The running population is length-biased: a sequence is running for as long as its output lasts, so long
+    outputs are over-represented in it, and its mean context is ``ISL + E[OSL^2] / (2 E[OSL])``, not
+    ``ISL + E[OSL] / 2``. On reasoning-length outputs (mean ~2.6k tokens, heavy tail) that is about twice the
+    naive figure, and the decode step at a batch is read that much slower."""
+
+    @property
+    def ctx_tokens(self) -> float:
+        """Mean context (KV tokens read per step) of a running sequence."""
+        naive = self.isl_mean_tokens + self.osl_mean_tokens / 2.0
+        return self.decode_context_tokens if self.decode_context_tokens else naive
+
+    @property
+    def reserved_tokens(self) -> float:
+        """KV a running sequence has reserved when engines reserve prompt plus output at admission: ISL + OSL, or
+        with a measured context ``2 x context - ISL`` (a running sequence is on average half-way through its
+        output, so the outputs of the running ones average twice what they have generated)."""
+        full = self.isl_mean_tokens + self.osl_mean_tokens
+        if not self.decode_context_tokens:
+            return full
+        return max(full, 2.0 * self.decode_context_tokens - self.isl_mean_tokens)
 
     @property
     def uncached(self) -> float:
@@ -214,13 +237,13 @@ class ProfileCapacityModel:
 
     def _kv_tokens_per_seq(self, w: Workload) -> float:
         if self.params.kv_reservation is KvReservation.FULL:
-            return w.isl_mean_tokens + w.osl_mean_tokens
-        return w.isl_mean_tokens + w.osl_mean_tokens / 2.0
+            return w.reserved_tokens
+        return w.ctx_tokens
 
     def decode_batch(self, itl_ms: float, w: Workload, corr: Correction | None = None) -> int:
         """The largest batch a replica decodes within ``itl_ms`` x headroom whose KV fits (0 if even 1 does not)."""
         corr = corr or Correction()
-        ctx_tokens = w.isl_mean_tokens + w.osl_mean_tokens / 2.0
+        ctx_tokens = w.ctx_tokens
         kv_cap = math.floor(self.profile.max_kv_tokens / max(1.0, self._kv_tokens_per_seq(w)))
         hi = min(self.params.max_running_seqs, kv_cap)
         limit = itl_ms * self.params.itl_headroom
@@ -239,7 +262,7 @@ class ProfileCapacityModel:
         b = self.decode_batch(itl_ms, w, corr)
         if b == 0:
             return 0.0
-        step = self.profile.decode_step_ms(b, w.isl_mean_tokens + w.osl_mean_tokens / 2.0) * corr.decode
+        step = self.profile.decode_step_ms(b, w.ctx_tokens) * corr.decode
         return b / step * 1e3
 
     # -- predictions at a given size ------------------------------------------------------------------
@@ -310,9 +333,7 @@ class ProfileCapacityModel:
         if replicas < 1:
             return math.inf if concurrency > 0 else 0.0
         b = max(1.0, concurrency / replicas)
-        return (
-            self.profile.decode_step_ms(b, w.isl_mean_tokens + w.osl_mean_tokens / 2.0) * (corr or Correction()).decode
-        )
+        return self.profile.decode_step_ms(b, w.ctx_tokens) * (corr or Correction()).decode
 
     def _arrival_cv2(self, w: Workload) -> float:
         return self.params.arrival_cv2 if w.arrival_cv2 is None else w.arrival_cv2
@@ -386,7 +407,7 @@ class ProfileCapacityModel:
             return max(0.0, conc)
         kv = demand.get(Signal.KV_TOKENS)
         if kv is not None:
-            return max(0.0, kv / max(1.0, w.isl_mean_tokens + w.osl_mean_tokens / 2.0))
+            return max(0.0, kv / max(1.0, w.ctx_tokens))
         rate = self._rate(demand, w)  # Little's law at the ITL target
         return rate * w.osl_mean_tokens * slo.itl_ms / 1e3
 
@@ -414,7 +435,7 @@ class ProfileCapacityModel:
         conc = self._concurrency(demand, w, slo)
         rate = self._rate(demand, w)
         tps = rate * w.isl_mean_tokens
-        ctx_tokens = w.isl_mean_tokens + w.osl_mean_tokens / 2.0
+        ctx_tokens = w.ctx_tokens
         limit = slo.itl_ms * self.params.itl_headroom
         chunk = float(self.params.colocated_token_budget)
         pf = self._prefill(w, corr)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -54,7 +54,11 @@ class OracleDemand:
         if not len(rates) or rates.max() <= 0:
             return default
         i = sl.start + int(rates.argmax())
-        return Workload(float(self.isl_mean[i]), float(self.osl_mean[i]), float(self.isl_p90[i]))
+        conc = float(self.series[Signal.DECODE_CONCURRENCY][sl].sum())
+        ctx = float(self.series[Signal.KV_TOKENS][sl].sum()) / conc if conc > 0 else None
+        return Workload(
+            float(self.isl_mean[i]), float(self.osl_mean[i]), float(self.isl_p90[i]), decode_context_tokens=ctx
+        )
 
 
 def build_oracle_demand(
@@ -91,12 +95,17 @@ def build_oracle_demand(
         if len(chunk):
             isl_p90[b] = float(np.quantile(chunk, 0.9))
     total = Workload(float(inp.mean()) if len(inp) else 1.0, float(out.mean()) if len(out) else 1.0)
-    b_cap = max(1, capacity.decode_batch(slo.itl_ms, total))
-    step_s = capacity.profile.decode_step_ms(b_cap, total.isl_mean_tokens + total.osl_mean_tokens / 2) / 1e3
-    # Time-averaged decoding sequences (and their KV tokens) per bin, from residence intervals.
-    start, end = arr, arr + np.maximum(out - 1, 0) * step_s
-    conc = _occupancy(start, end, np.ones_like(arr), bin_s, n_bins)
-    kv = _occupancy(start, end, inp + out / 2.0, bin_s, n_bins)
+    # Time-averaged decoding sequences (and their KV tokens) per bin, from residence intervals at the step of the
+    # ITL-bound batch; twice: the running population's mean context (length-biased) sets that step.
+    conc = kv = np.zeros(n_bins)
+    for _ in range(2):
+        b_cap = max(1, capacity.decode_batch(slo.itl_ms, total))
+        step_s = capacity.profile.decode_step_ms(b_cap, total.ctx_tokens) / 1e3
+        start, end = arr, arr + np.maximum(out - 1, 0) * step_s
+        conc = _occupancy(start, end, np.ones_like(arr), bin_s, n_bins)
+        kv = _occupancy(start, end, inp + out / 2.0, bin_s, n_bins)
+        if conc.sum() > 0:
+            total = replace(total, decode_context_tokens=float(kv.sum() / conc.sum()))
     series = {
         Signal.REQUEST_RATE: count / bin_s,
         Signal.PREFILL_TPS: tokens / bin_s,

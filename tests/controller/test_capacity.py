@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -169,6 +170,20 @@ class TestDecodeSizing:
         b = self.model.decode_batch(50.0, W)
         est = self.model.replicas_needed(DECODE, {Signal.DECODE_CONCURRENCY: 2.5 * b}, SLO_, workload=W)
         assert est.replicas == 3
+
+    def test_measured_context_sets_the_step(self) -> None:
+        """With a measured running context the ITL-bound batch is read at that context, not at ISL + OSL / 2."""
+        long = replace(W, decode_context_tokens=3000.0)
+        b = self.model.decode_batch(50.0, long)
+        assert decode_ms(b, 3000) <= 45.0 + 0.5
+        assert self.model.profile.decode_step_ms(b + 1, 3000.0) > 45.0
+        assert b < self.model.decode_batch(50.0, W)
+
+    def test_measured_context_reserves_twice_the_generated_part(self) -> None:
+        """A running sequence is half-way through its output: it has reserved ISL + 2 x (context - ISL)."""
+        assert replace(W, decode_context_tokens=1400.0).reserved_tokens == 1000.0 + 2 * 400.0
+        assert replace(W, decode_context_tokens=1050.0).reserved_tokens == 1000.0 + 200.0  # never under ISL + OSL
+        assert W.reserved_tokens == 1200.0
 
     def test_kv_limits_batch(self) -> None:
         """When KV is scarce the batch is what fits, not what the ITL allows."""

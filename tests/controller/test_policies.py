@@ -433,3 +433,24 @@ class TestSloDecodeBacklog:
         kept = 300.0 * seq_s / c.lead_time_s("decode")
         assert p.targets["decode"] == math.ceil((720.0 - 300.0 + kept) / b - 1e-9)
         assert "queued drain" in p.reasons["decode"]
+
+
+def test_oracle_context_is_length_biased() -> None:
+    """Half the requests output 10 tokens, half 1,000: the running context is near ISL + 1000 / 2, not the mean's."""
+    n = 2000
+    arrivals = np.arange(n) * 0.05
+    out = np.where(np.arange(n) % 2 == 0, 10, 1000)
+    demand = build_oracle_demand(
+        arrivals,
+        np.full(n, 1000),
+        out,
+        capacity=MODEL,
+        slo=SLO(1000.0, 50.0),
+        roles={"prefill": PoolRole.PREFILL, "decode": PoolRole.DECODE},
+        bin_s=30.0,
+    )
+    w = demand.workload(60.0, 90.0, Workload(1024.0, 256.0))
+    # Residence-weighted (inp + out / 2): (10 x (1000 + 5) + 1000 x (1000 + 500)) / (10 + 1000), computed by hand.
+    expected = (9 * 1005.0 + 999 * 1500.0) / (9 + 999)  # residences are (out - 1) steps long
+    assert w.decode_context_tokens == pytest.approx(expected, rel=0.02)
+    assert w.ctx_tokens > 1000.0 + float(out.mean()) / 2.0
