@@ -75,20 +75,24 @@ class ResidualTracker:
         for h, pending in self._pending.items():
             pending.clear()
             targets, res = self._targets[h], self._residuals[h]
-            keep = [(t, r) for t, r in zip(targets, res, strict=True) if t <= k - span]
-            dropped += len(res) - len(keep)
-            targets.clear()
-            res.clear()
-            for t, r in keep:
-                targets.append(t)
-                res.append(r)
+            while targets and targets[-1] > k - span:  # steps close in order: the newest are at the right
+                targets.pop()
+                res.pop()
+                dropped += 1
         self._offsets.clear()
         return dropped
 
     def scored_since(self, h: int, k: int) -> int:
         """Residuals known at horizon ``h`` (nearest tracked) for steps after ``k``."""
         key = self._nearest_key(h)
-        return 0 if key is None else sum(1 for t in self._targets[key] if t > k)
+        if key is None:
+            return 0
+        n = 0
+        for t in reversed(self._targets[key]):
+            if t <= k:
+                break
+            n += 1
+        return n
 
     def count(self, h: int) -> int:
         """Residuals known at horizon ``h`` (nearest tracked)."""
